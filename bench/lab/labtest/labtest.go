@@ -1,0 +1,82 @@
+// Package labtest adapts package lab to Go tests.
+package labtest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/nfqguard/nfqguard/bench/lab"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	checkOnce sync.Once
+	checkErr  error
+)
+
+// check reports why labs cannot be built in this process, or nil.
+func check() error {
+	checkOnce.Do(func() {
+		if os.Geteuid() != 0 {
+			checkErr = errors.New("lab tests need root")
+			return
+		}
+		for _, bin := range []string{"ip", "iptables", "iptables-restore"} {
+			if _, err := exec.LookPath(bin); err != nil {
+				checkErr = fmt.Errorf("lab tests need %s: %w", bin, err)
+				return
+			}
+		}
+		// Try to create a network namespace on a throwaway thread: the
+		// goroutine exits with the thread still locked, so the runtime
+		// discards the thread instead of reusing it in the new namespace.
+		done := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread()
+			done <- unix.Unshare(unix.CLONE_NEWNET)
+		}()
+		if err := <-done; err != nil {
+			checkErr = fmt.Errorf("cannot create a network namespace: %w", err)
+		}
+	})
+	return checkErr
+}
+
+// Require fails the test (t.Fatal) when CI=true and the process is not root
+// or cannot create a network namespace; outside CI it skips (t.Skip) with
+// the reason.
+func Require(t testing.TB) {
+	t.Helper()
+	err := check()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("labtest: %v", err)
+	}
+	t.Skipf("labtest: %v", err)
+}
+
+// New builds a lab with opts, registers Close with t.Cleanup (runs even when
+// the test fails), and fails the test on error. It calls Require first, so
+// tests need not. Unless opts.Prefix is set, namespace names get a random
+// prefix, so parallel tests and test binaries do not clash.
+func New(t testing.TB, opts lab.Options) *lab.Lab {
+	t.Helper()
+	Require(t)
+	l, err := lab.New(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("labtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("labtest: close lab %s: %v", l.Prefix, err)
+		}
+	})
+	return l
+}

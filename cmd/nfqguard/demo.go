@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nfqguard/nfqguard/bench/lab"
+	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/rules"
+)
+
+// demoCase is one exchange the demo tries through the lab.
+type demoCase struct {
+	what string
+	from string // namespace
+	run  func() error
+}
+
+func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("demo", stderr)
+	config := fs.String("c", "config.toml", "rule file to run the engine with")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if _, err := rules.Load(*config); err != nil {
+		return err
+	}
+	cfgPath, err := filepath.Abs(*config)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+
+	fmt.Fprintln(stdout, "Building the lab: a Docker-shaped host (docker0, DOCKER-USER, DNAT 8080→web:80 and 5353→web:53/udp),")
+	fmt.Fprintln(stdout, "containers web (172.17.0.2) and db (172.17.0.3), and an outside client (203.0.113.2).")
+	l, err := lab.New(ctx, lab.Options{})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	web, db := l.Containers[0], l.Containers[1]
+	ap := netip.AddrPortFrom
+	for _, s := range []struct {
+		ns   string
+		addr netip.AddrPort
+		udp  bool
+	}{
+		{web.NS, ap(web.Addr, 80), false}, {web.NS, ap(web.Addr, 81), false}, {web.NS, ap(web.Addr, 53), true},
+		{db.NS, ap(db.Addr, 5432), false}, {db.NS, ap(db.Addr, 6379), false},
+		{l.Out, ap(l.Outside, 9000), false}, {l.Out, ap(l.Outside, 25), false},
+	} {
+		serve := l.ServeTCPEcho
+		if s.udp {
+			serve = l.ServeUDPEcho
+		}
+		if err := serve(s.ns, s.addr); err != nil {
+			return err
+		}
+	}
+
+	eng, err := startEngine(ctx, l, self, cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+	defer eng.stop()
+	fmt.Fprintf(stdout, "Engine running with %s.\n\n", *config)
+
+	const timeout = time.Second
+	msg := []byte("hello through nfqguard")
+	tcp := func(ns string, dst netip.AddrPort) func() error {
+		return func() error { return l.TCPExchange(ns, dst, msg, timeout) }
+	}
+	cases := []demoCase{
+		{"outside → web:80 through published port 8080", "outside", tcp(l.Out, ap(l.HostOutside, 8080))},
+		{"outside → web:53/udp through published port 5353", "outside", func() error {
+			return l.UDPExchange(l.Out, ap(l.HostOutside, 5353), msg, timeout)
+		}},
+		{"outside → web:81 routed directly (port not published)", "outside", tcp(l.Out, ap(web.Addr, 81))},
+		{"web → outside:9000", "web", tcp(web.NS, ap(l.Outside, 9000))},
+		{"web → outside:25 (smtp)", "web", tcp(web.NS, ap(l.Outside, 25))},
+		{"web → db:5432", "web", tcp(web.NS, ap(db.Addr, 5432))},
+		{"web → db:6379", "web", tcp(web.NS, ap(db.Addr, 6379))},
+		{"db → web:80", "db", tcp(db.NS, ap(web.Addr, 80))},
+		{"db → web ping", "db", func() error { return l.Ping(db.NS, web.Addr, timeout) }},
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TRAFFIC\tRESULT\tENGINE LOG")
+	reached := 0
+	for _, c := range cases {
+		err := c.run()
+		result := "reached"
+		if err != nil {
+			result = "blocked"
+		} else {
+			reached++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.what, result, eng.takeRecords(200*time.Millisecond))
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "\n%d of %d exchanges reached their server.\n", reached, len(cases))
+
+	if err := eng.stop(); err != nil {
+		return err
+	}
+	left, err := l.IPTables(ctx, "-S", "DOCKER-USER")
+	if err != nil {
+		return err
+	}
+	if strings.Contains(left, "nfqguard") {
+		return fmt.Errorf("engine left rules behind in DOCKER-USER:\n%s", left)
+	}
+	fmt.Fprintln(stdout, "Engine stopped; DOCKER-USER is back as Docker left it. Lab removed.")
+	return nil
+}
+
+// demoEngine is `nfqguard run` started inside the lab's host namespace.
+type demoEngine struct {
+	wait    func() error
+	signal  func(os.Signal) error
+	mu      sync.Mutex
+	records []inspect.Record
+	once    sync.Once
+	err     error
+}
+
+func startEngine(ctx context.Context, l *lab.Lab, self, config string, stderr io.Writer) (*demoEngine, error) {
+	cmd := l.Command(ctx, l.Host, self, "run", "-c", config, "--blocked-log", "stdout")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	errOut, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	e := &demoEngine{signal: cmd.Process.Signal}
+	var pipes sync.WaitGroup
+	pipes.Add(2)
+	ready := make(chan struct{})
+	var readyOnce sync.Once
+	go func() {
+		defer pipes.Done()
+		sc := bufio.NewScanner(errOut)
+		for sc.Scan() {
+			fmt.Fprintf(stderr, "  engine | %s\n", sc.Text())
+			if strings.Contains(sc.Text(), "nfqguard running") {
+				readyOnce.Do(func() { close(ready) })
+			}
+		}
+	}()
+	go func() {
+		defer pipes.Done()
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var r inspect.Record
+			if json.Unmarshal(sc.Bytes(), &r) == nil {
+				e.mu.Lock()
+				e.records = append(e.records, r)
+				e.mu.Unlock()
+			}
+		}
+	}()
+	exited := make(chan error, 1)
+	go func() {
+		pipes.Wait() // read everything before Wait closes the pipes
+		exited <- cmd.Wait()
+	}()
+	e.wait = func() error { return <-exited }
+	select {
+	case <-ready:
+		return e, nil
+	case err := <-exited:
+		return nil, fmt.Errorf("engine exited before it was ready: %v", err)
+	case <-time.After(15 * time.Second):
+		_ = e.stop()
+		return nil, errors.New("engine did not become ready within 15s")
+	}
+}
+
+// takeRecords waits a little for the engine's log and describes the
+// records that arrived since the last call.
+func (e *demoEngine) takeRecords(wait time.Duration) string {
+	time.Sleep(wait)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var parts []string
+	for _, r := range e.records {
+		parts = append(parts, fmt.Sprintf("%s by %s (%s %s %s:%d → %s:%d)", r.Event, r.Rule, r.Container, r.Direction, r.Src, r.SrcPort, r.Dst, r.DstPort))
+	}
+	e.records = e.records[:0]
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// stop asks the engine to exit as an operator would (SIGTERM) and waits.
+func (e *demoEngine) stop() error {
+	e.once.Do(func() {
+		_ = e.signal(syscall.SIGTERM)
+		if err := e.wait(); err != nil {
+			e.err = fmt.Errorf("engine: %w", err)
+		}
+	})
+	return e.err
+}

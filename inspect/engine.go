@@ -1,0 +1,296 @@
+package inspect
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/nfqguard/nfqguard/rules"
+)
+
+// Idle timeouts after which a flow is forgotten. They bound how long a
+// dropped flow stays dropped without a new log line, and, with the fast
+// path off, how long an idle allowed flow keeps its verdict.
+const (
+	tcpTimeout     = time.Hour
+	tcpEndTimeout  = 30 * time.Second // after FIN or RST
+	udpTimeout     = 3 * time.Minute
+	icmpTimeout    = 30 * time.Second
+	droppedTimeout = time.Minute
+)
+
+// TableSource hands out the current rule table. *atomic.Pointer[rules.Table]
+// satisfies it, so a reload swaps the table under running engines.
+type TableSource interface {
+	Load() *rules.Table
+}
+
+// Bridges tells whether a network interface is a container network's bridge
+// (docker0, br-…). It lets the engine recognise traffic of containers that
+// no [[container]] lists, so that [defaults] apply to them. It must be safe
+// for concurrent use and must not allocate.
+type Bridges interface {
+	IsBridge(ifindex uint32) bool
+}
+
+// Meta is what the kernel says about a packet besides its bytes.
+type Meta struct {
+	InDev, OutDev uint32 // interface indexes; 0 when unknown
+}
+
+// Verdict is the engine's answer for one packet.
+type Verdict struct {
+	Allow bool
+	// Bypass asks for the flow to be marked so that the kernel stops
+	// queueing it (the connmark fast path). Only set on allowed packets.
+	Bypass bool
+}
+
+// Event describes a flow worth logging: every blocked flow, and allowed
+// flows whose rule has log = true. It is emitted once per flow.
+type Event struct {
+	Time      time.Time
+	Action    rules.Action
+	RuleID    string
+	Container string // "" when the container is not listed
+	Direction rules.Direction
+	Proto     uint8
+	Src, Dst  netip.AddrPort // initiator → responder
+	Packets   uint32
+	Reason    string // why a packet was judged without rules (malformed, …)
+}
+
+// Sink receives events. Emit is called on the packet path: it must not
+// block (drop and count instead).
+type Sink interface {
+	Emit(Event)
+}
+
+// Options configure an Engine.
+type Options struct {
+	Tables  TableSource // required
+	Bridges Bridges     // nil: only listed containers are recognised
+	Sink    Sink        // nil: events are discarded
+}
+
+// Stats are an engine's counters. They are updated by the engine's goroutine
+// and may be read from any other.
+type Stats struct {
+	Packets     atomic.Uint64
+	Allowed     atomic.Uint64
+	Dropped     atomic.Uint64
+	Flows       atomic.Uint64 // flows judged by rules
+	Blocked     atomic.Uint64 // flows judged drop
+	Midstream   atomic.Uint64 // TCP flows first seen after their SYN
+	ICMPErrors  atomic.Uint64
+	Evictions   atomic.Uint64 // live flows pushed out of a full table
+	Malformed   atomic.Uint64 // packets that could not be decoded (all kinds)
+	Truncated   atomic.Uint64
+	Fragments   atomic.Uint64
+	BadVersion  atomic.Uint64
+	NotConsumed atomic.Uint64 // neither side is a container
+}
+
+// Engine judges the packets of one queue. It is not safe for concurrent use:
+// each queue's worker owns one.
+type Engine struct {
+	tables  TableSource
+	bridges Bridges
+	sink    Sink
+	dec     *Decoder
+	flows   *flowTable
+	base    time.Time
+	pkt     Packet
+	stats   Stats
+}
+
+// New returns an Engine with a flow table of maxFlows slots.
+func New(o Options, maxFlows int) *Engine {
+	if o.Bridges == nil {
+		o.Bridges = noBridges{}
+	}
+	if o.Sink == nil {
+		o.Sink = discard{}
+	}
+	return &Engine{
+		tables:  o.Tables,
+		bridges: o.Bridges,
+		sink:    o.Sink,
+		dec:     NewDecoder(),
+		flows:   newFlowTable(maxFlows, rand.Uint64()),
+		base:    time.Now(),
+	}
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() *Stats { return &e.stats }
+
+// Flows returns the number of flows the engine currently tracks. It walks
+// the table: call it from the engine's goroutine, or when it has stopped.
+func (e *Engine) Flows(now time.Time) int { return e.flows.live(int64(now.Sub(e.base))) }
+
+// Judge decides the fate of one packet. data starts with the IP header.
+func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
+	e.stats.Packets.Add(1)
+	t := e.tables.Load()
+	p := &e.pkt
+	if err := e.dec.Decode(data, p); err != nil {
+		return e.count(e.malformed(t, err))
+	}
+	clock := int64(now.Sub(e.base))
+	if p.IsICMPError() {
+		return e.count(e.judgeICMPError(t, p, m, clock))
+	}
+	k, srcIsA := makeKey(p.Src, p.SrcPort, p.Dst, p.DstPort, p.Proto)
+	if f := e.flows.lookup(&k, clock); f != nil {
+		f.packets++
+		f.lastSeen = clock
+		f.expires = clock + timeout(p, f.state)
+		return e.count(e.verdict(t, f.state == stateAllowed))
+	}
+
+	var d decision
+	aIsInit := srcIsA
+	if p.Proto == rules.ProtoTCP && p.TCPFlags&(TCPFlagSYN|TCPFlagACK) != TCPFlagSYN {
+		// Not an opening SYN: a flow that started before we saw it (before
+		// start-up, or evicted). Which end opened it is unknown, so it may
+		// go on if either reading of it is allowed; a TCP peer cannot open
+		// a new connection without a SYN, which is always judged.
+		e.stats.Midstream.Add(1)
+		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
+		if d.m.Action == rules.Drop {
+			if r := e.decide(t, p.Dst, p.Src, p.SrcPort, p.Proto, m.OutDev, m.InDev); r.m.Action == rules.Allow {
+				d, aIsInit = r, !srcIsA
+			}
+		}
+	} else {
+		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
+	}
+
+	f, evicted := e.flows.insert(&k, clock)
+	if evicted {
+		e.stats.Evictions.Add(1)
+	}
+	f.aIsInit = aIsInit
+	f.packets = 1
+	f.state = stateAllowed
+	if d.m.Action == rules.Drop {
+		f.state = stateDropped
+	}
+	f.expires = clock + timeout(p, f.state)
+	e.stats.Flows.Add(1)
+	if d.m.Action == rules.Drop {
+		e.stats.Blocked.Add(1)
+	}
+	if (d.m.Action == rules.Drop || d.m.Log) && !d.foreign {
+		src := netip.AddrPortFrom(p.Src, p.SrcPort)
+		dst := netip.AddrPortFrom(p.Dst, p.DstPort)
+		if aIsInit != srcIsA {
+			src, dst = dst, src
+		}
+		e.sink.Emit(Event{
+			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container,
+			Direction: d.dir, Proto: p.Proto, Src: src, Dst: dst, Packets: 1,
+		})
+	}
+	return e.count(e.verdict(t, f.state == stateAllowed))
+}
+
+// decision is the combined judgement of a flow from both of its ends.
+type decision struct {
+	m       rules.Match
+	dir     rules.Direction
+	foreign bool // neither end is a container
+}
+
+// decide judges a flow initiated by src towards dst on port dport. Each end
+// that is a container judges it (egress for src, ingress for dst); drop wins.
+func (e *Engine) decide(t *rules.Table, src, dst netip.Addr, dport uint16, proto uint8, in, out uint32) decision {
+	if proto != rules.ProtoTCP && proto != rules.ProtoUDP {
+		dport = 0
+	}
+	d := decision{foreign: true}
+	if t.Listed(dst) || e.bridges.IsBridge(out) {
+		d = decision{m: t.Judge(dst, rules.Ingress, proto, dport, src), dir: rules.Ingress}
+	}
+	if t.Listed(src) || e.bridges.IsBridge(in) {
+		eg := t.Judge(src, rules.Egress, proto, dport, dst)
+		if d.foreign || (eg.Action == rules.Drop && d.m.Action != rules.Drop) {
+			d = decision{m: eg, dir: rules.Egress}
+		}
+	}
+	if d.foreign {
+		e.stats.NotConsumed.Add(1)
+		d.m = rules.Match{Action: rules.Allow, RuleID: "none"}
+	}
+	return d
+}
+
+// judgeICMPError follows the verdict of the flow an ICMP error quotes, so
+// that "port unreachable" or "fragmentation needed" reach the peers of an
+// allowed flow, and errors about unknown flows are judged as ICMP.
+func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) Verdict {
+	e.stats.ICMPErrors.Add(1)
+	if p.Inner {
+		k, _ := makeKey(p.InnerSrc.Addr(), p.InnerSrc.Port(), p.InnerDst.Addr(), p.InnerDst.Port(), p.InnerPro)
+		if f := e.flows.lookup(&k, clock); f != nil {
+			return Verdict{Allow: f.state == stateAllowed}
+		}
+	}
+	d := e.decide(t, p.Src, p.Dst, 0, p.Proto, m.InDev, m.OutDev)
+	// Never bypass on an ICMP error: its conntrack entry is the quoted
+	// flow's, and a mark set here would let that flow skip judgement.
+	return Verdict{Allow: d.m.Action == rules.Allow}
+}
+
+func (e *Engine) malformed(t *rules.Table, err error) Verdict {
+	e.stats.Malformed.Add(1)
+	switch {
+	case errors.Is(err, ErrFragment):
+		e.stats.Fragments.Add(1)
+	case errors.Is(err, ErrIPVersion), errors.Is(err, ErrEmpty):
+		e.stats.BadVersion.Add(1)
+	default:
+		e.stats.Truncated.Add(1)
+	}
+	return Verdict{Allow: t.Engine.Malformed == rules.Allow}
+}
+
+func (e *Engine) verdict(t *rules.Table, allow bool) Verdict {
+	return Verdict{Allow: allow, Bypass: allow && t.Engine.FastPath}
+}
+
+func (e *Engine) count(v Verdict) Verdict {
+	if v.Allow {
+		e.stats.Allowed.Add(1)
+	} else {
+		e.stats.Dropped.Add(1)
+	}
+	return v
+}
+
+func timeout(p *Packet, s flowState) int64 {
+	if s == stateDropped {
+		return int64(droppedTimeout)
+	}
+	switch p.Proto {
+	case rules.ProtoTCP:
+		if p.TCPFlags&(TCPFlagFIN|TCPFlagRST) != 0 {
+			return int64(tcpEndTimeout)
+		}
+		return int64(tcpTimeout)
+	case rules.ProtoICMP, rules.ProtoICMPv6:
+		return int64(icmpTimeout)
+	}
+	return int64(udpTimeout)
+}
+
+type noBridges struct{}
+
+func (noBridges) IsBridge(uint32) bool { return false }
+
+type discard struct{}
+
+func (discard) Emit(Event) {}

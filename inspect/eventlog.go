@@ -1,0 +1,124 @@
+package inspect
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nfqguard/nfqguard/rules"
+)
+
+// EventLog writes events as JSON lines, one object per flow, on its own
+// goroutine so that a slow disk never stalls a queue. When its buffer is
+// full, Emit drops the event and counts it.
+type EventLog struct {
+	ch      chan Event
+	w       *bufio.Writer
+	done    chan struct{}
+	dropped atomic.Uint64
+	err     error // first write error; read after done is closed
+}
+
+// NewEventLog starts a writer to w holding up to buffer pending events.
+// Close must be called, after the last Emit, to flush and stop it.
+func NewEventLog(w io.Writer, buffer int) *EventLog {
+	l := &EventLog{ch: make(chan Event, buffer), w: bufio.NewWriter(w), done: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+// Emit queues ev for writing without blocking.
+func (l *EventLog) Emit(ev Event) {
+	select {
+	case l.ch <- ev:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// Dropped returns the number of events lost to a full buffer.
+func (l *EventLog) Dropped() uint64 { return l.dropped.Load() }
+
+// Close flushes pending events and stops the writer. No Emit may follow.
+func (l *EventLog) Close() error {
+	close(l.ch)
+	<-l.done
+	return l.err
+}
+
+// Record is the JSON form of an Event: the blocked-flow log's schema.
+type Record struct {
+	Time      time.Time `json:"time"`
+	Event     string    `json:"event"` // "blocked" or "allowed"
+	Rule      string    `json:"rule"`  // rule id, "default", or a reason's name
+	Container string    `json:"container"`
+	Direction string    `json:"direction"`
+	Proto     string    `json:"proto"`
+	Src       string    `json:"src"`
+	SrcPort   uint16    `json:"sport"`
+	Dst       string    `json:"dst"`
+	DstPort   uint16    `json:"dport"`
+	Packets   uint32    `json:"packets"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// RecordOf converts an event to its log record.
+func RecordOf(ev Event) Record {
+	r := Record{
+		Time:      ev.Time.UTC(),
+		Event:     "allowed",
+		Rule:      ev.RuleID,
+		Container: ev.Container,
+		Direction: ev.Direction.String(),
+		Proto:     ProtoName(ev.Proto),
+		Src:       ev.Src.Addr().String(),
+		SrcPort:   ev.Src.Port(),
+		Dst:       ev.Dst.Addr().String(),
+		DstPort:   ev.Dst.Port(),
+		Packets:   ev.Packets,
+		Reason:    ev.Reason,
+	}
+	if ev.Action == rules.Drop {
+		r.Event = "blocked"
+	}
+	return r
+}
+
+func (l *EventLog) run() {
+	defer close(l.done)
+	enc := json.NewEncoder(l.w)
+	for ev := range l.ch {
+		if err := enc.Encode(RecordOf(ev)); err != nil && l.err == nil {
+			l.err = fmt.Errorf("write flow log: %w", err)
+		}
+		// Flush when nothing else is waiting, so lines appear promptly but
+		// a burst is written in few syscalls.
+		if len(l.ch) == 0 {
+			if err := l.w.Flush(); err != nil && l.err == nil {
+				l.err = fmt.Errorf("write flow log: %w", err)
+			}
+		}
+	}
+	if err := l.w.Flush(); err != nil && l.err == nil {
+		l.err = fmt.Errorf("write flow log: %w", err)
+	}
+}
+
+// ProtoName names an IP protocol number as the config does.
+func ProtoName(p uint8) string {
+	switch p {
+	case rules.ProtoTCP:
+		return "tcp"
+	case rules.ProtoUDP:
+		return "udp"
+	case rules.ProtoICMP:
+		return "icmp"
+	case rules.ProtoICMPv6:
+		return "icmpv6"
+	}
+	return strconv.Itoa(int(p))
+}

@@ -1,0 +1,154 @@
+package inspect
+
+import (
+	"math/bits"
+	"net/netip"
+)
+
+// flowKey identifies a flow independent of direction: endpoint a is the one
+// that sorts lower, so both directions of a flow produce the same key.
+type flowKey struct {
+	a, b         [16]byte
+	aPort, bPort uint16
+	proto        uint8
+}
+
+func makeKey(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, proto uint8) (k flowKey, srcIsA bool) {
+	s, d := src.As16(), dst.As16()
+	k.proto = proto
+	if less(s, sport, d, dport) {
+		k.a, k.aPort, k.b, k.bPort = s, sport, d, dport
+		return k, true
+	}
+	k.a, k.aPort, k.b, k.bPort = d, dport, s, sport
+	return k, false
+}
+
+func less(a [16]byte, ap uint16, b [16]byte, bp uint16) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return ap < bp
+}
+
+// hash mixes the key with a per-table seed so that remote peers cannot aim
+// many flows at one bucket without knowing the seed.
+func (k *flowKey) hash(seed uint64) uint64 {
+	h := seed
+	h = mix(h, leUint64(k.a[0:8]))
+	h = mix(h, leUint64(k.a[8:16]))
+	h = mix(h, leUint64(k.b[0:8]))
+	h = mix(h, leUint64(k.b[8:16]))
+	h = mix(h, uint64(k.aPort)<<24|uint64(k.bPort)<<8|uint64(k.proto))
+	return h
+}
+
+func leUint64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// mix is one round of a multiply-xorshift hash (as in wyhash/rapidhash).
+func mix(h, v uint64) uint64 {
+	hi, lo := bits.Mul64(h^v, 0x9E3779B97F4A7C15)
+	return hi ^ lo
+}
+
+// flowState is what the engine remembers about a flow.
+type flowState uint8
+
+const (
+	stateFree flowState = iota
+	stateAllowed
+	stateDropped
+)
+
+// flow is one slot of the flow table.
+type flow struct {
+	key      flowKey
+	state    flowState
+	aIsInit  bool // endpoint a sent the flow's first packet
+	packets  uint32
+	lastSeen int64 // nanoseconds, engine clock
+	expires  int64 // nanoseconds, engine clock
+}
+
+// ways is the associativity of the flow table: a key lives in one of the
+// ways slots of its bucket, so lookups touch one or two cache lines.
+const ways = 8
+
+// flowTable is a fixed-size set-associative table of flows. It never
+// allocates after construction and never needs a sweep: an expired slot is
+// free, and a full bucket evicts its least recently seen flow. It is owned
+// by one goroutine.
+type flowTable struct {
+	slots []flow
+	mask  uint64 // number of buckets - 1
+	seed  uint64
+}
+
+func newFlowTable(size int, seed uint64) *flowTable {
+	buckets := 1
+	for buckets*ways < size {
+		buckets <<= 1
+	}
+	return &flowTable{slots: make([]flow, buckets*ways), mask: uint64(buckets - 1), seed: seed}
+}
+
+func (t *flowTable) bucket(k *flowKey) []flow {
+	i := (k.hash(t.seed) & t.mask) * ways
+	return t.slots[i : i+ways : i+ways]
+}
+
+// lookup returns the live flow for k, or nil.
+func (t *flowTable) lookup(k *flowKey, now int64) *flow {
+	b := t.bucket(k)
+	for i := range b {
+		f := &b[i]
+		if f.state != stateFree && f.key == *k {
+			if f.expires <= now {
+				f.state = stateFree
+				return nil
+			}
+			return f
+		}
+	}
+	return nil
+}
+
+// insert claims a slot for k, which must not be live in the table: a free
+// or expired slot if the bucket has one, else the least recently seen flow,
+// in which case evicted is true.
+func (t *flowTable) insert(k *flowKey, now int64) (f *flow, evicted bool) {
+	b := t.bucket(k)
+	victim, oldest := -1, 0
+	for i := range b {
+		if b[i].state == stateFree || b[i].expires <= now {
+			victim = i
+			break
+		}
+		if b[i].lastSeen < b[oldest].lastSeen {
+			oldest = i
+		}
+	}
+	if victim < 0 {
+		victim, evicted = oldest, true
+	}
+	b[victim] = flow{key: *k, lastSeen: now}
+	return &b[victim], evicted
+}
+
+// live counts the flows that have not expired. It walks the whole table:
+// for status and tests, not for the packet path.
+func (t *flowTable) live(now int64) int {
+	n := 0
+	for i := range t.slots {
+		if t.slots[i].state != stateFree && t.slots[i].expires > now {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,388 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// Chain names and the comments that tag every rule nfqguard writes, so that
+// a later run can find (and replace) what a killed run left behind.
+const (
+	filterTable     = "filter"
+	dockerUserChain = "DOCKER-USER"
+	forwardChain    = "FORWARD"
+
+	commentRedirect = "nfqguard-redirect"
+	commentFastPath = "nfqguard-fastpath"
+	commentCreated  = "nfqguard-created-chain"
+)
+
+// ErrNoChain is returned when Docker's DOCKER-USER chain does not exist.
+var ErrNoChain = errors.New("no DOCKER-USER chain: is Docker running on this host? " +
+	"(run with --create-chain to create it and the FORWARD jump the way Docker does)")
+
+// ErrDockerNftables is returned when Docker uses its nftables backend, which
+// has no DOCKER-USER chain to hook into.
+var ErrDockerNftables = errors.New("Docker uses its nftables firewall backend, which has no DOCKER-USER chain; " +
+	"nfqguard needs Docker's iptables backend (the default): set \"firewall-backend\": \"iptables\" in daemon.json")
+
+// RuleSpec is what the installed rules must do.
+type RuleSpec struct {
+	FirstQueue uint16
+	Queues     int
+	Mark       uint32 // packet-mark bit: already judged
+	BypassMark uint32 // mark bit copied to the connmark: flow decided
+	FastPath   bool
+	FailOpen   bool
+}
+
+// redirect returns the NFQUEUE rule: every not-yet-judged packet of a flow
+// that is not on the fast path goes to the queues.
+func (s RuleSpec) redirect() []string {
+	r := []string{"-m", "mark", "!", "--mark", maskArg(s.Mark),
+		"-m", "connmark", "!", "--mark", maskArg(s.BypassMark),
+		"-m", "comment", "--comment", commentRedirect, "-j", "NFQUEUE"}
+	if s.Queues <= 1 {
+		r = append(r, "--queue-num", strconv.Itoa(int(s.FirstQueue)))
+	} else {
+		r = append(r, "--queue-balance", fmt.Sprintf("%d:%d", s.FirstQueue, int(s.FirstQueue)+s.Queues-1))
+	}
+	if s.FailOpen {
+		r = append(r, "--queue-bypass")
+	}
+	return r
+}
+
+// companion returns the rule that copies the bypass bit of a packet that
+// nfqguard answered into its connection's mark, so the redirect stops
+// matching that connection.
+func (s RuleSpec) companion() []string {
+	return []string{"-m", "mark", "--mark", maskArg(s.BypassMark),
+		"-m", "comment", "--comment", commentFastPath,
+		"-j", "CONNMARK", "--set-xmark", maskArg(s.BypassMark)}
+}
+
+func maskArg(bit uint32) string { return fmt.Sprintf("0x%x/0x%x", bit, bit) }
+
+// family is one address family's iptables binary and what nfqguard did in it.
+type family struct {
+	name    string // "IPv4" or "IPv6"
+	ipt     *iptables.IPTables
+	path    string
+	backend string // "nft" or "legacy"
+	created bool   // DOCKER-USER was created by nfqguard and goes on exit
+}
+
+func (f *family) String() string { return fmt.Sprintf("%s: %s (%s)", f.name, f.path, f.backend) }
+
+// FirewallOptions configure OpenFirewall.
+type FirewallOptions struct {
+	// CreateChain creates DOCKER-USER and the FORWARD jump to it when Docker
+	// has not, and removes them again on Remove.
+	CreateChain bool
+	// Binaries overrides the iptables binaries tried for IPv4 and IPv6
+	// (tests); by default iptables-nft, iptables-legacy, iptables.
+	Binaries4, Binaries6 []string
+}
+
+// Firewall installs nfqguard's rules in the DOCKER-USER chain of each
+// address family whose DOCKER-USER Docker actually jumps to. It is not safe
+// for concurrent use.
+type Firewall struct {
+	families []*family
+}
+
+// OpenFirewall finds DOCKER-USER for IPv4 (required) and IPv6 (used when
+// present). It changes nothing on the host unless opts.CreateChain is set
+// and the chain is missing.
+func OpenFirewall(opts FirewallOptions) (*Firewall, error) {
+	b4, b6 := opts.Binaries4, opts.Binaries6
+	if b4 == nil {
+		b4 = []string{"iptables-nft", "iptables-legacy", "iptables"}
+	}
+	if b6 == nil {
+		b6 = []string{"ip6tables-nft", "ip6tables-legacy", "ip6tables"}
+	}
+	fw := &Firewall{}
+	v4, err := findFamily("IPv4", iptables.ProtocolIPv4, b4, opts.CreateChain)
+	if err != nil {
+		return nil, fmt.Errorf("IPv4 firewall: %w", err)
+	}
+	fw.families = append(fw.families, v4)
+	v6, err := findFamily("IPv6", iptables.ProtocolIPv6, b6, opts.CreateChain)
+	switch {
+	case err == nil:
+		fw.families = append(fw.families, v6)
+	case errors.Is(err, ErrNoChain), errors.Is(err, exec.ErrNotFound):
+		// Docker without IPv6: nothing to hook for that family.
+	default:
+		return nil, errors.Join(fmt.Errorf("IPv6 firewall: %w", err), fw.removeCreated())
+	}
+	return fw, nil
+}
+
+// Families describes the chains in use, e.g. "IPv4: /usr/sbin/iptables-nft (nft)".
+func (fw *Firewall) Families() []string {
+	var out []string
+	for _, f := range fw.families {
+		out = append(out, f.String())
+	}
+	return out
+}
+
+// findFamily picks the backend whose DOCKER-USER the FORWARD chain jumps to.
+// A rule written to the other backend would silently do nothing.
+func findFamily(name string, proto iptables.Protocol, bins []string, create bool) (*family, error) {
+	var found []*family
+	for _, bin := range bins {
+		path, err := exec.LookPath(bin)
+		if err != nil || containsBinary(found, path) {
+			continue
+		}
+		ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(path), iptables.Timeout(10))
+		if err != nil {
+			continue // e.g. iptables-legacy without kernel support
+		}
+		found = append(found, &family{name: name, ipt: ipt, path: path, backend: backendOf(path)})
+	}
+	if len(found) == 0 {
+		return nil, fmt.Errorf("%s: %w (install the iptables package)", strings.Join(bins, ", "), exec.ErrNotFound)
+	}
+	var withChain *family
+	for _, f := range found {
+		ok, err := f.ipt.ChainExists(filterTable, dockerUserChain)
+		if err != nil || !ok {
+			continue
+		}
+		if jumps, _ := f.jumpsToDockerUser(); jumps {
+			return f, nil
+		}
+		if withChain == nil {
+			withChain = f
+		}
+	}
+	if withChain != nil {
+		return withChain, nil
+	}
+	if dockerUsesNftables() {
+		return nil, ErrDockerNftables
+	}
+	if !create {
+		return nil, ErrNoChain
+	}
+	// Create where a plain "iptables" command would: the last candidate
+	// found is the distribution's default.
+	f := found[len(found)-1]
+	if err := f.createChain(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// containsBinary reports whether path is one of fs's binaries under another
+// name: Debian's "iptables" is a link to the same multi-call binary as
+// "iptables-nft" or "iptables-legacy".
+func containsBinary(fs []*family, path string) bool {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false
+	}
+	for _, f := range fs {
+		if r, err := filepath.EvalSymlinks(f.path); err == nil && r == real && f.backend == backendOf(path) {
+			return true
+		}
+	}
+	return false
+}
+
+func backendOf(path string) string {
+	out, err := exec.Command(path, "--version").Output()
+	if err == nil && strings.Contains(string(out), "nf_tables") {
+		return "nft"
+	}
+	return "legacy"
+}
+
+// dockerUsesNftables reports whether Docker's nftables backend (Docker 29+,
+// experimental) has set up its tables.
+func dockerUsesNftables() bool {
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		return false
+	}
+	out, err := exec.Command(nft, "list", "tables").Output()
+	return err == nil && strings.Contains(string(out), "docker-bridges")
+}
+
+func (f *family) jumpsToDockerUser() (bool, error) {
+	rules, err := f.ipt.List(filterTable, forwardChain)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rules {
+		if strings.Contains(r, "-j "+dockerUserChain) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// createChain creates DOCKER-USER as Docker does: a chain ending in RETURN,
+// jumped to first thing in FORWARD. Both rules carry nfqguard's comment so
+// that a later run knows the chain is nfqguard's to remove.
+func (f *family) createChain() error {
+	if err := f.ipt.NewChain(filterTable, dockerUserChain); err != nil {
+		return fmt.Errorf("%s: create %s: %w", f.name, dockerUserChain, err)
+	}
+	f.created = true
+	if err := f.ipt.Append(filterTable, dockerUserChain, "-m", "comment", "--comment", commentCreated, "-j", "RETURN"); err != nil {
+		return errors.Join(fmt.Errorf("%s: create %s: %w", f.name, dockerUserChain, err), f.deleteCreated())
+	}
+	if err := f.ipt.Insert(filterTable, forwardChain, 1, "-m", "comment", "--comment", commentCreated, "-j", dockerUserChain); err != nil {
+		return errors.Join(fmt.Errorf("%s: jump from %s to %s: %w", f.name, forwardChain, dockerUserChain, err), f.deleteCreated())
+	}
+	return nil
+}
+
+// ownsChain reports whether DOCKER-USER is one nfqguard created, in this run
+// or in a run that was killed.
+func (f *family) ownsChain() bool {
+	if f.created {
+		return true
+	}
+	rules, err := f.ipt.List(filterTable, dockerUserChain)
+	if err != nil {
+		return false
+	}
+	for _, r := range rules {
+		if strings.Contains(r, commentCreated) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *family) deleteCreated() error {
+	var errs []error
+	if err := f.ipt.DeleteIfExists(filterTable, forwardChain, "-m", "comment", "--comment", commentCreated, "-j", dockerUserChain); err != nil {
+		errs = append(errs, err)
+	}
+	if err := f.ipt.ClearAndDeleteChain(filterTable, dockerUserChain); err != nil {
+		errs = append(errs, err)
+	}
+	f.created = false
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s: remove %s: %w", f.name, dockerUserChain, err)
+	}
+	return nil
+}
+
+// Install removes rules a previous run left behind and inserts the redirect
+// and, with the fast path, its companion at the top of DOCKER-USER. On error
+// it removes whatever it had inserted, in every family.
+func (fw *Firewall) Install(spec RuleSpec) error {
+	for _, f := range fw.families {
+		if err := f.install(spec); err != nil {
+			return errors.Join(err, fw.Remove())
+		}
+	}
+	return nil
+}
+
+func (f *family) install(spec RuleSpec) error {
+	if err := f.removeOurs(); err != nil {
+		return err
+	}
+	if spec.FastPath {
+		if err := f.ipt.Insert(filterTable, dockerUserChain, 1, spec.companion()...); err != nil {
+			return fmt.Errorf("%s: insert fast-path rule in %s: %w", f.name, dockerUserChain, err)
+		}
+	}
+	if err := f.ipt.Insert(filterTable, dockerUserChain, 1, spec.redirect()...); err != nil {
+		return fmt.Errorf("%s: insert NFQUEUE rule in %s: %w", f.name, dockerUserChain, err)
+	}
+	return nil
+}
+
+// removeOurs deletes every redirect and companion rule in DOCKER-USER,
+// whoever's run wrote them.
+func (f *family) removeOurs() error {
+	rules, err := f.ipt.List(filterTable, dockerUserChain)
+	if err != nil {
+		return fmt.Errorf("%s: list %s: %w", f.name, dockerUserChain, err)
+	}
+	for _, r := range rules {
+		if !strings.Contains(r, commentRedirect) && !strings.Contains(r, commentFastPath) {
+			continue
+		}
+		spec := ruleSpecOf(r)
+		if len(spec) == 0 {
+			continue
+		}
+		if err := f.ipt.DeleteIfExists(filterTable, dockerUserChain, spec...); err != nil {
+			return fmt.Errorf("%s: remove old rule %q: %w", f.name, r, err)
+		}
+	}
+	return nil
+}
+
+// ruleSpecOf turns a line of `iptables -S CHAIN` back into arguments for
+// -D. nfqguard's rules hold no quoted or spaced values, so splitting on
+// white space and dropping quotes is exact for them.
+func ruleSpecOf(line string) []string {
+	fields := strings.Fields(line)
+	if len(fields) < 2 || fields[0] != "-A" {
+		return nil
+	}
+	spec := fields[2:]
+	for i, f := range spec {
+		spec[i] = strings.Trim(f, "\"")
+	}
+	return spec
+}
+
+// Remove deletes nfqguard's rules, and DOCKER-USER itself where nfqguard
+// created it. It reports every failure but tries every family.
+func (fw *Firewall) Remove() error {
+	var errs []error
+	for _, f := range fw.families {
+		if err := f.removeOurs(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(append(errs, fw.removeCreated())...)
+}
+
+func (fw *Firewall) removeCreated() error {
+	var errs []error
+	for _, f := range fw.families {
+		if f.ownsChain() {
+			errs = append(errs, f.deleteCreated())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Rules returns the nfqguard rules currently in DOCKER-USER of each family,
+// as `iptables -S` prints them (for status and tests).
+func (fw *Firewall) Rules() ([]string, error) {
+	var out []string
+	for _, f := range fw.families {
+		rules, err := f.ipt.List(filterTable, dockerUserChain)
+		if err != nil {
+			return nil, fmt.Errorf("%s: list %s: %w", f.name, dockerUserChain, err)
+		}
+		for _, r := range rules {
+			if strings.Contains(r, "nfqguard-") {
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,22 @@
+// Package rules loads nfqguard's TOML rule file, validates it strictly and
+// compiles it into an immutable lookup table for the packet hot path.
+//
+// What it does:
+//
+//   - Parse/Load read the file and report every problem at once, each as a
+//     *ConfigError carrying file, line, column and the key path, so that
+//     `nfqguard check` can point a user at the exact spot.
+//   - The resulting *Table answers Judge and Listed without locks or
+//     allocations; it is never modified after Parse returns, so any number of
+//     goroutines may query it while a reload builds a replacement.
+//
+// What it does not do: it does not open the blocked-flow log, talk to Docker
+// to resolve container names, install iptables rules, track flows or decode
+// packets. Reloading means parsing a new Table and swapping a pointer; that
+// is the caller's business.
+//
+// Address families never mix: an IPv4 peer is only matched by IPv4 prefixes,
+// so "::/0" does not match IPv4 peers and "0.0.0.0/0" does not match IPv6
+// peers. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are treated as the IPv4
+// address they carry, both in the file and in queries.
+package rules

@@ -1,0 +1,796 @@
+package rules
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults for optional [engine] keys.
+const (
+	DefaultMark       uint32 = 0x10000000
+	DefaultBypassMark uint32 = 0x20000000
+	DefaultMaxFlows          = 65536
+	DefaultQueueLen          = 4096
+	DefaultBlockedLog        = "stdout"
+)
+
+// Limits for [engine] keys.
+const (
+	MaxWorkers  = 1024
+	MinMaxFlows = 1024
+	MaxMaxFlows = 16777216
+	MaxQueueLen = 1048576
+)
+
+// Load reads the rule file at path and compiles it; see Parse.
+func Load(path string) (*Table, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		// os errors already name the file: "open /etc/x.toml: no such file".
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse validates and compiles a rule file. name is used as FILE in error
+// messages and as Table.Source. On failure the error joins (errors.Join) one
+// *ConfigError per problem, sorted by position; no Table is returned.
+func Parse(name string, data []byte) (*Table, error) {
+	return parse(name, data, runtime.NumCPU())
+}
+
+// parse is Parse with the CPU count injected, so tests get stable output.
+func parse(name string, data []byte, cpus int) (*Table, error) {
+	// Decoding into a generic map instead of structs lets validation report
+	// every type mismatch and unknown key with its full indexed key path;
+	// the struct decoder stops at the first mismatch and loses array indexes.
+	var doc map[string]any
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			line, col := pe.Position.Line, pe.Position.Col
+			// toml counts a newline as part of the next line when an error
+			// sits on it ("[engine" then EOL is reported at 2:8); deriving
+			// both from the byte offset keeps them consistent.
+			if off := pe.Position.Start; off > 0 && off <= len(data) {
+				line, col = (&posIndex{lineStarts: lineStarts(data)}).lineCol(off)
+			}
+			return nil, &ConfigError{File: name, Line: line, Col: col, Msg: pe.Message}
+		}
+		return nil, &ConfigError{File: name, Msg: err.Error()}
+	}
+	p := &parser{file: name, pos: indexPositions(data), cpus: cpus}
+	t := p.table(doc)
+	if len(p.errs) > 0 {
+		slices.SortStableFunc(p.errs, func(a, b *ConfigError) int {
+			return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
+		})
+		errs := make([]error, len(p.errs))
+		for i, e := range p.errs {
+			errs[i] = e
+		}
+		return nil, errors.Join(errs...)
+	}
+	t.Source = name
+	return t, nil
+}
+
+// parser walks the decoded document, collecting errors instead of stopping.
+type parser struct {
+	file string
+	pos  *posIndex
+	cpus int
+	errs []*ConfigError
+}
+
+func (p *parser) errorf(key, format string, args ...any) {
+	line, col := p.pos.lookup(key)
+	p.errs = append(p.errs, &ConfigError{File: p.file, Line: line, Col: col, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// lineOf is used in messages that refer to another place in the file.
+func (p *parser) lineOf(key string) int {
+	line, _ := p.pos.lookup(key)
+	return line
+}
+
+func (p *parser) table(doc map[string]any) *Table {
+	p.checkKeys(doc, "", "", "engine", "log", "defaults", "container")
+	t := &Table{byAddr: map[netip.Addr]int32{}}
+	t.Engine, t.autoWorkers = p.engine(doc)
+	t.Log = p.log(doc)
+	t.defaults[Ingress], t.defaults[Egress] = Allow, Allow
+	if m, ok := p.section(doc, "", "defaults"); ok {
+		p.checkKeys(m, "defaults", "[defaults]", "ingress", "egress")
+		if a, ok := p.action(m, "defaults", "ingress"); ok {
+			t.defaults[Ingress] = a
+		}
+		if a, ok := p.action(m, "defaults", "egress"); ok {
+			t.defaults[Egress] = a
+		}
+	}
+	p.containers(doc, t)
+	return t
+}
+
+func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
+	e := EngineConfig{
+		Mark:       DefaultMark,
+		BypassMark: DefaultBypassMark,
+		FastPath:   true,
+		Malformed:  Drop,
+		MaxFlows:   DefaultMaxFlows,
+		QueueLen:   DefaultQueueLen,
+	}
+	m, ok := p.section(doc, "", "engine")
+	if !ok {
+		m = nil // absent or wrong type: defaults, and the error is already out
+	}
+	const at = "engine"
+	p.checkKeys(m, at, "[engine]", "queue", "workers", "fail_open", "mark", "bypass_mark",
+		"fast_path", "malformed", "max_flows", "queue_len")
+	queueOK, workersOK := true, true
+	if v, ok := p.intRange(m, at, "queue", 0, 65535); ok {
+		e.Queue = uint16(v)
+	} else {
+		queueOK = !has(m, "queue")
+	}
+	if v, ok := p.intRange(m, at, "workers", 0, MaxWorkers); ok {
+		e.Workers = int(v)
+	} else {
+		workersOK = !has(m, "workers")
+	}
+	if v, ok := p.boolean(m, at, "fail_open"); ok {
+		e.FailOpen = v
+	}
+	if v, ok := p.boolean(m, at, "fast_path"); ok {
+		e.FastPath = v
+	}
+	markOK, bypassOK := true, true
+	if v, ok := p.mask(m, at, "mark"); ok {
+		e.Mark = v
+	} else {
+		markOK = !has(m, "mark")
+	}
+	if v, ok := p.mask(m, at, "bypass_mark"); ok {
+		e.BypassMark = v
+	} else {
+		bypassOK = !has(m, "bypass_mark")
+	}
+	if markOK && bypassOK && e.Mark&e.BypassMark != 0 {
+		key := "engine.bypass_mark"
+		if !has(m, "bypass_mark") {
+			key = "engine.mark"
+		}
+		p.errorf(key, "mark %#08x and bypass_mark %#08x share bits %#08x; they must not overlap",
+			e.Mark, e.BypassMark, e.Mark&e.BypassMark)
+	}
+	if a, ok := p.action(m, at, "malformed"); ok {
+		e.Malformed = a
+	}
+	if v, ok := p.intRange(m, at, "max_flows", MinMaxFlows, MaxMaxFlows); ok {
+		e.MaxFlows = int(v)
+	}
+	if v, ok := p.intRange(m, at, "queue_len", 1, MaxQueueLen); ok {
+		e.QueueLen = uint32(v)
+	}
+	auto := e.Workers == 0
+	if auto {
+		e.Workers = min(max(p.cpus, 1), MaxWorkers)
+	}
+	if queueOK && workersOK && int(e.Queue)+e.Workers-1 > 65535 {
+		key, why := "engine.workers", ""
+		if auto {
+			key, why = "engine.queue", fmt.Sprintf(" (workers = 0 means one per CPU: %d)", e.Workers)
+			if has(m, "workers") {
+				key = "engine.workers"
+			}
+		}
+		p.errorf(key, "queues %d..%d exceed 65535%s; lower queue or workers",
+			e.Queue, int(e.Queue)+e.Workers-1, why)
+	}
+	return e, auto
+}
+
+func (p *parser) log(doc map[string]any) LogConfig {
+	l := LogConfig{Blocked: DefaultBlockedLog}
+	m, ok := p.section(doc, "", "log")
+	if !ok {
+		return l
+	}
+	p.checkKeys(m, "log", "[log]", "blocked")
+	if s, ok := p.str(m, "log", "blocked"); ok {
+		if strings.TrimSpace(s) == "" {
+			p.errorf("log.blocked", `must be "stdout", "stderr" or a file path, not empty`)
+		} else {
+			l.Blocked = s
+		}
+	}
+	return l
+}
+
+func (p *parser) containers(doc map[string]any, t *Table) {
+	tables, ok := p.tables(doc, "", "container")
+	if !ok {
+		return
+	}
+	names := map[string]string{} // name → key path of its first use
+	ids := map[string]string{}   // rule id → key path of its first use
+	type owned struct{ label, key string }
+	owner := map[netip.Addr]owned{} // address → first container and ips key
+	for i, m := range tables {
+		at := indexPath("container", i)
+		if m == nil {
+			continue
+		}
+		p.checkKeys(m, at, "[[container]]", "name", "ips", "ingress", "egress", "rule")
+		c := container{def: t.defaults}
+		label := at // how messages refer to this container
+		if name, ok := p.requiredStr(m, at, "name"); ok {
+			nameKey := joinPath(at, "name")
+			switch {
+			case name == "":
+				p.errorf(nameKey, "must not be empty")
+			case !cleanName(name):
+				p.errorf(nameKey, "%q must not contain spaces or control characters", name)
+			case names[name] != "":
+				p.errorf(nameKey, "duplicate container name %q (first defined at line %d)", name, p.lineOf(names[name]))
+			default:
+				names[name] = nameKey
+				c.name, label = name, name
+			}
+		}
+		p.eachString(m, at, "ips", func(key, s string) {
+			a, ok := p.hostAddr(key, s)
+			if !ok {
+				return
+			}
+			if prev, dup := owner[a]; dup {
+				if strings.HasPrefix(prev.key, at+".") {
+					p.errorf(key, "address %s is listed twice in container %q (first at line %d)", a, label, p.lineOf(prev.key))
+				} else {
+					p.errorf(key, "address %s is listed under both container %q (line %d) and container %q",
+						a, prev.label, p.lineOf(prev.key), label)
+				}
+				return
+			}
+			owner[a] = owned{label, key}
+			c.addrs = append(c.addrs, a)
+		})
+		for _, d := range []Direction{Ingress, Egress} {
+			if a, ok := p.action(m, at, d.String()); ok {
+				c.def[d], c.own[d] = a, true
+			}
+		}
+		rules, _ := p.tables(m, at, "rule")
+		for j, rm := range rules {
+			if rm == nil {
+				continue
+			}
+			if r, ok := p.rule(rm, indexPath(joinPath(at, "rule"), j), ids); ok {
+				c.rules = append(c.rules, r)
+				c.byDir[r.dir] = append(c.byDir[r.dir], r)
+			}
+		}
+		ci := int32(len(t.containers))
+		for _, a := range c.addrs {
+			t.byAddr[a] = ci
+		}
+		t.containers = append(t.containers, c)
+	}
+}
+
+// rule validates one [[container.rule]]; ok is false if anything was wrong.
+func (p *parser) rule(m map[string]any, at string, ids map[string]string) (rule, bool) {
+	n := len(p.errs)
+	p.checkKeys(m, at, "[[container.rule]]", "id", "direction", "proto", "ports", "from", "to", "action", "log")
+	var r rule
+	if id, ok := p.requiredStr(m, at, "id"); ok {
+		idKey := joinPath(at, "id")
+		switch {
+		case id == "":
+			p.errorf(idKey, "must not be empty")
+		case id == RuleIDDefault:
+			p.errorf(idKey, "%q is reserved for the default verdict; choose another id", id)
+		case !cleanName(id):
+			p.errorf(idKey, "%q must not contain spaces or control characters", id)
+		case ids[id] != "":
+			first := parentPath(ids[id])
+			p.errorf(idKey, "duplicate rule id %q (first used at %s, line %d)", id, first, p.lineOf(ids[id]))
+		default:
+			ids[id] = idKey
+			r.id = id
+		}
+	}
+	if s, ok := p.requiredStr(m, at, "direction"); ok {
+		switch s {
+		case "ingress":
+			r.dir = Ingress
+		case "egress":
+			r.dir = Egress
+		default:
+			p.errorf(joinPath(at, "direction"), `%q is not a direction; use "ingress" or "egress"`, s)
+		}
+	}
+	r.proto = "any"
+	if s, ok := p.str(m, at, "proto"); ok {
+		switch s {
+		case "tcp", "udp", "icmp", "any":
+			r.proto = s
+		default:
+			p.errorf(joinPath(at, "proto"), `%q is not a protocol; use "tcp", "udp", "icmp" or "any"`, s)
+		}
+	}
+	p.eachString(m, at, "ports", func(key, s string) {
+		if pr, ok := p.portRange(key, s); ok {
+			r.ports = append(r.ports, pr)
+		}
+	})
+	if r.proto == "icmp" && nonEmpty(m["ports"]) {
+		p.errorf(joinPath(at, "ports"), `ports cannot be used with proto "icmp"`)
+	}
+	switch r.proto {
+	case "tcp":
+		r.protos = classTCP
+	case "udp":
+		r.protos = classUDP
+	case "icmp":
+		r.protos = classICMP
+	default:
+		r.protos = classAll
+		if len(r.ports) > 0 {
+			r.protos = classTCP | classUDP // only they have ports
+		}
+	}
+	r.ports = mergePorts(r.ports)
+	for _, peerKey := range []string{"from", "to"} {
+		if !has(m, peerKey) {
+			continue
+		}
+		if r.dir == Ingress && peerKey == "to" {
+			p.errorf(joinPath(at, "to"), `"to" is for egress rules; an ingress rule names its peers with "from"`)
+		}
+		if r.dir == Egress && peerKey == "from" {
+			p.errorf(joinPath(at, "from"), `"from" is for ingress rules; an egress rule names its peers with "to"`)
+		}
+		p.eachString(m, at, peerKey, func(key, s string) {
+			if pfx, ok := p.prefix(key, s); ok {
+				r.peers = append(r.peers, pfx)
+			}
+		})
+	}
+	if a, ok := p.action(m, at, "action"); ok {
+		r.action = a
+	} else if !has(m, "action") {
+		p.errorf(joinPath(at, "action"), `missing required key "action" ("allow" or "drop")`)
+	}
+	if v, ok := p.boolean(m, at, "log"); ok {
+		r.log = v
+	}
+	return r, len(p.errs) == n
+}
+
+// hostAddr parses one entry of ips.
+func (p *parser) hostAddr(key, s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		if _, perr := netip.ParsePrefix(s); perr == nil {
+			p.errorf(key, "%q is a CIDR prefix; ips takes single addresses", s)
+		} else {
+			p.errorf(key, "%q is not an IP address", s)
+		}
+		return netip.Addr{}, false
+	}
+	if a.Zone() != "" {
+		p.errorf(key, "%q: zones are not allowed in container addresses", s)
+		return netip.Addr{}, false
+	}
+	a = a.Unmap()
+	if a.IsUnspecified() || a.IsMulticast() {
+		p.errorf(key, "%q is not a host address", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// prefix parses one entry of from/to. A bare address means a single host;
+// host bits after the prefix length are masked off, as iptables does.
+func (p *parser) prefix(key, s string) (netip.Prefix, bool) {
+	var pfx netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if pfx, err = netip.ParsePrefix(s); err != nil {
+			p.errorf(key, "%q is not a CIDR prefix: %s", s, netipReason(err))
+			return pfx, false
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			p.errorf(key, "%q is not an IP address or CIDR prefix", s)
+			return pfx, false
+		}
+		if a.Zone() != "" {
+			p.errorf(key, "%q: zones are not allowed in peer addresses", s)
+			return pfx, false
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
+	}
+	// Peers are unmapped before matching, so a v4-mapped prefix must become
+	// the IPv4 prefix it describes or it could never match.
+	if a := pfx.Addr(); a.Is4In6() {
+		if pfx.Bits() < 96 {
+			p.errorf(key, "%q mixes IPv4-mapped and IPv6 space; write the IPv4 prefix instead", s)
+			return pfx, false
+		}
+		pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+	}
+	return pfx.Masked(), true
+}
+
+// netipReason strips netip's `netip.ParsePrefix("..."): ` preamble, which
+// would repeat the value we already quote.
+func netipReason(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "): "); i >= 0 {
+		return msg[i+3:]
+	}
+	return msg
+}
+
+// portRange parses "80" or "8000-8100".
+func (p *parser) portRange(key, s string) (portRange, bool) {
+	loStr, hiStr, isRange := strings.Cut(s, "-")
+	lo, okLo := parsePort(loStr)
+	hi, okHi := lo, okLo
+	if isRange {
+		hi, okHi = parsePort(hiStr)
+	}
+	if !okLo || !okHi {
+		p.errorf(key, `%q is not a port or range; write "80" or "8000-8100"`, s)
+		return portRange{}, false
+	}
+	for _, n := range []int{lo, hi} {
+		if n < 1 || n > 65535 {
+			p.errorf(key, "%q: port %d is out of range 1..65535", s, n)
+			return portRange{}, false
+		}
+	}
+	if lo > hi {
+		p.errorf(key, "%q: start %d is greater than end %d", s, lo, hi)
+		return portRange{}, false
+	}
+	return portRange{uint16(lo), uint16(hi)}, true
+}
+
+// parsePort accepts only decimal digits: no signs, spaces or hex, so that
+// "0x50" or " 80" are reported rather than guessed at.
+func parsePort(s string) (int, bool) {
+	if s == "" || len(s) > 6 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// mergePorts sorts ranges and merges overlapping or adjacent ones, which
+// keeps portsContain's early exit correct and its scan short.
+func mergePorts(rs []portRange) []portRange {
+	if len(rs) == 0 {
+		return nil
+	}
+	slices.SortFunc(rs, func(a, b portRange) int { return cmp.Compare(a.lo, b.lo) })
+	out := rs[:1]
+	for _, r := range rs[1:] {
+		last := &out[len(out)-1]
+		if int(r.lo) <= int(last.hi)+1 {
+			last.hi = max(last.hi, r.hi)
+			continue
+		}
+		out = append(out, r)
+	}
+	return slices.Clip(out)
+}
+
+// cleanName reports whether s is safe to print in logs and aligned output.
+func cleanName(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// ---- typed accessors ----
+//
+// Each returns ok only when the key is present and valid; a present but
+// invalid value has already been reported. Callers use has() to tell absent
+// from invalid where that matters.
+
+func has(m map[string]any, key string) bool {
+	_, ok := m[key]
+	return ok
+}
+
+func nonEmpty(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return false
+	case []any:
+		return len(v) > 0
+	}
+	return true
+}
+
+// section returns the sub-table doc[key], reporting a non-table value.
+func (p *parser) section(m map[string]any, at, key string) (map[string]any, bool) {
+	v, ok := m[key]
+	if !ok {
+		return nil, false
+	}
+	sub, ok := v.(map[string]any)
+	if !ok {
+		p.errorf(joinPath(at, key), "must be a table ([%s]), got %s", key, describe(v))
+	}
+	return sub, ok
+}
+
+// tables returns the array of tables m[key]. A nil entry marks an element
+// that was not a table (already reported), keeping indexes aligned.
+func (p *parser) tables(m map[string]any, at, key string) ([]map[string]any, bool) {
+	v, ok := m[key]
+	if !ok {
+		return nil, false
+	}
+	header := "[[" + key + "]]"
+	if at != "" {
+		header = "[[container." + key + "]]"
+	}
+	switch v := v.(type) {
+	case []map[string]any:
+		return v, true
+	case []any:
+		out := make([]map[string]any, len(v))
+		for i, e := range v {
+			if t, ok := e.(map[string]any); ok {
+				out[i] = t
+			} else {
+				p.errorf(indexPath(joinPath(at, key), i), "must be a table, got %s", describe(e))
+			}
+		}
+		return out, true
+	}
+	p.errorf(joinPath(at, key), "must be an array of tables (%s), got %s", header, describe(v))
+	return nil, false
+}
+
+func (p *parser) str(m map[string]any, at, key string) (string, bool) {
+	v, ok := m[key]
+	if !ok {
+		return "", false
+	}
+	s, ok := v.(string)
+	if !ok {
+		p.errorf(joinPath(at, key), "must be a string, got %s", describe(v))
+	}
+	return s, ok
+}
+
+func (p *parser) requiredStr(m map[string]any, at, key string) (string, bool) {
+	if !has(m, key) {
+		p.errorf(joinPath(at, key), "missing required key %q", key)
+		return "", false
+	}
+	return p.str(m, at, key)
+}
+
+func (p *parser) boolean(m map[string]any, at, key string) (bool, bool) {
+	v, ok := m[key]
+	if !ok {
+		return false, false
+	}
+	b, ok := v.(bool)
+	if !ok {
+		p.errorf(joinPath(at, key), "must be true or false, got %s", describe(v))
+	}
+	return b, ok
+}
+
+func (p *parser) integer(m map[string]any, at, key string) (int64, bool) {
+	v, ok := m[key]
+	if !ok {
+		return 0, false
+	}
+	n, ok := v.(int64)
+	if !ok {
+		p.errorf(joinPath(at, key), "must be an integer, got %s", describe(v))
+	}
+	return n, ok
+}
+
+func (p *parser) intRange(m map[string]any, at, key string, lo, hi int64) (int64, bool) {
+	n, ok := p.integer(m, at, key)
+	if ok && (n < lo || n > hi) {
+		p.errorf(joinPath(at, key), "%d is out of range %d..%d", n, lo, hi)
+		return 0, false
+	}
+	return n, ok
+}
+
+// mask reads a non-zero 32-bit mark, shown in hex because that is how marks
+// are written in the file and in iptables.
+func (p *parser) mask(m map[string]any, at, key string) (uint32, bool) {
+	n, ok := p.integer(m, at, key)
+	switch {
+	case !ok:
+		return 0, false
+	case n == 0:
+		p.errorf(joinPath(at, key), "must be non-zero: it is the bit nfqguard sets and tests")
+		return 0, false
+	case n < 0 || n > 0xffffffff:
+		p.errorf(joinPath(at, key), "%#x is out of range 0x1..0xffffffff (a 32-bit mark)", n)
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+func (p *parser) action(m map[string]any, at, key string) (Action, bool) {
+	s, ok := p.str(m, at, key)
+	if !ok {
+		return 0, false
+	}
+	switch s {
+	case "allow":
+		return Allow, true
+	case "drop":
+		return Drop, true
+	}
+	p.errorf(joinPath(at, key), `%q is not an action; use "allow" or "drop"`, s)
+	return 0, false
+}
+
+// eachString calls fn for every element of the string array m[key], with the
+// element's key path; non-string elements are reported.
+func (p *parser) eachString(m map[string]any, at, key string, fn func(key, s string)) {
+	v, ok := m[key]
+	if !ok {
+		return
+	}
+	path := joinPath(at, key)
+	arr, ok := v.([]any)
+	if !ok {
+		p.errorf(path, "must be an array of strings, got %s", describe(v))
+		return
+	}
+	for i, e := range arr {
+		s, ok := e.(string)
+		if !ok {
+			p.errorf(indexPath(path, i), "must be a string, got %s", describe(e))
+			continue
+		}
+		fn(indexPath(path, i), s)
+	}
+}
+
+// checkKeys reports keys of m that are not in allowed. where names the table
+// for the message ("" for the top level).
+func (p *parser) checkKeys(m map[string]any, at, where string, allowed ...string) {
+	var unknown []string
+	for k := range m {
+		if !slices.Contains(allowed, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	slices.Sort(unknown) // map order is random; errors are re-sorted by line later
+	for _, k := range unknown {
+		msg := fmt.Sprintf("unknown key %q", k)
+		if where != "" {
+			msg += " in " + where
+		} else {
+			msg = fmt.Sprintf("unknown top-level key %q", k)
+		}
+		msg += suggest(k, allowed)
+		p.errorf(joinPath(at, k), "%s", msg)
+	}
+}
+
+// suggest names the allowed keys closest to k, if k is plausibly a typo of
+// them, as ` (did you mean "a" or "b"?)`; ties are all listed because
+// guessing wrong ("prots": proto or ports?) is worse than asking.
+func suggest(k string, allowed []string) string {
+	const maxTypo = 2 // more edits than this is a different word
+	var best []string
+	bestDist := maxTypo + 1
+	for _, a := range allowed {
+		d := editDistance(k, a)
+		if d > maxTypo || d >= len(a) {
+			continue
+		}
+		if d < bestDist {
+			best, bestDist = best[:0], d
+		}
+		if d == bestDist {
+			best = append(best, strconv.Quote(a))
+		}
+	}
+	if len(best) == 0 {
+		return ""
+	}
+	return " (did you mean " + strings.Join(best, " or ") + "?)"
+}
+
+// editDistance is the optimal-string-alignment distance between a and b in
+// bytes: Levenshtein plus adjacent transpositions, the commonest typo.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 1 << 30 // not a typo; also bounds the work on hostile input
+	}
+	// d[i][j] is the distance between a[:i] and b[:j].
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
+// describe names a decoded TOML value's type for messages, with the value
+// itself when it is short enough to help.
+func describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		if len(v) > 40 {
+			return "a string"
+		}
+		return fmt.Sprintf("a string (%q)", v)
+	case int64:
+		return fmt.Sprintf("an integer (%d)", v)
+	case float64:
+		return fmt.Sprintf("a float (%v)", v)
+	case bool:
+		return fmt.Sprintf("a boolean (%v)", v)
+	case time.Time: // local dates and times decode to time.Time as well
+		return "a date/time"
+	case []any, []map[string]any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	}
+	return fmt.Sprintf("%T", v)
+}

@@ -1,0 +1,124 @@
+package rules
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteTo prints the compiled table for `nfqguard check`: engine settings,
+// defaults, then per container its addresses, defaults and rules in file
+// order, one aligned line per rule. It shows values after defaults were
+// applied, so the user sees what the engine will actually do.
+func (t *Table) WriteTo(w io.Writer) (int64, error) {
+	cw := &countingWriter{w: w}
+	e := t.Engine
+	tw := tabwriter.NewWriter(cw, 0, 0, 2, ' ', 0)
+	workers := strconv.Itoa(e.Workers) + " workers"
+	if t.autoWorkers {
+		workers += ", one per CPU"
+	}
+	fmt.Fprintf(tw, "engine\tqueues %d..%d (%s), queue_len %d, max_flows %d per worker\n",
+		e.Queue, int(e.Queue)+e.Workers-1, workers, e.QueueLen, e.MaxFlows)
+	fmt.Fprintf(tw, "\tmark %#08x, bypass_mark %#08x, fail_open %t, fast_path %t, malformed %s\n",
+		e.Mark, e.BypassMark, e.FailOpen, e.FastPath, e.Malformed)
+	fmt.Fprintf(tw, "log\tblocked %s\n", t.Log.Blocked)
+	fmt.Fprintf(tw, "defaults\tingress %s, egress %s\n", t.defaults[Ingress], t.defaults[Egress])
+	if err := tw.Flush(); err != nil {
+		return cw.n, err
+	}
+	for i := range t.containers {
+		if err := t.containers[i].write(cw); err != nil {
+			return cw.n, err
+		}
+	}
+	return cw.n, cw.err
+}
+
+func (c *container) write(w io.Writer) error {
+	addrs := make([]string, len(c.addrs))
+	for i, a := range c.addrs {
+		addrs[i] = a.String()
+	}
+	list := strings.Join(addrs, ", ")
+	if list == "" {
+		list = "no addresses: unresolved"
+	}
+	defaults := make([]string, 0, 2)
+	for _, d := range []Direction{Ingress, Egress} {
+		s := fmt.Sprintf("%s default %s", d, c.def[d])
+		if !c.own[d] {
+			s += " (global)"
+		}
+		defaults = append(defaults, s)
+	}
+	fmt.Fprintf(w, "\n%s (%s)  %s\n", c.name, list, strings.Join(defaults, ", "))
+	if len(c.rules) == 0 {
+		_, err := fmt.Fprintf(w, "  no rules\n")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// Rule numbers are right-aligned by hand: tabwriter's AlignRight would
+	// apply to every column.
+	width := len(strconv.Itoa(len(c.rules)))
+	for i := range c.rules {
+		r := &c.rules[i]
+		peerKey := "from"
+		if r.dir == Egress {
+			peerKey = "to"
+		}
+		line := fmt.Sprintf("  %*d %s\t%s\t%s\tports %s\t%s %s\t%s", width, i+1, r.id, r.dir, r.proto,
+			formatPorts(r.ports), peerKey, formatPeers(r), r.action)
+		if r.log {
+			line += "\tlog"
+		}
+		fmt.Fprintln(tw, line)
+	}
+	return tw.Flush()
+}
+
+func formatPorts(ports []portRange) string {
+	if len(ports) == 0 {
+		return "any"
+	}
+	parts := make([]string, len(ports))
+	for i, p := range ports {
+		if p.lo == p.hi {
+			parts[i] = strconv.Itoa(int(p.lo))
+		} else {
+			parts[i] = fmt.Sprintf("%d-%d", p.lo, p.hi)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func formatPeers(r *rule) string {
+	if len(r.peers) == 0 {
+		return "any"
+	}
+	parts := make([]string, len(r.peers))
+	for i, p := range r.peers {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// countingWriter tracks bytes written for WriteTo's return value and keeps
+// the first error so later writes become no-ops.
+type countingWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.err = err
+	return n, err
+}
