@@ -29,7 +29,7 @@ var ErrNoChain = errors.New("no DOCKER-USER chain: is Docker running on this hos
 
 // ErrDockerNftables is returned when Docker uses its nftables backend, which
 // has no DOCKER-USER chain to hook into.
-var ErrDockerNftables = errors.New("Docker uses its nftables firewall backend, which has no DOCKER-USER chain; " +
+var ErrDockerNftables = errors.New("the Docker daemon uses its nftables firewall backend, which has no DOCKER-USER chain; " +
 	"nfqguard needs Docker's iptables backend (the default): set \"firewall-backend\": \"iptables\" in daemon.json")
 
 // RuleSpec is what the installed rules must do.

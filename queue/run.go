@@ -88,6 +88,14 @@ func Run(ctx context.Context, o Options) error {
 		st.Engines = append(st.Engines, eng)
 	}
 
+	// Connections that exist now were never judged; they keep going as if
+	// nfqguard were not there.
+	if n, err := adoptExisting(cfg.BypassMark); err != nil {
+		log.Warn("existing connections not adopted: they will be judged from their next packet", "err", err)
+	} else {
+		log.Info("adopted existing connections", "count", n)
+	}
+
 	spec := RuleSpec{
 		FirstQueue: cfg.Queue, Queues: cfg.Workers, Mark: cfg.Mark, BypassMark: cfg.BypassMark,
 		FastPath: cfg.FastPath, FailOpen: cfg.FailOpen,
