@@ -1,0 +1,61 @@
+# nfqguard: `sudo make demo` runs the demo, `sudo make test` runs every test.
+# Both install what they need on a fresh Debian machine first.
+
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+STATICCHECK_VERSION := v0.7.0
+GOBIN := $(shell $(GO) env GOPATH 2>/dev/null)/bin
+FUZZTIME ?= 10s
+# Debian packages the product and its tests need, by the command they provide.
+DEB_PACKAGES := iptables iproute2 util-linux
+
+.PHONY: all build demo test check lint fuzz deps require-root clean
+
+all: build
+
+build:
+	$(GO) build -o bin/nfqguard ./cmd/nfqguard
+
+demo: require-root deps build
+	./bin/nfqguard demo -c config.toml
+
+# test: static checks, the whole suite (unit and real-traffic namespace
+# tests; run as root, they never skip under CI=true), the race detector on
+# the packages with concurrency, and a short run of every fuzz target.
+test: require-root deps lint
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race ./inspect/... ./queue/... ./rules/... ./bench/...
+	$(MAKE) fuzz
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GOBIN)/staticcheck ./...
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./inspect/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./rules/
+
+check: build
+	./bin/nfqguard check -c config.toml
+
+require-root:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "nfqguard changes iptables and creates network namespaces: run as root (sudo make $(MAKECMDGOALS))"; exit 1; fi
+
+# deps installs the Debian packages that provide iptables, ip and setpriv
+# when any of them is missing.
+deps:
+	@missing=""; \
+	  command -v iptables >/dev/null || missing="$$missing iptables"; \
+	  command -v ip >/dev/null || missing="$$missing iproute2"; \
+	  command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi
+	@test -x "$(GO)" || { echo "Go not found: install Go 1.26 (https://go.dev/doc/install) or put it on PATH"; exit 1; }
+
+clean:
+	rm -rf bin
