@@ -176,18 +176,33 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 	if !create {
 		return nil, ErrNoChain
 	}
-	// Create where a plain "iptables" command would: the last candidate
-	// found is the distribution's default.
-	f := found[len(found)-1]
+	f := creationFamily(found, bins[len(bins)-1])
 	if err := f.createChain(); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-// containsBinary reports whether path is one of fs's binaries under another
-// name: Debian's "iptables" is a link to the same multi-call binary as
-// "iptables-nft" or "iptables-legacy".
+// creationFamily picks the backend to create DOCKER-USER in: the one whose
+// FORWARD chain already has rules (the firewall in use), else the one the
+// plain command (iptables, ip6tables) runs.
+func creationFamily(found []*family, plain string) *family {
+	for _, f := range found {
+		if rules, err := f.ipt.List(filterTable, forwardChain); err == nil && len(rules) > 1 {
+			return f
+		}
+	}
+	if path, err := exec.LookPath(plain); err == nil {
+		b := backendOf(path)
+		for _, f := range found {
+			if f.backend == b {
+				return f
+			}
+		}
+	}
+	return found[0]
+}
+
 func containsBinary(fs []*family, path string) bool {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
