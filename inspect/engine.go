@@ -127,10 +127,6 @@ func New(o Options, maxFlows int) *Engine {
 // Stats returns the engine's counters.
 func (e *Engine) Stats() *Stats { return &e.stats }
 
-// Flows returns the number of flows the engine currently tracks. It walks
-// the table: call it from the engine's goroutine, or when it has stopped.
-func (e *Engine) Flows(now time.Time) int { return e.flows.live(int64(now.Sub(e.base))) }
-
 // Judge decides the fate of one packet. data starts with the IP header.
 func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 	e.stats.Packets.Add(1)

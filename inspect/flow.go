@@ -140,15 +140,3 @@ func (t *flowTable) insert(k *flowKey, now int64) (f *flow, evicted bool) {
 	b[victim] = flow{key: *k, lastSeen: now}
 	return &b[victim], evicted
 }
-
-// live counts the flows that have not expired. It walks the whole table:
-// for status and tests, not for the packet path.
-func (t *flowTable) live(now int64) int {
-	n := 0
-	for i := range t.slots {
-		if t.slots[i].state != stateFree && t.slots[i].expires > now {
-			n++
-		}
-	}
-	return n
-}

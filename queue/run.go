@@ -26,15 +26,13 @@ type Options struct {
 	Sink     inspect.Sink        // blocked-flow events
 	Firewall FirewallOptions
 	Logger   *slog.Logger
-	// Ready, if set, is called once the rules are installed and packets flow.
-	Ready func(*Status)
 }
 
-// Status describes a running engine. Its counters are live.
-type Status struct {
-	Families []string
-	Workers  []*WorkerStats
-	Engines  []*inspect.Engine
+// status describes a running engine. Its counters are live.
+type status struct {
+	families []string
+	workers  []*WorkerStats
+	engines  []*inspect.Engine
 }
 
 // Run binds the queues, installs the redirect, judges packets until ctx is
@@ -64,7 +62,7 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fatal := make(chan error, cfg.Workers)
-	st := &Status{Families: fw.Families()}
+	st := &status{families: fw.Families()}
 	var workers []*worker
 	closeAll := func() error {
 		var errs []error
@@ -84,8 +82,8 @@ func Run(ctx context.Context, o Options) error {
 			return errors.Join(err, closeAll(), fw.removeCreated())
 		}
 		workers = append(workers, w)
-		st.Workers = append(st.Workers, w.stats)
-		st.Engines = append(st.Engines, eng)
+		st.workers = append(st.workers, w.stats)
+		st.engines = append(st.engines, eng)
 	}
 
 	// Connections that exist now were never judged; they keep going as if
@@ -103,12 +101,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := fw.Install(spec); err != nil {
 		return errors.Join(err, closeAll())
 	}
-	log.Info("nfqguard running", "queues", queueRange(cfg.Queue, cfg.Workers), "firewall", strings.Join(st.Families, "; "),
+	log.Info("nfqguard running", "queues", queueRange(cfg.Queue, cfg.Workers), "firewall", strings.Join(st.families, "; "),
 		"fast_path", cfg.FastPath, "fail_open", cfg.FailOpen, "mark", fmt.Sprintf("0x%x", cfg.Mark),
 		"bypass_mark", fmt.Sprintf("0x%x", cfg.BypassMark))
-	if o.Ready != nil {
-		o.Ready(st)
-	}
 
 	var runErr error
 	tick := time.NewTicker(bridgeRefresh)
@@ -142,12 +137,12 @@ func queueRange(first uint16, n int) string {
 	return fmt.Sprintf("%d-%d", first, int(first)+n-1)
 }
 
-func logSummary(log *slog.Logger, st *Status) {
+func logSummary(log *slog.Logger, st *status) {
 	var lat Histogram
 	var pkts, allowed, dropped, flows, blocked, enobufs uint64
-	for i, w := range st.Workers {
+	for i, w := range st.workers {
 		lat.Merge(&w.Latency)
-		s := st.Engines[i].Stats()
+		s := st.engines[i].Stats()
 		pkts += s.Packets.Load()
 		allowed += s.Allowed.Load()
 		dropped += s.Dropped.Load()
