@@ -10,6 +10,14 @@
 //     allocations; it is never modified after Parse returns, so any number of
 //     goroutines may query it while a reload builds a replacement.
 //
+// Errors render as FILE:LINE:COL: KEY: MSG, for example
+//
+//	rules.toml:12:10: container[0].rule[1].ports[0]: "90-80": start 90 is greater than end 80
+//
+// Because the TOML library does not expose key positions, position.go
+// re-scans the raw text to find them; this happens only when a file has
+// errors.
+//
 // What it does not do: it does not open the blocked-flow log, talk to Docker
 // to resolve container names, install iptables rules, track flows or decode
 // packets. Reloading means parsing a new Table and swapping a pointer; that

@@ -97,8 +97,10 @@ func TestParseErrors(t *testing.T) {
 			`container[0].rule[0].ports[1]: "90-80": start 90 is greater than end 80`},
 		{"ports with icmp", withRule(`proto = "icmp"`, `ports = ["80"]`), "9:1",
 			`container[0].rule[0].ports: ports cannot be used with proto "icmp"`},
-		{"port as integer", withRule(`ports = [80]`), "8:10",
-			`container[0].rule[0].ports[0]: must be a string, got an integer (80)`},
+		{"port as boolean", withRule(`ports = [true]`), "8:10",
+			`container[0].rule[0].ports[0]: must be a port ("80" or 80) or a range ("8000-8100"), got a boolean (true)`},
+		{"port as out-of-range integer", withRule(`ports = [70000]`), "8:10",
+			`container[0].rule[0].ports[0]: "70000": port 70000 is out of range 1..65535`},
 
 		// Rule fields.
 		{"bad action", src(`[[container]]`, `name = "a"`, `[[container.rule]]`, `id = "r"`, `direction = "ingress"`, `action = "accept"`),

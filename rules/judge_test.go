@@ -218,3 +218,28 @@ func TestJudgeConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestIntegerPorts(t *testing.T) {
+	// ports = [80, "8000-8100"]: a bare number means the same as "80".
+	tbl, err := Parse("int.toml", []byte(`
+[[container]]
+name = "web"
+ips = ["172.17.0.2"]
+ingress = "drop"
+  [[container.rule]]
+  id = "web-http"
+  direction = "ingress"
+  proto = "tcp"
+  ports = [80, "8000-8100"]
+  action = "allow"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, peer := netip.MustParseAddr("172.17.0.2"), netip.MustParseAddr("203.0.113.2")
+	for port, want := range map[uint16]Action{80: Allow, 8050: Allow, 81: Drop} {
+		if got := tbl.Judge(web, Ingress, ProtoTCP, port, peer).Action; got != want {
+			t.Errorf("port %d: %v, want %v", port, got, want)
+		}
+	}
+}

@@ -17,21 +17,22 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// Defaults for optional [engine] keys.
+// Defaults for optional keys, exported so that callers building an
+// EngineConfig by hand (tests, tools) agree with the file's defaults.
 const (
-	DefaultMark       uint32 = 0x10000000
-	DefaultBypassMark uint32 = 0x20000000
-	DefaultMaxFlows          = 65536
-	DefaultQueueLen          = 4096
-	DefaultBlockedLog        = "stdout"
+	DefaultMark       uint32 = 0x10000000 // engine.mark
+	DefaultBypassMark uint32 = 0x20000000 // engine.bypass_mark
+	DefaultMaxFlows          = 65536      // engine.max_flows
+	DefaultQueueLen          = 4096       // engine.queue_len
+	DefaultBlockedLog        = "stdout"   // log.blocked
 )
 
-// Limits for [engine] keys.
+// Limits enforced on [engine] keys.
 const (
-	MaxWorkers  = 1024
-	MinMaxFlows = 1024
-	MaxMaxFlows = 16777216
-	MaxQueueLen = 1048576
+	MaxWorkers  = 1024     // engine.workers upper bound
+	MinMaxFlows = 1024     // engine.max_flows lower bound
+	MaxMaxFlows = 16777216 // engine.max_flows upper bound
+	MaxQueueLen = 1048576  // engine.queue_len upper bound
 )
 
 // Load reads the rule file at path and compiles it; see Parse.
@@ -71,8 +72,8 @@ func parse(name string, data []byte, cpus int) (*Table, error) {
 		}
 		return nil, &ConfigError{File: name, Msg: err.Error()}
 	}
-	p := &parser{file: name, pos: indexPositions(data), cpus: cpus}
-	t := p.table(doc)
+	p := &parser{file: name, data: data, cpus: cpus}
+	t, specs := p.table(doc)
 	if len(p.errs) > 0 {
 		slices.SortStableFunc(p.errs, func(a, b *ConfigError) int {
 			return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
@@ -84,31 +85,42 @@ func parse(name string, data []byte, cpus int) (*Table, error) {
 		return nil, errors.Join(errs...)
 	}
 	t.Source = name
+	t.compile(specs)
 	return t, nil
 }
 
 // parser walks the decoded document, collecting errors instead of stopping.
 type parser struct {
 	file string
-	pos  *posIndex
+	data []byte
+	pos  *posIndex // built on the first error: valid files never need it
 	cpus int
 	errs []*ConfigError
 }
 
+func (p *parser) lookup(key string) (line, col int) {
+	if p.pos == nil {
+		p.pos = indexPositions(p.data)
+	}
+	return p.pos.lookup(key)
+}
+
 func (p *parser) errorf(key, format string, args ...any) {
-	line, col := p.pos.lookup(key)
+	line, col := p.lookup(key)
 	p.errs = append(p.errs, &ConfigError{File: p.file, Line: line, Col: col, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
 // lineOf is used in messages that refer to another place in the file.
 func (p *parser) lineOf(key string) int {
-	line, _ := p.pos.lookup(key)
+	line, _ := p.lookup(key)
 	return line
 }
 
-func (p *parser) table(doc map[string]any) *Table {
+// table validates the whole document. The containers are returned for
+// compilation rather than compiled here, since only an error-free file is.
+func (p *parser) table(doc map[string]any) (*Table, []containerSpec) {
 	p.checkKeys(doc, "", "", "engine", "log", "defaults", "container")
-	t := &Table{byAddr: map[netip.Addr]int32{}}
+	t := &Table{}
 	t.Engine, t.autoWorkers = p.engine(doc)
 	t.Log = p.log(doc)
 	t.defaults[Ingress], t.defaults[Egress] = Allow, Allow
@@ -121,8 +133,7 @@ func (p *parser) table(doc map[string]any) *Table {
 			t.defaults[Egress] = a
 		}
 	}
-	p.containers(doc, t)
-	return t
+	return t, p.containers(doc, t.defaults)
 }
 
 func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
@@ -174,7 +185,7 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 		if !has(m, "bypass_mark") {
 			key = "engine.mark"
 		}
-		p.errorf(key, "mark %#08x and bypass_mark %#08x share bits %#08x; they must not overlap",
+		p.errorf(key, "mark 0x%08x and bypass_mark 0x%08x share bits 0x%08x; they must not overlap",
 			e.Mark, e.BypassMark, e.Mark&e.BypassMark)
 	}
 	if a, ok := p.action(m, at, "malformed"); ok {
@@ -221,11 +232,12 @@ func (p *parser) log(doc map[string]any) LogConfig {
 	return l
 }
 
-func (p *parser) containers(doc map[string]any, t *Table) {
+func (p *parser) containers(doc map[string]any, defaults [3]Action) []containerSpec {
 	tables, ok := p.tables(doc, "", "container")
 	if !ok {
-		return
+		return nil
 	}
+	var specs []containerSpec
 	names := map[string]string{} // name → key path of its first use
 	ids := map[string]string{}   // rule id → key path of its first use
 	type owned struct{ label, key string }
@@ -236,7 +248,7 @@ func (p *parser) containers(doc map[string]any, t *Table) {
 			continue
 		}
 		p.checkKeys(m, at, "[[container]]", "name", "ips", "ingress", "egress", "rule")
-		c := container{def: t.defaults}
+		c := containerSpec{def: defaults}
 		label := at // how messages refer to this container
 		if name, ok := p.requiredStr(m, at, "name"); ok {
 			nameKey := joinPath(at, "name")
@@ -281,22 +293,18 @@ func (p *parser) containers(doc map[string]any, t *Table) {
 			}
 			if r, ok := p.rule(rm, indexPath(joinPath(at, "rule"), j), ids); ok {
 				c.rules = append(c.rules, r)
-				c.byDir[r.dir] = append(c.byDir[r.dir], r)
 			}
 		}
-		ci := int32(len(t.containers))
-		for _, a := range c.addrs {
-			t.byAddr[a] = ci
-		}
-		t.containers = append(t.containers, c)
+		specs = append(specs, c)
 	}
+	return specs
 }
 
 // rule validates one [[container.rule]]; ok is false if anything was wrong.
-func (p *parser) rule(m map[string]any, at string, ids map[string]string) (rule, bool) {
+func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleSpec, bool) {
 	n := len(p.errs)
 	p.checkKeys(m, at, "[[container.rule]]", "id", "direction", "proto", "ports", "from", "to", "action", "log")
-	var r rule
+	var r ruleSpec
 	if id, ok := p.requiredStr(m, at, "id"); ok {
 		idKey := joinPath(at, "id")
 		switch {
@@ -333,7 +341,7 @@ func (p *parser) rule(m map[string]any, at string, ids map[string]string) (rule,
 			p.errorf(joinPath(at, "proto"), `%q is not a protocol; use "tcp", "udp", "icmp" or "any"`, s)
 		}
 	}
-	p.eachString(m, at, "ports", func(key, s string) {
+	p.eachPort(m, at, func(key, s string) {
 		if pr, ok := p.portRange(key, s); ok {
 			r.ports = append(r.ports, pr)
 		}
@@ -668,6 +676,32 @@ func (p *parser) action(m map[string]any, at, key string) (Action, bool) {
 	}
 	p.errorf(joinPath(at, key), `%q is not an action; use "allow" or "drop"`, s)
 	return 0, false
+}
+
+// eachPort calls fn for every element of m["ports"] as text: the schema
+// writes ports as strings ("80", "8000-8100"), and a bare number (80) is
+// accepted too because that is how people write a port.
+func (p *parser) eachPort(m map[string]any, at string, fn func(key, s string)) {
+	v, ok := m["ports"]
+	if !ok {
+		return
+	}
+	path := joinPath(at, "ports")
+	arr, ok := v.([]any)
+	if !ok {
+		p.errorf(path, "must be an array of ports, got %s", describe(v))
+		return
+	}
+	for i, e := range arr {
+		switch e := e.(type) {
+		case string:
+			fn(indexPath(path, i), e)
+		case int64:
+			fn(indexPath(path, i), strconv.FormatInt(e, 10))
+		default:
+			p.errorf(indexPath(path, i), `must be a port ("80" or 80) or a range ("8000-8100"), got %s`, describe(e))
+		}
+	}
 }
 
 // eachString calls fn for every element of the string array m[key], with the

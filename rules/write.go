@@ -22,22 +22,22 @@ func (t *Table) WriteTo(w io.Writer) (int64, error) {
 	}
 	fmt.Fprintf(tw, "engine\tqueues %d..%d (%s), queue_len %d, max_flows %d per worker\n",
 		e.Queue, int(e.Queue)+e.Workers-1, workers, e.QueueLen, e.MaxFlows)
-	fmt.Fprintf(tw, "\tmark %#08x, bypass_mark %#08x, fail_open %t, fast_path %t, malformed %s\n",
+	fmt.Fprintf(tw, "\tmark 0x%08x, bypass_mark 0x%08x, fail_open %t, fast_path %t, malformed %s\n",
 		e.Mark, e.BypassMark, e.FailOpen, e.FastPath, e.Malformed)
 	fmt.Fprintf(tw, "log\tblocked %s\n", t.Log.Blocked)
 	fmt.Fprintf(tw, "defaults\tingress %s, egress %s\n", t.defaults[Ingress], t.defaults[Egress])
 	if err := tw.Flush(); err != nil {
 		return cw.n, err
 	}
-	for i := range t.containers {
-		if err := t.containers[i].write(cw); err != nil {
+	for i := range t.source {
+		if err := t.source[i].write(cw); err != nil {
 			return cw.n, err
 		}
 	}
 	return cw.n, cw.err
 }
 
-func (c *container) write(w io.Writer) error {
+func (c *containerSpec) write(w io.Writer) error {
 	addrs := make([]string, len(c.addrs))
 	for i, a := range c.addrs {
 		addrs[i] = a.String()
@@ -94,7 +94,7 @@ func formatPorts(ports []portRange) string {
 	return strings.Join(parts, ",")
 }
 
-func formatPeers(r *rule) string {
+func formatPeers(r *ruleSpec) string {
 	if len(r.peers) == 0 {
 		return "any"
 	}

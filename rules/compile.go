@@ -1,0 +1,113 @@
+package rules
+
+import (
+	"encoding/binary"
+	"math"
+	"net/netip"
+)
+
+// containerSpec is a [[container]] as validated, before compilation. The
+// Table keeps these for WriteTo and Unresolved, off the hot path.
+type containerSpec struct {
+	name  string
+	addrs []netip.Addr // file order
+	def   [3]Action    // effective default per Direction
+	own   [3]bool      // whether the container set def itself
+	rules []ruleSpec   // file order
+}
+
+// ruleSpec is a [[container.rule]] as validated.
+type ruleSpec struct {
+	id     string
+	dir    Direction
+	proto  string         // as written, "any" if absent
+	protos protoSet       // classes the rule matches, see parser.rule
+	ports  []portRange    // sorted, merged; nil = any port
+	peers  []netip.Prefix // masked, file order; nil = any peer
+	action Action
+	log    bool
+}
+
+// compile flattens validated containers into the Table's lookup arrays.
+// Rules are grouped by container, then by direction, each group in file
+// order, which is all Judge's first-match-wins needs: a rule of the other
+// direction can never match.
+func (t *Table) compile(specs []containerSpec) {
+	t.source = specs
+	var addrs, rules, operands int
+	for i := range specs {
+		addrs += len(specs[i].addrs)
+		rules += len(specs[i].rules)
+		for j := range specs[i].rules {
+			operands += len(specs[i].rules[j].ports) + len(specs[i].rules[j].peers)
+		}
+	}
+	t.byAddr = newAddrIndex(addrs)
+	t.rules = make([]rule, 0, rules)
+	t.ids = make([]string, 0, rules)
+	t.operands = make([]operand, 0, operands)
+	for i := range specs {
+		cs := &specs[i]
+		c := container{name: cs.name}
+		for _, dir := range []Direction{Ingress, Egress} {
+			c.def[dir-1] = cs.def[dir]
+			c.rules[dir-1].off = uint32(len(t.rules))
+			for j := range cs.rules {
+				if rs := &cs.rules[j]; rs.dir == dir {
+					t.rules = append(t.rules, t.compileRule(rs))
+				}
+			}
+			c.rules[dir-1].n = uint32(len(t.rules)) - c.rules[dir-1].off
+		}
+		for _, a := range cs.addrs {
+			t.byAddr.insert(a, c)
+		}
+	}
+}
+
+func (t *Table) compileRule(rs *ruleSpec) rule {
+	t.ids = append(t.ids, rs.id)
+	r := rule{protos: rs.protos, action: rs.action, log: rs.log, anyPeer: rs.peers == nil}
+	r.off = uint32(len(t.operands))
+	if len(rs.ports) > 0 {
+		r.bounds = portRange{rs.ports[0].lo, rs.ports[len(rs.ports)-1].hi}
+	}
+	for _, pr := range rs.ports {
+		t.operands = append(t.operands, operand{a: uint64(pr.lo), b: uint64(pr.hi)})
+		r.nPorts++
+	}
+	for _, p := range rs.peers {
+		if p.Addr().Is4() {
+			b := p.Addr().As4()
+			mask := uint32(math.MaxUint32) << (32 - p.Bits()) // Go: x<<32 == 0 for /0
+			t.operands = append(t.operands, operand{a: uint64(binary.BigEndian.Uint32(b[:])), b: uint64(mask)})
+			r.n4++
+		}
+	}
+	for _, p := range rs.peers {
+		if p.Addr().Is6() {
+			b := p.Addr().As16()
+			hi, lo := mask128(p.Bits())
+			t.operands = append(t.operands, operand{
+				a: binary.BigEndian.Uint64(b[:8]), b: binary.BigEndian.Uint64(b[8:]), c: hi, d: lo,
+			})
+			r.n6++
+		}
+	}
+	return r
+}
+
+// mask128 returns the two words of a 128-bit mask with the top bits set.
+func mask128(bits int) (hi, lo uint64) {
+	switch {
+	case bits <= 0:
+		return 0, 0
+	case bits < 64:
+		return math.MaxUint64 << (64 - bits), 0
+	case bits == 64:
+		return math.MaxUint64, 0
+	case bits < 128:
+		return math.MaxUint64, math.MaxUint64 << (128 - bits)
+	}
+	return math.MaxUint64, math.MaxUint64
+}
