@@ -22,7 +22,11 @@ const (
 // references into the packet's bytes.
 type Packet struct {
 	Src, Dst         netip.Addr
-	SrcPort, DstPort uint16 // TCP/UDP ports; ICMP echo identifier in both
+	// SrcPort and DstPort are the TCP/UDP ports. For ICMP echo, the
+	// identifier stands on the requester's side and 0 on the responder's
+	// (request: SrcPort = id; reply: DstPort = id), so that a request and its
+	// reply share a flow but a request the other way does not.
+	SrcPort, DstPort uint16
 	Proto            uint8  // IP protocol number of the transport header
 	TCPFlags         uint8
 	ICMPType         uint8
@@ -140,7 +144,7 @@ func (d *Decoder) Decode(data []byte, p *Packet) error {
 			if p.IsICMPError() {
 				decodeQuoted(d.icmp4.Payload, p)
 			} else {
-				p.SrcPort, p.DstPort = d.icmp4.Id, d.icmp4.Id
+				p.SrcPort, p.DstPort = echoPorts(p.ICMPType, d.icmp4.Id)
 			}
 			return nil
 		case layers.LayerTypeICMPv6:
@@ -154,7 +158,7 @@ func (d *Decoder) Decode(data []byte, p *Packet) error {
 				return nil
 			}
 		case layers.LayerTypeICMPv6Echo:
-			p.SrcPort, p.DstPort = d.echo6.Identifier, d.echo6.Identifier
+			p.SrcPort, p.DstPort = echoPorts(p.ICMPType, d.echo6.Identifier)
 			return nil
 		}
 	}
@@ -260,8 +264,7 @@ func decodeQuoted(b []byte, p *Packet) {
 		if len(l4) < 6 {
 			return
 		}
-		id := uint16(l4[4])<<8 | uint16(l4[5])
-		sp, dp = id, id
+		sp, dp = echoPorts(l4[0], uint16(l4[4])<<8|uint16(l4[5]))
 	default:
 		return
 	}
@@ -353,9 +356,20 @@ func (d *Decoder) decodeIPv6Ext(p *Packet) error {
 				decodeQuoted(b[8:], p)
 			}
 		} else if len(b) >= 8 && (p.ICMPType == layers.ICMPv6TypeEchoRequest || p.ICMPType == layers.ICMPv6TypeEchoReply) {
-			id := uint16(b[4])<<8 | uint16(b[5])
-			p.SrcPort, p.DstPort = id, id
+			p.SrcPort, p.DstPort = echoPorts(p.ICMPType, uint16(b[4])<<8|uint16(b[5]))
 		}
 	}
 	return nil
+}
+
+// echoPorts places an ICMP or ICMPv6 echo identifier on the requester's
+// side (see Packet.SrcPort). Other ICMP messages have no identifier.
+func echoPorts(icmpType uint8, id uint16) (src, dst uint16) {
+	switch icmpType {
+	case layers.ICMPv4TypeEchoRequest, layers.ICMPv6TypeEchoRequest:
+		return id, 0
+	case layers.ICMPv4TypeEchoReply, layers.ICMPv6TypeEchoReply:
+		return 0, id
+	}
+	return 0, 0
 }

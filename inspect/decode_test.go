@@ -25,10 +25,10 @@ func TestDecode(t *testing.T) {
 			SrcPort: 5353, DstPort: 53, Proto: rules.ProtoUDP, Length: 40 + 8 + 1}},
 		{"icmp echo", pkt{src: "172.17.0.3", dst: "172.17.0.2", sport: 77, proto: "icmp"}.bytes(t), Packet{
 			Src: netip.MustParseAddr("172.17.0.3"), Dst: netip.MustParseAddr("172.17.0.2"),
-			SrcPort: 77, DstPort: 77, Proto: rules.ProtoICMP, ICMPType: 8, Length: 20 + 8}},
+			SrcPort: 77, DstPort: 0, Proto: rules.ProtoICMP, ICMPType: 8, Length: 20 + 8}},
 		{"icmpv6 echo", pkt{src: "fd00::3", dst: "fd00::2", sport: 78, proto: "icmp"}.bytes(t), Packet{
 			Src: netip.MustParseAddr("fd00::3"), Dst: netip.MustParseAddr("fd00::2"),
-			SrcPort: 78, DstPort: 78, Proto: rules.ProtoICMPv6, ICMPType: 128, Length: 40 + 8}},
+			SrcPort: 78, DstPort: 0, Proto: rules.ProtoICMPv6, ICMPType: 128, Length: 40 + 8}},
 		{"icmp error quoting tcp", icmpError(t, "172.17.0.2", "203.0.113.2", syn), Packet{
 			Src: netip.MustParseAddr("172.17.0.2"), Dst: netip.MustParseAddr("203.0.113.2"),
 			Proto: rules.ProtoICMP, ICMPType: 3, ICMPCode: 3, Length: 20 + 8 + 28,

@@ -199,6 +199,37 @@ func TestJudgeMidstream(t *testing.T) {
 	}
 }
 
+func TestJudgePingIsDirectional(t *testing.T) {
+	// b may ping a, a may not ping b. a's request with the identifier b's
+	// allowed ping used is a new flow, not a reply of b's.
+	e, _ := newTestEngine(t, `
+[[container]]
+name = "a"
+ips = ["172.17.0.2"]
+ingress = "drop"
+  [[container.rule]]
+  id = "a-ping-from-b"
+  direction = "ingress"
+  proto = "icmp"
+  from = ["172.17.0.3"]
+  action = "allow"
+[[container]]
+name = "b"
+ips = ["172.17.0.3"]
+ingress = "drop"
+`)
+	now := time.Now()
+	if v := e.Judge(icmpEcho(t, "172.17.0.3", "172.17.0.2", 8, 4242), betweenC, now); !v.Allow {
+		t.Fatal("b → a ping dropped")
+	}
+	if v := e.Judge(icmpEcho(t, "172.17.0.2", "172.17.0.3", 0, 4242), betweenC, now); !v.Allow {
+		t.Error("echo reply of b's allowed ping dropped")
+	}
+	if v := e.Judge(icmpEcho(t, "172.17.0.2", "172.17.0.3", 8, 4242), betweenC, now); v.Allow {
+		t.Error("a → b echo request rode on b's allowed ping with the same identifier")
+	}
+}
+
 func TestJudgeICMPErrorFollowsFlow(t *testing.T) {
 	e, _ := newTestEngine(t, testConfig)
 	now := time.Now()

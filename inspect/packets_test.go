@@ -101,3 +101,11 @@ func icmpError(tb testing.TB, router, dst string, quoted []byte) []byte {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// icmpEcho builds an ICMPv4 echo message of the given type (8 request, 0 reply).
+func icmpEcho(tb testing.TB, src, dst string, typ uint8, id uint16) []byte {
+	tb.Helper()
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4,
+		SrcIP: net.ParseIP(src).To4(), DstIP: net.ParseIP(dst).To4()}
+	return serialize(tb, ip, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, 0), Id: id, Seq: 1})
+}
