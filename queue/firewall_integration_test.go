@@ -3,6 +3,7 @@ package queue_test
 import (
 	"errors"
 	"net"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -59,6 +60,15 @@ func TestFirewallInstallReplaceRemove(t *testing.T) {
 	if got := fw.Families(); len(got) != 1 || !strings.Contains(got[0], "IPv4") || !strings.Contains(got[0], "(nft)") {
 		t.Errorf("Families = %q, want one IPv4 nft family (the lab has no IPv6)", got)
 	}
+	// Looking for Docker's chain must not instantiate legacy tables.
+	in(t, l, func() error {
+		for _, f := range []string{"ip_tables_names", "ip6_tables_names"} {
+			if b, err := os.ReadFile("/proc/thread-self/net/" + f); err == nil && len(b) > 0 {
+				t.Errorf("OpenFirewall created legacy tables (%s: %q)", f, b)
+			}
+		}
+		return nil
+	})
 	// Twice, as a restart after a kill would: still exactly one of each.
 	in(t, l, func() error { return fw.Install(spec) })
 	in(t, l, func() error { return fw.Install(spec) })

@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -83,8 +84,8 @@ func (f *family) String() string { return fmt.Sprintf("%s: %s (%s)", f.name, f.p
 
 // FirewallOptions configure OpenFirewall.
 type FirewallOptions struct {
-	// CreateChain creates DOCKER-USER and the FORWARD jump to it when Docker
-	// has not, and removes them again on Remove.
+	// CreateChain creates the IPv4 DOCKER-USER and the FORWARD jump to it
+	// when Docker has not, and removes them again on Remove.
 	CreateChain bool
 	// Binaries overrides the iptables binaries tried for IPv4 and IPv6
 	// (tests); by default iptables-nft, iptables-legacy, iptables.
@@ -115,14 +116,16 @@ func OpenFirewall(opts FirewallOptions) (*Firewall, error) {
 		return nil, fmt.Errorf("IPv4 firewall: %w", err)
 	}
 	fw.families = append(fw.families, v4)
-	v6, err := findFamily("IPv6", iptables.ProtocolIPv6, b6, opts.CreateChain)
+	// IPv6 is hooked only where Docker made an IPv6 DOCKER-USER: creating
+	// one would queue all forwarded IPv6 traffic of a host that never asked.
+	v6, err := findFamily("IPv6", iptables.ProtocolIPv6, b6, false)
 	switch {
 	case err == nil:
 		fw.families = append(fw.families, v6)
 	case errors.Is(err, ErrNoChain), errors.Is(err, exec.ErrNotFound):
 		// Docker without IPv6: nothing to hook for that family.
 	default:
-		return nil, errors.Join(fmt.Errorf("IPv6 firewall: %w", err), fw.removeCreated())
+		return nil, errors.Join(fmt.Errorf("IPv6 firewall: %w", err), fw.UndoCreate())
 	}
 	return fw, nil
 }
@@ -145,14 +148,24 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 		if err != nil || containsBinary(found, path) {
 			continue
 		}
+		backend := backendOf(path)
+		if backend == "legacy" && !legacyFilterExists(proto) {
+			// Even listing a legacy table instantiates it (and makes every
+			// iptables-nft command warn about legacy tables): look only
+			// where the legacy firewall is already in use.
+			continue
+		}
 		ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(path), iptables.Timeout(10))
 		if err != nil {
-			continue // e.g. iptables-legacy without kernel support
+			continue
 		}
-		found = append(found, &family{name: name, ipt: ipt, path: path, backend: backendOf(path)})
+		found = append(found, &family{name: name, ipt: ipt, path: path, backend: backend})
 	}
 	if len(found) == 0 {
-		return nil, fmt.Errorf("%s: %w (install the iptables package)", strings.Join(bins, ", "), exec.ErrNotFound)
+		if !anyOnPath(bins) {
+			return nil, fmt.Errorf("%s: %w (install the iptables package)", strings.Join(bins, ", "), exec.ErrNotFound)
+		}
+		return nil, ErrNoChain
 	}
 	var withChain *family
 	for _, f := range found {
@@ -203,6 +216,18 @@ func creationFamily(found []*family, plain string) *family {
 	return found[0]
 }
 
+func anyOnPath(bins []string) bool {
+	for _, b := range bins {
+		if _, err := exec.LookPath(b); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// containsBinary reports whether path is one of fs's binaries under another
+// name: Debian's "iptables" is a link to the same multi-call binary as
+// "iptables-nft" or "iptables-legacy".
 func containsBinary(fs []*family, path string) bool {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
@@ -210,6 +235,25 @@ func containsBinary(fs []*family, path string) bool {
 	}
 	for _, f := range fs {
 		if r, err := filepath.EvalSymlinks(f.path); err == nil && r == real && f.backend == backendOf(path) {
+			return true
+		}
+	}
+	return false
+}
+
+// legacyFilterExists reports whether the legacy (x_tables) filter table of
+// proto exists in this thread's network namespace, without creating it.
+func legacyFilterExists(proto iptables.Protocol) bool {
+	file := "/proc/thread-self/net/ip_tables_names"
+	if proto == iptables.ProtocolIPv6 {
+		file = "/proc/thread-self/net/ip6_tables_names"
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	for _, name := range strings.Fields(string(b)) {
+		if name == filterTable {
 			return true
 		}
 	}
@@ -374,6 +418,21 @@ func (fw *Firewall) Remove() error {
 	return errors.Join(append(errs, fw.removeCreated())...)
 }
 
+// UndoCreate removes the DOCKER-USER chains this Firewall created, and only
+// those: on a failed start, a chain another running nfqguard created must
+// stay.
+func (fw *Firewall) UndoCreate() error {
+	var errs []error
+	for _, f := range fw.families {
+		if f.created {
+			errs = append(errs, f.deleteCreated())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeCreated removes the DOCKER-USER chains created by nfqguard: by this
+// run, or by a run that was killed before it could clean up.
 func (fw *Firewall) removeCreated() error {
 	var errs []error
 	for _, f := range fw.families {
@@ -400,4 +459,43 @@ func (fw *Firewall) Rules() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// installedQueues returns the queues that nfqguard redirect rules already
+// in DOCKER-USER send to: those of a running engine, or of a killed one.
+func (fw *Firewall) installedQueues() ([]uint16, error) {
+	rules, err := fw.Rules()
+	if err != nil {
+		return nil, err
+	}
+	var qs []uint16
+	for _, r := range rules {
+		if strings.Contains(r, commentRedirect) {
+			qs = append(qs, queuesOfRule(r)...)
+		}
+	}
+	return qs, nil
+}
+
+// queuesOfRule returns the queues an NFQUEUE rule, as `iptables -S` prints
+// it, sends to.
+func queuesOfRule(line string) []uint16 {
+	args := ruleSpecOf(line)
+	var qs []uint16
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "--queue-num":
+			if n, err := strconv.ParseUint(args[i+1], 10, 16); err == nil {
+				qs = append(qs, uint16(n))
+			}
+		case "--queue-balance":
+			lo, hi, _ := strings.Cut(args[i+1], ":")
+			a, err1 := strconv.ParseUint(lo, 10, 16)
+			b, err2 := strconv.ParseUint(hi, 10, 16)
+			for q := a; err1 == nil && err2 == nil && q <= b; q++ {
+				qs = append(qs, uint16(q))
+			}
+		}
+	}
+	return qs
 }

@@ -60,3 +60,18 @@ func TestRuleSpecOf(t *testing.T) {
 		t.Errorf("ruleSpecOf(chain line) = %q, want nil", got)
 	}
 }
+
+func TestQueuesOfRule(t *testing.T) {
+	for _, c := range []struct {
+		spec RuleSpec
+		want []uint16
+	}{
+		{RuleSpec{FirstQueue: 3, Queues: 1, Mark: 1, BypassMark: 2}, []uint16{3}},
+		{RuleSpec{FirstQueue: 10, Queues: 4, Mark: 1, BypassMark: 2, FailOpen: true}, []uint16{10, 11, 12, 13}},
+	} {
+		line := "-A DOCKER-USER " + strings.Join(c.spec.redirect(), " ")
+		if diff := cmp.Diff(c.want, queuesOfRule(line)); diff != "" {
+			t.Errorf("queuesOfRule(%q) (-want +got):\n%s", line, diff)
+		}
+	}
+}

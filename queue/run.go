@@ -79,11 +79,15 @@ func Run(ctx context.Context, o Options) error {
 			mark: cfg.Mark, bypass: cfg.BypassMark, engine: eng, fatal: fatal,
 		})
 		if err != nil {
-			return errors.Join(err, closeAll(), fw.removeCreated())
+			return errors.Join(err, closeAll(), fw.UndoCreate())
 		}
 		workers = append(workers, w)
 		st.workers = append(st.workers, w.stats)
 		st.engines = append(st.engines, eng)
+	}
+
+	if err := checkNoOtherEngine(fw, cfg.Queue, cfg.Workers); err != nil {
+		return errors.Join(err, closeAll(), fw.UndoCreate())
 	}
 
 	// Connections that exist now were never judged; they keep going as if

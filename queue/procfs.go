@@ -1,0 +1,56 @@
+package queue
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// boundQueues reads which NFQUEUE queues have a listener in this thread's
+// network namespace, from /proc/net/netfilter/nfnetlink_queue.
+func boundQueues() (map[uint16]bool, error) {
+	f, err := os.Open("/proc/thread-self/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		return nil, fmt.Errorf("read bound queues: %w", err)
+	}
+	defer f.Close()
+	bound := map[uint16]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if q, err := strconv.ParseUint(fields[0], 10, 16); err == nil {
+			bound[uint16(q)] = true
+		}
+	}
+	return bound, sc.Err()
+}
+
+// checkNoOtherEngine refuses to take over DOCKER-USER while another live
+// process listens on a queue an installed redirect sends to: that is a
+// running nfqguard (one per host), not leftovers of a killed one.
+func checkNoOtherEngine(fw *Firewall, first uint16, n int) error {
+	qs, err := fw.installedQueues()
+	if err != nil {
+		return err
+	}
+	if len(qs) == 0 {
+		return nil
+	}
+	bound, err := boundQueues()
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		ours := q >= first && int(q) < int(first)+n
+		if bound[q] && !ours {
+			return fmt.Errorf("another nfqguard is running: DOCKER-USER already sends traffic to queue %d, "+
+				"which another process listens on; stop it first (one engine per host)", q)
+		}
+	}
+	return nil
+}
