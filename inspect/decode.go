@@ -21,13 +21,13 @@ const (
 // Packet is the part of a decoded packet the engine needs. It holds no
 // references into the packet's bytes.
 type Packet struct {
-	Src, Dst         netip.Addr
+	Src, Dst netip.Addr
 	// SrcPort and DstPort are the TCP/UDP ports. For ICMP echo, the
 	// identifier stands on the requester's side and 0 on the responder's
 	// (request: SrcPort = id; reply: DstPort = id), so that a request and its
 	// reply share a flow but a request the other way does not.
 	SrcPort, DstPort uint16
-	Proto            uint8  // IP protocol number of the transport header
+	Proto            uint8 // IP protocol number of the transport header
 	TCPFlags         uint8
 	ICMPType         uint8
 	ICMPCode         uint8
