@@ -238,6 +238,16 @@ func (l *Lab) UDPExchange(ns string, dst netip.AddrPort, payload []byte, timeout
 // over a raw socket created in ns and waits up to timeout for the matching
 // echo reply.
 func (l *Lab) Ping(ns string, dst netip.Addr, timeout time.Duration) error {
+	var rnd [2]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return fmt.Errorf("lab: ping %s from %s: %w", dst, ns, err)
+	}
+	return l.PingID(ns, dst, binary.BigEndian.Uint16(rnd[:]), timeout)
+}
+
+// PingID is Ping with the echo identifier chosen by the caller, for tests
+// that need to know or reuse it.
+func (l *Lab) PingID(ns string, dst netip.Addr, id uint16, timeout time.Duration) error {
 	dst = dst.Unmap()
 	deadline := time.Now().Add(timeout)
 	network, laddr, proto := "ip4:icmp", "0.0.0.0", 1
@@ -257,13 +267,11 @@ func (l *Lab) Ping(ns string, dst netip.Addr, timeout time.Duration) error {
 	}
 	defer c.Close()
 
-	var rnd [18]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
+	data := make([]byte, 16)
+	if _, err := rand.Read(data); err != nil {
 		return fmt.Errorf("lab: ping %s from %s: %w", dst, ns, err)
 	}
-	id := int(binary.BigEndian.Uint16(rnd[:2]))
-	data := rnd[2:]
-	msg := icmp.Message{Type: reqType, Body: &icmp.Echo{ID: id, Seq: 1, Data: data}}
+	msg := icmp.Message{Type: reqType, Body: &icmp.Echo{ID: int(id), Seq: 1, Data: data}}
 	wb, err := msg.Marshal(nil) // the kernel fills in the ICMPv6 checksum
 	if err != nil {
 		return fmt.Errorf("lab: ping %s from %s: %w", dst, ns, err)
@@ -288,7 +296,7 @@ func (l *Lab) Ping(ns string, dst netip.Addr, timeout time.Duration) error {
 			continue
 		}
 		echo, ok := m.Body.(*icmp.Echo)
-		if !ok || echo.ID != id || echo.Seq != 1 {
+		if !ok || echo.ID != int(id) || echo.Seq != 1 {
 			continue
 		}
 		if ip, ok := peer.(*net.IPAddr); ok {

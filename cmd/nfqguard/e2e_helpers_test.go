@@ -25,8 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
 
 	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/inspect"
@@ -600,49 +598,6 @@ func udpExchange(l *lab.Lab, ns string, sport uint16, dst netip.AddrPort, timeou
 	return nil
 }
 
-// pingID sends one ICMP echo request with identifier id from ns to the IPv4
-// address dst over a raw socket and waits for the matching reply. Unlike
-// lab.Ping it lets the test choose the identifier.
-func pingID(l *lab.Lab, ns string, dst netip.Addr, id int, timeout time.Duration) error {
-	var c *icmp.PacketConn
-	err := l.Do(ns, func() error {
-		var err error
-		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("ping %s from %s: %w", dst, ns, err)
-	}
-	defer c.Close()
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: 1, Data: payload}}
-	wb, err := msg.Marshal(nil)
-	if err != nil {
-		return err
-	}
-	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return err
-	}
-	if _, err := c.WriteTo(wb, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-		return fmt.Errorf("ping %s from %s: send: %w", dst, ns, err)
-	}
-	rb := make([]byte, 1500)
-	for {
-		n, peer, err := c.ReadFrom(rb)
-		if err != nil {
-			return fmt.Errorf("ping %s from %s (id %d): %w", dst, ns, id, err)
-		}
-		m, err := icmp.ParseMessage(1, rb[:n])
-		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
-			continue
-		}
-		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && peer.String() == dst.String() {
-			return nil
-		}
-	}
-}
-
-// isTimeout reports whether err is a timeout, as a dropped packet causes
-// (rather than, say, a refused connection).
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||

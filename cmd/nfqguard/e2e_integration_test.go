@@ -928,10 +928,10 @@ ips = ["172.17.0.3"]
 ingress = "drop"
 `)
 	const id = 0x4e51
-	expectBlocked(t, "web -> db ping, id 0x4e52 (db ingress default drop)", pingID(l, web.NS, db.Addr, id+1, blockTimeout))
-	expectAllowed(t, "db -> web ping, id 0x4e51 (web-ping)", pingID(l, db.NS, web.Addr, id, allowTimeout))
+	expectBlocked(t, "web -> db ping, id 0x4e52 (db ingress default drop)", l.PingID(web.NS, db.Addr, id+1, blockTimeout))
+	expectAllowed(t, "db -> web ping, id 0x4e51 (web-ping)", l.PingID(db.NS, web.Addr, id, allowTimeout))
 	expectBlocked(t, "web -> db ping, id 0x4e51, right after db pinged web with that id",
-		pingID(l, web.NS, db.Addr, id, blockTimeout))
+		l.PingID(web.NS, db.Addr, id, blockTimeout))
 	blocked := func(r inspect.Record) bool {
 		return r.Event == "blocked" && r.Proto == "icmp" && r.Src == web.Addr.String() && r.Dst == db.Addr.String()
 	}
