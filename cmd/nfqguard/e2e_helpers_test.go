@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/inspect"
 )
