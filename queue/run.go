@@ -35,10 +35,45 @@ type status struct {
 	engines  []*inspect.Engine
 }
 
+// Summary is what a run did, reported when it ends.
+type Summary struct {
+	Packets       uint64         `json:"packets"`
+	Allowed       uint64         `json:"allowed"`
+	Dropped       uint64         `json:"dropped"`
+	Flows         uint64         `json:"flows"`
+	BlockedFlows  uint64         `json:"blocked_flows"`
+	Malformed     uint64         `json:"malformed"`
+	Evictions     uint64         `json:"evictions"`
+	ENOBUFS       uint64         `json:"enobufs"`
+	VerdictErrors uint64         `json:"verdict_errors"`
+	Latency       LatencySummary `json:"verdict_latency_ns"`
+}
+
+// LatencySummary condenses a Histogram; durations are in nanoseconds, each
+// percentile an upper bound within 25% of the true value.
+type LatencySummary struct {
+	Count uint64 `json:"count"`
+	Mean  int64  `json:"mean"`
+	P50   int64  `json:"p50"`
+	P90   int64  `json:"p90"`
+	P99   int64  `json:"p99"`
+	P999  int64  `json:"p999"`
+}
+
+// Summarize condenses h.
+func (h *Histogram) Summarize() LatencySummary {
+	return LatencySummary{
+		Count: h.Count(), Mean: int64(h.Mean()),
+		P50: int64(h.Quantile(0.5)), P90: int64(h.Quantile(0.9)),
+		P99: int64(h.Quantile(0.99)), P999: int64(h.Quantile(0.999)),
+	}
+}
+
 // Run binds the queues, installs the redirect, judges packets until ctx is
 // cancelled, then removes the redirect and unbinds. If it fails before the
-// redirect is installed, the host's firewall is as it was.
-func Run(ctx context.Context, o Options) error {
+// redirect is installed, the host's firewall is as it was and the summary
+// is nil.
+func Run(ctx context.Context, o Options) (*Summary, error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -46,13 +81,13 @@ func Run(ctx context.Context, o Options) error {
 	t := o.Tables.Load()
 	cfg := t.Engine
 	if err := checkNetAdmin(); err != nil {
-		return err
+		return nil, err
 	}
 	warnBridgeNF(log)
 
 	fw, err := OpenFirewall(o.Firewall)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	bridges := &Bridges{}
 	if err := bridges.Refresh(); err != nil {
@@ -79,7 +114,7 @@ func Run(ctx context.Context, o Options) error {
 			mark: cfg.Mark, bypass: cfg.BypassMark, engine: eng, fatal: fatal,
 		})
 		if err != nil {
-			return errors.Join(err, closeAll(), fw.UndoCreate())
+			return nil, errors.Join(err, closeAll(), fw.UndoCreate())
 		}
 		workers = append(workers, w)
 		st.workers = append(st.workers, w.stats)
@@ -87,7 +122,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	if err := checkNoOtherEngine(fw, cfg.Queue, cfg.Workers); err != nil {
-		return errors.Join(err, closeAll(), fw.UndoCreate())
+		return nil, errors.Join(err, closeAll(), fw.UndoCreate())
 	}
 
 	// Connections that exist now were never judged; they keep going as if
@@ -103,7 +138,7 @@ func Run(ctx context.Context, o Options) error {
 		FastPath: cfg.FastPath, FailOpen: cfg.FailOpen,
 	}
 	if err := fw.Install(spec); err != nil {
-		return errors.Join(err, closeAll())
+		return nil, errors.Join(err, closeAll())
 	}
 	log.Info("nfqguard running", "queues", queueRange(cfg.Queue, cfg.Workers), "firewall", strings.Join(st.families, "; "),
 		"fast_path", cfg.FastPath, "fail_open", cfg.FailOpen, "mark", fmt.Sprintf("0x%x", cfg.Mark),
@@ -130,8 +165,11 @@ loop:
 	rmErr := fw.Remove()
 	cancel()
 	closeErr := closeAll()
-	logSummary(log, st)
-	return errors.Join(runErr, rmErr, closeErr)
+	sum := st.summary()
+	log.Info("nfqguard stopped", "packets", sum.Packets, "allowed", sum.Allowed, "dropped", sum.Dropped,
+		"flows", sum.Flows, "blocked_flows", sum.BlockedFlows, "malformed", sum.Malformed, "enobufs", sum.ENOBUFS,
+		"verdict_p50", time.Duration(sum.Latency.P50), "verdict_p99", time.Duration(sum.Latency.P99))
+	return sum, errors.Join(runErr, rmErr, closeErr)
 }
 
 func queueRange(first uint16, n int) string {
@@ -141,22 +179,24 @@ func queueRange(first uint16, n int) string {
 	return fmt.Sprintf("%d-%d", first, int(first)+n-1)
 }
 
-func logSummary(log *slog.Logger, st *status) {
+func (st *status) summary() *Summary {
 	var lat Histogram
-	var pkts, allowed, dropped, flows, blocked, enobufs uint64
+	var sum Summary
 	for i, w := range st.workers {
 		lat.Merge(&w.Latency)
 		s := st.engines[i].Stats()
-		pkts += s.Packets.Load()
-		allowed += s.Allowed.Load()
-		dropped += s.Dropped.Load()
-		flows += s.Flows.Load()
-		blocked += s.Blocked.Load()
-		enobufs += w.ENOBUFS.Load()
+		sum.Packets += s.Packets.Load()
+		sum.Allowed += s.Allowed.Load()
+		sum.Dropped += s.Dropped.Load()
+		sum.Flows += s.Flows.Load()
+		sum.BlockedFlows += s.Blocked.Load()
+		sum.Malformed += s.Malformed.Load()
+		sum.Evictions += s.Evictions.Load()
+		sum.ENOBUFS += w.ENOBUFS.Load()
+		sum.VerdictErrors += w.VerdictErrors.Load()
 	}
-	log.Info("nfqguard stopped", "packets", pkts, "allowed", allowed, "dropped", dropped, "flows", flows,
-		"blocked_flows", blocked, "enobufs", enobufs,
-		"verdict_p50", lat.Quantile(0.5), "verdict_p99", lat.Quantile(0.99))
+	sum.Latency = lat.Summarize()
+	return &sum
 }
 
 // checkNetAdmin fails early, before anything is touched, when the process

@@ -23,6 +23,7 @@ import (
 	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/bench/lab/labtest"
 	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/queue"
 )
 
 // engineSection is an [engine] table with one worker on queue 0.
@@ -1126,4 +1127,33 @@ func TestSecondEngineOnOtherQueuesRefused(t *testing.T) {
 	}
 	expectBlocked(t, "A still blocks web -> outside:25", tcpExchange(l, web.NS, 47102, ap(l.Outside, 25), blockTimeout))
 	a.stopClean()
+}
+
+func TestStatsJSON(t *testing.T) {
+	t.Parallel()
+	l := labtest.New(t, lab.Options{})
+	web := l.Containers[0]
+	must(t, l.ServeTCPEcho(l.Out, ap(l.Outside, 9000)))
+	must(t, l.ServeTCPEcho(l.Out, ap(l.Outside, 25)))
+	path := filepath.Join(t.TempDir(), "stats.json")
+	e := startTestEngine(t, l, noSMTPConfig(false), "--stats-json", path)
+	expectAllowed(t, "web -> outside:9000", tcpExchange(l, web.NS, 47201, ap(l.Outside, 9000), allowTimeout))
+	expectBlocked(t, "web -> outside:25", tcpExchange(l, web.NS, 47202, ap(l.Outside, 25), blockTimeout))
+	e.stopClean()
+
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("no stats file after a clean stop: %v", err)
+	}
+	var s queue.Summary
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("stats file is not a queue.Summary: %v\n%s", err, b)
+	}
+	// Per-packet mode: the allowed exchange alone is several packets each way.
+	if s.Flows != 2 || s.BlockedFlows != 1 || s.Allowed < 6 || s.Dropped < 1 || s.Packets != s.Allowed+s.Dropped {
+		t.Errorf("stats = %+v, want 2 flows, 1 blocked, ≥6 allowed packets, ≥1 dropped, packets = allowed + dropped", s)
+	}
+	if s.Latency.Count != s.Packets || s.Latency.P50 <= 0 || s.Latency.P99 < s.Latency.P50 {
+		t.Errorf("verdict latency = %+v, want one observation per packet and ordered percentiles", s.Latency)
+	}
 }

@@ -21,7 +21,7 @@ import (
 const usage = `usage: nfqguard <command> [flags]
 
 commands:
-  run    -c FILE [--create-chain] [--blocked-log DEST]
+  run    -c FILE [--create-chain] [--blocked-log DEST] [--stats-json FILE]
          install the DOCKER-USER redirect, judge traffic, log blocked flows;
          SIGINT/SIGTERM remove the redirect and exit
   check  -c FILE

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	config := fs.String("c", defaultConfig, "rule file")
 	createChain := fs.Bool("create-chain", false, "create DOCKER-USER and the FORWARD jump when Docker has not (removed on exit)")
 	blockedLog := fs.String("blocked-log", "", `override [log] blocked: "stdout", "stderr" or a file path`)
+	statsJSON := fs.String("stats-json", "", "write the run's counters and verdict-latency percentiles to this file as JSON on exit")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -48,7 +50,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	events := inspect.NewEventLog(w, eventBuffer)
 	var tables atomic.Pointer[rules.Table]
 	tables.Store(t)
-	runErr := queue.Run(ctx, queue.Options{
+	sum, runErr := queue.Run(ctx, queue.Options{
 		Tables:   &tables,
 		Sink:     events,
 		Firewall: queue.FirewallOptions{CreateChain: *createChain},
@@ -57,7 +59,22 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if n := events.Dropped(); n > 0 {
 		log.Warn("flow log could not keep up", "events_dropped", n)
 	}
-	return errors.Join(runErr, events.Close(), closeLog())
+	var statsErr error
+	if sum != nil && *statsJSON != "" {
+		statsErr = writeJSON(*statsJSON, sum)
+	}
+	return errors.Join(runErr, events.Close(), closeLog(), statsErr)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write stats: %w", err)
+	}
+	return nil
 }
 
 // openLog opens the blocked-flow log destination.
