@@ -50,6 +50,18 @@ func (h *Histogram) Observe(d time.Duration) {
 	h.sum.Add(ns)
 }
 
+// ObserveN records the same duration n times: the latency every packet of
+// a batch saw.
+func (h *Histogram) ObserveN(d time.Duration, n uint64) {
+	if n == 0 {
+		return
+	}
+	ns := uint64(max(d, 0))
+	h.counts[bucketOf(ns)].Add(n)
+	h.total.Add(n)
+	h.sum.Add(ns * n)
+}
+
 // Count returns the number of observations.
 func (h *Histogram) Count() uint64 { return h.total.Load() }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nfqguard/nfqguard/inspect"
 )
 
@@ -96,33 +98,46 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	fatal := make(chan error, cfg.Workers)
 	st := &status{families: fw.Families()}
 	var workers []*worker
-	closeAll := func() error {
-		var errs []error
+	var g errgroup.Group
+	// shutdown stops the workers, waits for them and unbinds the queues.
+	shutdown := func() error {
 		for _, w := range workers {
-			errs = append(errs, w.close())
+			w.stop()
 		}
-		return errors.Join(errs...)
+		err := g.Wait()
+		for _, w := range workers {
+			err = errors.Join(err, w.close())
+		}
+		return err
 	}
 	for i := 0; i < cfg.Workers; i++ {
 		q := cfg.Queue + uint16(i)
 		eng := inspect.New(inspect.Options{Tables: o.Tables, Bridges: bridges, Sink: o.Sink}, cfg.MaxFlows)
-		w, err := openWorker(ctx, workerConfig{
+		w, err := openWorker(workerConfig{
 			queue: q, queueLen: cfg.QueueLen, failOpen: cfg.FailOpen,
-			mark: cfg.Mark, bypass: cfg.BypassMark, engine: eng, fatal: fatal,
+			mark: cfg.Mark, bypass: cfg.BypassMark, engine: eng,
 		})
 		if err != nil {
-			return nil, errors.Join(err, closeAll(), fw.UndoCreate())
+			return nil, errors.Join(err, shutdown(), fw.UndoCreate())
 		}
 		workers = append(workers, w)
 		st.workers = append(st.workers, w.stats)
 		st.engines = append(st.engines, eng)
 	}
+	for _, w := range workers {
+		g.Go(func() error {
+			err := w.run()
+			if err != nil {
+				cancel() // a broken queue ends the run
+			}
+			return err
+		})
+	}
 
 	if err := checkNoOtherEngine(fw, cfg.Queue, cfg.Workers); err != nil {
-		return nil, errors.Join(err, closeAll(), fw.UndoCreate())
+		return nil, errors.Join(err, shutdown(), fw.UndoCreate())
 	}
 
 	// Connections that exist now were never judged; they keep going as if
@@ -138,21 +153,18 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		FastPath: cfg.FastPath, FailOpen: cfg.FailOpen,
 	}
 	if err := fw.Install(spec); err != nil {
-		return nil, errors.Join(err, closeAll())
+		return nil, errors.Join(err, shutdown())
 	}
 	log.Info("nfqguard running", "queues", queueRange(cfg.Queue, cfg.Workers), "firewall", strings.Join(st.families, "; "),
 		"fast_path", cfg.FastPath, "fail_open", cfg.FailOpen, "mark", fmt.Sprintf("0x%x", cfg.Mark),
 		"bypass_mark", fmt.Sprintf("0x%x", cfg.BypassMark))
 
-	var runErr error
 	tick := time.NewTicker(bridgeRefresh)
 	defer tick.Stop()
 loop:
 	for {
 		select {
 		case <-ctx.Done():
-			break loop
-		case runErr = <-fatal:
 			break loop
 		case <-tick.C:
 			if err := bridges.Refresh(); err != nil {
@@ -163,13 +175,12 @@ loop:
 	// Remove the redirect before unbinding, so no packet meets a queue with
 	// no listener on the way out.
 	rmErr := fw.Remove()
-	cancel()
-	closeErr := closeAll()
+	runErr := shutdown()
 	sum := st.summary()
 	log.Info("nfqguard stopped", "packets", sum.Packets, "allowed", sum.Allowed, "dropped", sum.Dropped,
 		"flows", sum.Flows, "blocked_flows", sum.BlockedFlows, "malformed", sum.Malformed, "enobufs", sum.ENOBUFS,
 		"verdict_p50", time.Duration(sum.Latency.P50), "verdict_p99", time.Duration(sum.Latency.P99))
-	return sum, errors.Join(runErr, rmErr, closeErr)
+	return sum, errors.Join(runErr, rmErr)
 }
 
 func queueRange(first uint16, n int) string {

@@ -1,22 +1,16 @@
 package queue
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/nfqguard/nfqguard/inspect"
 )
-
-// maxPacketLen is how much of each packet the kernel copies to us: all of
-// it, since deep inspection needs payloads.
-const maxPacketLen = 0xffff
 
 // maxRecvErrors ends a worker whose socket keeps failing, rather than
 // spinning on it forever.
@@ -26,24 +20,25 @@ const maxRecvErrors = 100
 // goroutine.
 type WorkerStats struct {
 	Queue         uint16
-	ENOBUFS       atomic.Uint64 // receive buffer overruns: the kernel dropped packets
+	ENOBUFS       atomic.Uint64 // receive buffer overruns reported to us
 	RecvErrors    atomic.Uint64
-	VerdictErrors atomic.Uint64
-	Latency       Histogram // packet received → verdict sent
+	VerdictErrors atomic.Uint64 // verdicts the kernel refused or that could not be sent
+	Latency       Histogram     // packet received → verdict sent
 }
 
-// worker owns one NFQUEUE queue and the engine that judges its packets.
-// The hook runs on go-nfqueue's receive goroutine, one per queue, so every
-// flow is judged on one goroutine, in order.
+// worker owns one NFQUEUE queue and the engine that judges its packets, on
+// one goroutine: the kernel hashes both directions of a flow to the same
+// queue, so every flow is judged in order, with no locks on flow state.
 type worker struct {
-	nf      *nfqueue.Nfqueue
+	q       *nfq
 	engine  *inspect.Engine
 	mark    uint32
 	bypass  uint32
 	stats   *WorkerStats
-	fatal   chan<- error
-	errRun  int // consecutive receive errors, touched only by the receive goroutine
 	stopped atomic.Bool
+
+	handle func(*packet) // w.judge, bound once so receiving allocates nothing
+	now    time.Time     // receive time of the current batch
 }
 
 type workerConfig struct {
@@ -53,42 +48,24 @@ type workerConfig struct {
 	mark     uint32
 	bypass   uint32
 	engine   *inspect.Engine
-	fatal    chan<- error
 }
 
-// openWorker binds queue c.queue and starts receiving. The returned worker
-// stops when ctx is cancelled; close waits for that.
-func openWorker(ctx context.Context, c workerConfig) (*worker, error) {
-	var flags uint32
+// openWorker binds queue c.queue. Packets queue up in the kernel until run
+// is called.
+func openWorker(c workerConfig) (*worker, error) {
+	// GSO: the kernel hands over large GSO packets whole instead of
+	// segmenting them first; the decoder needs only the headers, and
+	// checksums are never checked here.
+	flags := uint32(nfqueue.NfQaCfgFlagGSO)
 	if c.failOpen {
 		flags |= nfqueue.NfQaCfgFlagFailOpen
 	}
-	nf, err := nfqueue.Open(&nfqueue.Config{
-		NfQueue:      c.queue,
-		MaxPacketLen: maxPacketLen,
-		MaxQueueLen:  c.queueLen,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		Flags:        flags,
-		AfFamily:     unix.AF_UNSPEC,
-		WriteTimeout: time.Second,
-	})
+	q, err := openQueue(c.queue, c.queueLen, flags)
 	if err != nil {
-		return nil, fmt.Errorf("queue %d: open netlink socket: %w", c.queue, err)
+		return nil, fmt.Errorf("queue %d: %w", c.queue, err)
 	}
-	// Overruns are counted and survived, not reported as socket errors that
-	// would interrupt receiving.
-	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
-		nf.Close()
-		return nil, fmt.Errorf("queue %d: set NETLINK_NO_ENOBUFS: %w", c.queue, err)
-	}
-	w := &worker{
-		nf: nf, engine: c.engine, mark: c.mark, bypass: c.bypass,
-		stats: &WorkerStats{Queue: c.queue}, fatal: c.fatal,
-	}
-	if err := nf.RegisterWithErrorFunc(ctx, w.hook, w.onError); err != nil {
-		nf.Close()
-		return nil, fmt.Errorf("queue %d: %w", c.queue, bindError(err))
-	}
+	w := &worker{q: q, engine: c.engine, mark: c.mark, bypass: c.bypass, stats: &WorkerStats{Queue: c.queue}}
+	w.handle = w.judge
 	return w, nil
 }
 
@@ -101,81 +78,75 @@ func bindError(err error) error {
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		return fmt.Errorf("kernel refused the queue configuration: %w", err)
 	}
-	return err
+	return fmt.Errorf("bind: %w", err)
 }
 
-// hook judges one packet. It must not block: it runs on the queue's only
-// receive goroutine.
-func (w *worker) hook(a nfqueue.Attribute) int {
-	start := time.Now()
-	w.errRun = 0
-	if a.PacketID == nil {
-		return 0
-	}
-	var payload []byte
-	if a.Payload != nil {
-		payload = *a.Payload
-	}
-	v := w.engine.Judge(payload, inspect.Meta{InDev: deref(a.InDev), OutDev: deref(a.OutDev)}, start)
-	var err error
-	if v.Allow {
-		// NF_REPEAT, not NF_ACCEPT: the packet walks FORWARD again from the
-		// top, skips the redirect thanks to the mark, and meets Docker's own
-		// rules as if nfqguard were not there.
-		mark := deref(a.Mark) | w.mark
-		if v.Bypass {
-			mark |= w.bypass
+// run receives, judges and answers until stop is called, or returns the
+// error that broke the socket.
+func (w *worker) run() error {
+	errRun := 0
+	for {
+		err := w.q.receive()
+		if w.stopped.Load() {
+			return nil
 		}
-		err = w.nf.SetVerdictWithOption(*a.PacketID, nfqueue.NfRepeat, nfqueue.WithMark(mark))
-	} else {
-		err = w.nf.SetVerdict(*a.PacketID, nfqueue.NfDrop)
-	}
-	if err != nil {
-		w.stats.VerdictErrors.Add(1)
-	}
-	w.stats.Latency.Observe(time.Since(start))
-	return 0
-}
-
-// onError keeps the receive loop alive through overruns and stops it when
-// the run ends or the socket is broken for good.
-func (w *worker) onError(err error) int {
-	if w.stopped.Load() {
-		return 1
-	}
-	if errors.Is(err, unix.ENOBUFS) {
-		w.stats.ENOBUFS.Add(1)
-		return 0
-	}
-	var op *netlink.OpError
-	if errors.As(err, &op) && op.Timeout() {
-		// The read deadline go-nfqueue sets to interrupt Receive on cancel.
-		return 1
-	}
-	w.stats.RecvErrors.Add(1)
-	w.errRun++
-	if w.errRun >= maxRecvErrors {
-		select {
-		case w.fatal <- fmt.Errorf("queue %d: receive: %w", w.stats.Queue, err):
-		default:
+		if err == errTimeout {
+			continue
 		}
-		return 1
+		if err != nil {
+			if errors.Is(err, unix.ENOBUFS) {
+				w.stats.ENOBUFS.Add(1)
+				continue
+			}
+			w.stats.RecvErrors.Add(1)
+			if errRun++; errRun >= maxRecvErrors {
+				return fmt.Errorf("queue %d: receive: %w", w.stats.Queue, err)
+			}
+			continue
+		}
+		errRun = 0
+		w.now = time.Now()
+		if refused := w.q.packets(w.handle); refused > 0 {
+			w.stats.VerdictErrors.Add(uint64(refused))
+		}
+		if err := w.q.flush(); err != nil {
+			w.stats.VerdictErrors.Add(1)
+		}
+		// Every packet of the batch waited for the whole batch.
+		w.stats.Latency.ObserveN(time.Since(w.now), w.batchPackets())
 	}
-	return 0
 }
 
-// close stops the worker and waits for its receive goroutine.
-func (w *worker) close() error {
+// judge decides one packet and queues its verdict.
+func (w *worker) judge(p *packet) {
+	v := w.engine.Judge(p.payload, inspect.Meta{InDev: p.inDev, OutDev: p.outDev}, w.now)
+	if !v.Allow {
+		w.q.verdict(p.id, nfqueue.NfDrop, 0, false)
+		return
+	}
+	// NF_REPEAT, not NF_ACCEPT: the packet walks FORWARD again from the
+	// top, skips the redirect thanks to the mark, and meets Docker's own
+	// rules as if nfqguard were not there.
+	mark := p.mark | w.mark
+	if v.Bypass {
+		mark |= w.bypass
+	}
+	w.q.verdict(p.id, nfqueue.NfRepeat, mark, true)
+}
+
+// batchPackets is how many verdicts the last flush carried.
+func (w *worker) batchPackets() uint64 { return w.q.sent }
+
+// stop makes run return within stopLatency; safe from any goroutine.
+func (w *worker) stop() {
 	w.stopped.Store(true)
-	if err := w.nf.Close(); err != nil {
+}
+
+// close releases the queue; call it after run has returned (or was never
+// started).
+func (w *worker) close() error {
+	if err := w.q.close(); err != nil {
 		return fmt.Errorf("queue %d: close: %w", w.stats.Queue, err)
 	}
 	return nil
-}
-
-func deref(p *uint32) uint32 {
-	if p == nil {
-		return 0
-	}
-	return *p
 }
