@@ -2,10 +2,13 @@ package inspect
 
 import (
 	"fmt"
+	"net/netip"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -367,4 +370,43 @@ func benchJudge(b *testing.B, e *Engine) {
 	for i := 0; i < b.N; i++ {
 		e.Judge(pkts[i%flows], toContainer, now)
 	}
+}
+
+func TestFlowTableMemoryPerFlow(t *testing.T) {
+	// Issue target: at most 256 bytes per tracked flow, with 1,000,000 flows.
+	const flows = 1_000_000
+	if testing.Short() {
+		t.Skip("allocates about 64 MiB")
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ft := newFlowTable(flows, 1)
+	dst := mustAddr("172.17.0.2")
+	live := 0
+	key := func(i int) flowKey {
+		k, _ := makeKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(i), dst, 80, 6)
+		return k
+	}
+	for i := 0; i < flows; i++ {
+		k := key(i)
+		f, _ := ft.insert(&k, 1)
+		f.state, f.expires = stateAllowed, 1<<62
+	}
+	runtime.ReadMemStats(&after)
+	for i := 0; i < flows; i++ {
+		if k := key(i); ft.lookup(&k, 2) != nil {
+			live++
+		}
+	}
+	perFlow := float64(after.HeapAlloc-before.HeapAlloc) / float64(live)
+	t.Logf("%d slots of %d bytes, %d live flows: %.0f bytes per tracked flow", len(ft.slots), unsafe.Sizeof(flow{}), live, perFlow)
+	// Two-choice buckets keep nearly all: the table has 1,048,576 slots.
+	if live < flows*97/100 {
+		t.Errorf("only %d of %d flows found: the table evicts too early", live, flows)
+	}
+	if perFlow > 256 {
+		t.Errorf("%.0f bytes per tracked flow, want at most 256", perFlow)
+	}
+	runtime.KeepAlive(ft)
 }

@@ -76,14 +76,16 @@ type flow struct {
 	expires  int64 // nanoseconds, engine clock
 }
 
-// ways is the associativity of the flow table: a key lives in one of the
-// ways slots of its bucket, so lookups touch one or two cache lines.
+// ways is the associativity of a bucket: a key lives in one of the ways
+// slots of one of its two buckets, so a lookup touches at most four cache
+// lines.
 const ways = 8
 
-// flowTable is a fixed-size set-associative table of flows. It never
-// allocates after construction and never needs a sweep: an expired slot is
-// free, and a full bucket evicts its least recently seen flow. It is owned
-// by one goroutine.
+// flowTable is a fixed-size table of flows. It never allocates after
+// construction and never needs a sweep: an expired slot is free. Each key
+// has two candidate buckets (two-choice hashing), which lets the table fill
+// to nearly its size before a new flow has to evict the least recently seen
+// of the 16 slots it may use. It is owned by one goroutine.
 type flowTable struct {
 	slots []flow
 	mask  uint64 // number of buckets - 1
@@ -98,14 +100,29 @@ func newFlowTable(size int, seed uint64) *flowTable {
 	return &flowTable{slots: make([]flow, buckets*ways), mask: uint64(buckets - 1), seed: seed}
 }
 
-func (t *flowTable) bucket(k *flowKey) []flow {
-	i := (k.hash(t.seed) & t.mask) * ways
-	return t.slots[i : i+ways : i+ways]
+// buckets returns k's two candidate buckets (the same one twice in a
+// one-bucket table).
+func (t *flowTable) buckets(k *flowKey) (b1, b2 []flow) {
+	h := k.hash(t.seed)
+	i := h & t.mask
+	j := (h >> 32) & t.mask
+	if j == i {
+		j = i ^ 1&t.mask
+	}
+	i, j = i*ways, j*ways
+	return t.slots[i : i+ways : i+ways], t.slots[j : j+ways : j+ways]
 }
 
 // lookup returns the live flow for k, or nil.
 func (t *flowTable) lookup(k *flowKey, now int64) *flow {
-	b := t.bucket(k)
+	b1, b2 := t.buckets(k)
+	if f := find(b1, k, now); f != nil {
+		return f
+	}
+	return find(b2, k, now)
+}
+
+func find(b []flow, k *flowKey, now int64) *flow {
 	for i := range b {
 		f := &b[i]
 		if f.state != stateFree && f.key == *k {
@@ -120,23 +137,42 @@ func (t *flowTable) lookup(k *flowKey, now int64) *flow {
 }
 
 // insert claims a slot for k, which must not be live in the table: a free
-// or expired slot if the bucket has one, else the least recently seen flow,
-// in which case evicted is true.
+// or expired slot in the emptier of its buckets if there is one, else the
+// least recently seen flow of both, in which case evicted is true.
 func (t *flowTable) insert(k *flowKey, now int64) (f *flow, evicted bool) {
-	b := t.bucket(k)
-	victim, oldest := -1, 0
+	b1, b2 := t.buckets(k)
+	free1, n1, old1 := scan(b1, now)
+	free2, n2, old2 := scan(b2, now)
+	switch {
+	case free1 != nil && (free2 == nil || n1 >= n2):
+		f = free1
+	case free2 != nil:
+		f = free2
+	case old1.lastSeen <= old2.lastSeen:
+		f, evicted = old1, true
+	default:
+		f, evicted = old2, true
+	}
+	*f = flow{key: *k, lastSeen: now}
+	return f, evicted
+}
+
+// scan returns a free (or expired) slot of b, how many b has, and b's least
+// recently seen flow.
+func scan(b []flow, now int64) (free *flow, nfree int, oldest *flow) {
+	oldest = &b[0]
 	for i := range b {
-		if b[i].state == stateFree || b[i].expires <= now {
-			victim = i
-			break
+		f := &b[i]
+		if f.state == stateFree || f.expires <= now {
+			if free == nil {
+				free = f
+			}
+			nfree++
+			continue
 		}
-		if b[i].lastSeen < b[oldest].lastSeen {
-			oldest = i
+		if f.lastSeen < oldest.lastSeen {
+			oldest = f
 		}
 	}
-	if victim < 0 {
-		victim, evicted = oldest, true
-	}
-	b[victim] = flow{key: *k, lastSeen: now}
-	return &b[victim], evicted
+	return free, nfree, oldest
 }
