@@ -5,6 +5,8 @@
 //	nfqguard run -c config.toml     install the redirect, inspect, clean up on exit
 //	nfqguard check -c config.toml   validate and print the compiled rule table
 //	nfqguard demo                   run the engine against a built-in lab
+//	nfqguard bench                  measure what the engine costs, against the kernel and two floors
+//	nfqguard floor-go               the bench's accept-all go-nfqueue consumer
 package main
 
 import (
@@ -30,6 +32,16 @@ commands:
          build a lab that looks like a Docker host, run the engine against it
          with FILE (default config.toml), send allowed and blocked traffic,
          print what happened, tear it down
+  bench  [-c FILE] [--quick] [--out DIR]
+         measure verdict latency, connection rate, UDP rate, bulk throughput
+         and CPU per packet in the lab: kernel alone, accept-all floors in C
+         and Go, nfqguard per-packet and with the fast path; print a Markdown
+         table, write DIR/bench.json and DIR/latency-cdf.png (default
+         ./bench-out)
+  floor-go [--queue N]
+         bind NFQUEUE queue N (default 0) and accept every packet with
+         go-nfqueue and nothing else; prints "ready" when bound, stops on
+         SIGINT/SIGTERM (the bench's Go floor)
 
 Run "nfqguard <command> -h" for a command's flags.
 `
@@ -63,6 +75,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return checkCmd(args[1:], stdout, stderr)
 	case "demo":
 		return demoCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "floor-go":
+		return floorGoCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
