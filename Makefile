@@ -1,14 +1,17 @@
-# nfqguard: `sudo make demo` runs the demo, `sudo make test` runs every test.
-# Both install what they need on a fresh Debian machine first.
+# nfqguard: `sudo make demo` runs the demo, `sudo make test` runs every test,
+# `sudo make bench` measures what the engine costs (see README, Benchmarks).
+# They install what they need on a fresh Debian machine first.
 
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 STATICCHECK_VERSION := v0.7.0
 GOBIN := $(shell $(GO) env GOPATH 2>/dev/null)/bin
 FUZZTIME ?= 10s
-# Debian packages the product and its tests need, by the command they provide.
-DEB_PACKAGES := iptables iproute2 util-linux
+# Debian packages the product and its tests need, by the command they
+# provide; the bench also builds its C floor with gcc and libnetfilter-queue-dev.
+DEB_PACKAGES := iptables iproute2 util-linux gcc libnetfilter-queue-dev
+NFQ_HEADER := /usr/include/libnetfilter_queue/libnetfilter_queue.h
 
-.PHONY: all build demo test check lint fuzz deps require-root clean
+.PHONY: all build demo bench test check lint fuzz deps require-root clean
 
 all: build
 
@@ -18,12 +21,19 @@ build:
 demo: require-root deps build
 	./bin/nfqguard demo -c config.toml
 
+# bench: the full benchmark (a few minutes); the table goes to stdout,
+# bench.json and latency-cdf.png to bench-out/.
+bench: require-root deps build
+	./bin/nfqguard bench -c config.toml --out bench-out
+
 # test: static checks, the whole suite (unit and real-traffic namespace
 # tests; run as root, they never skip under CI=true), the race detector on
-# the packages with concurrency, and a short run of every fuzz target.
-test: require-root deps lint
+# the packages with concurrency, a quick bench run (keeps the tool working;
+# no thresholds), and a short run of every fuzz target.
+test: require-root deps lint build
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race ./inspect/... ./queue/... ./rules/... ./bench/...
+	./bin/nfqguard bench --quick -c config.toml --out "$$(mktemp -d)"
 	$(MAKE) fuzz
 
 lint:
@@ -44,13 +54,15 @@ require-root:
 	@if [ "$$(id -u)" != 0 ]; then \
 	  echo "nfqguard changes iptables and creates network namespaces: run as root (sudo make $(MAKECMDGOALS))"; exit 1; fi
 
-# deps installs the Debian packages that provide iptables, ip and setpriv
-# when any of them is missing.
+# deps installs the Debian packages that provide iptables, ip, setpriv, gcc
+# and the libnetfilter_queue header when any of them is missing.
 deps:
 	@missing=""; \
 	  command -v iptables >/dev/null || missing="$$missing iptables"; \
 	  command -v ip >/dev/null || missing="$$missing iproute2"; \
 	  command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	  command -v gcc >/dev/null || missing="$$missing gcc"; \
+	  test -f $(NFQ_HEADER) || missing="$$missing libnetfilter-queue-dev"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
