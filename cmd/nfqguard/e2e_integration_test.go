@@ -647,8 +647,10 @@ func TestFastPathBulk(t *testing.T) {
 			if fast && delta > 10 {
 				t.Errorf("fast_path = true: %d packets of one bulk flow went through the queue, want at most 10", delta)
 			}
-			if !fast && delta < 1000 {
-				t.Errorf("fast_path = false: only %d packets of a 20 MiB flow went through the queue, want thousands", delta)
+			// The queue takes GSO packets whole (up to 64 KiB), so 2 x 20 MiB
+			// is at least ~640 packets: still far above the fast path's 10.
+			if !fast && delta < 300 {
+				t.Errorf("fast_path = false: only %d packets of a 20 MiB flow went through the queue, want hundreds", delta)
 			}
 			e.stopClean()
 		})
