@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -76,8 +75,7 @@ type packet struct {
 // allocates for every attribute and costs a peek and a read per packet, is
 // not used. An nfq belongs to one goroutine, except wake.
 type nfq struct {
-	nf    *nfqueue.Nfqueue
-	raw   syscall.RawConn
+	fd    int // blocking, owned; no poller watches it
 	queue uint16
 
 	bufs [recvBatch][]byte
@@ -90,46 +88,60 @@ type nfq struct {
 	pending uint64 // verdicts in out
 	sent    uint64 // verdicts in the last flush
 
-	// The syscall closures are made once so receive and flush allocate
-	// nothing; they report through these fields.
-	readFn              func(fd uintptr) bool
-	ctrlRead, ctrlWrite func(fd uintptr)
-	rn                  int
-	rerr, werr          error
 }
 
 // openQueue opens a netlink socket and binds it to queue q with the given
 // kernel queue length and flags (nfqueue.NfQaCfgFlag*).
+//
+// go-nfqueue opens the socket (in this thread's network namespace) and
+// carries the configuration exchange. The socket is then taken over: its
+// descriptor is duplicated and go-nfqueue's Conn closed, which takes the
+// socket out of Go's network poller (epoll) while the duplicate keeps it,
+// and the queue binding, alive. Otherwise every queued packet would wake
+// an idle runtime thread in epoll_wait as well as the worker: two thread
+// wake-ups per packet instead of one.
 func openQueue(q uint16, queueLen, flags uint32) (*nfq, error) {
 	nf, err := nfqueue.Open(&nfqueue.Config{NfQueue: q, MaxQueueLen: queueLen, Copymode: nfqueue.NfQnlCopyPacket,
 		MaxPacketLen: 0xffff, AfFamily: unix.AF_UNSPEC})
 	if err != nil {
 		return nil, fmt.Errorf("open netlink socket: %w", err)
 	}
-	n := &nfq{nf: nf, queue: q, out: make([]byte, 0, recvBatch*verdictLen)}
-	if err := n.setup(queueLen, flags); err != nil {
-		nf.Con.Close()
+	defer nf.Con.Close()
+	if err := configure(nf.Con, q, queueLen, flags); err != nil {
 		return nil, err
+	}
+	raw, err := nf.Con.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("raw socket: %w", err)
+	}
+	fd := -1
+	var derr error
+	if err := raw.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
+		return nil, fmt.Errorf("take over socket: %w", errors.Join(err, derr))
+	}
+	if err := blockingReceive(fd, queueLen); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	n := &nfq{fd: fd, queue: q, out: make([]byte, 0, recvBatch*verdictLen)}
+	for i := range n.bufs {
+		n.bufs[i] = make([]byte, recvBuf)
+		n.iovs[i].Base = &n.bufs[i][0]
+		n.iovs[i].SetLen(recvBuf)
+		n.hdrs[i].hdr.Iov = &n.iovs[i]
+		n.hdrs[i].hdr.SetIovlen(1)
 	}
 	return n, nil
 }
 
-func (n *nfq) setup(queueLen, flags uint32) error {
+// configure binds c to queue q and sets copy mode, queue length and flags.
+func configure(c *netlink.Conn, q uint16, queueLen, flags uint32) error {
 	// Overruns are counted by the kernel (user_dropped), not reported as
 	// socket errors that interrupt receiving.
-	if err := n.nf.Con.SetOption(netlink.NoENOBUFS, true); err != nil {
+	if err := c.SetOption(netlink.NoENOBUFS, true); err != nil {
 		return fmt.Errorf("set NETLINK_NO_ENOBUFS: %w", err)
 	}
-	// Room for a full queue of small packets before the kernel must drop.
-	if err := n.setReadBuffer(int(min(queueLen, 1<<16)) * 2048); err != nil {
-		return err
-	}
-	raw, err := n.nf.Con.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("raw socket: %w", err)
-	}
-	n.raw = raw
-	if err := n.config(nlAttr(nfqaCfgCmd, []byte{nfqnlCfgCmdBind, 0, 0, unix.AF_UNSPEC})); err != nil {
+	if err := config(c, q, nlAttr(nfqaCfgCmd, []byte{nfqnlCfgCmdBind, 0, 0, unix.AF_UNSPEC})); err != nil {
 		return bindError(err)
 	}
 	params := binary.BigEndian.AppendUint32(nil, 0xffff)
@@ -140,72 +152,43 @@ func (n *nfq) setup(queueLen, flags uint32) error {
 		attrs = append(attrs, nlAttr(nfqaCfgFlags, be32(flags))...)
 		attrs = append(attrs, nlAttr(nfqaCfgMask, be32(flags))...)
 	}
-	if err := n.config(attrs); err != nil {
+	if err := config(c, q, attrs); err != nil {
 		return fmt.Errorf("configure: %w", err)
-	}
-	for i := range n.bufs {
-		n.bufs[i] = make([]byte, recvBuf)
-		n.iovs[i].Base = &n.bufs[i][0]
-		n.iovs[i].SetLen(recvBuf)
-		n.hdrs[i].hdr.Iov = &n.iovs[i]
-		n.hdrs[i].hdr.SetIovlen(1)
-	}
-	// Receiving blocks in the kernel on the worker's own thread, which a
-	// queued packet wakes directly; through Go's network poller the wake-up
-	// costs an extra thread hand-off. The receive timeout bounds how long
-	// stop waits.
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		if cerr = unix.SetNonblock(int(fd), false); cerr != nil {
-			return
-		}
-		tv := unix.NsecToTimeval(int64(stopLatency))
-		cerr = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	}); err != nil || cerr != nil {
-		return fmt.Errorf("set blocking receive: %w", errors.Join(err, cerr))
-	}
-	n.readFn = func(fd uintptr) bool {
-		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&n.hdrs[0])), recvBatch,
-			unix.MSG_WAITFORONE, 0, 0)
-		n.rn, n.rerr = int(r), errnoErr(errno)
-		return true
-	}
-	n.ctrlRead = func(fd uintptr) { n.readFn(fd) }
-	n.ctrlWrite = func(fd uintptr) {
-		_, n.werr = unix.Write(int(fd), n.out)
 	}
 	return nil
 }
 
-func (n *nfq) setReadBuffer(bytes int) error {
+// blockingReceive makes fd block in the kernel on receive, so a queued
+// packet wakes the worker's thread directly, with a timeout that bounds how
+// long stop waits, and a receive buffer with room for a full queue of small
+// packets.
+func blockingReceive(fd int, queueLen uint32) error {
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return fmt.Errorf("set blocking receive: %w", err)
+	}
+	tv := unix.NsecToTimeval(int64(stopLatency))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("set receive timeout: %w", err)
+	}
 	// SO_RCVBUFFORCE passes rmem_max for a privileged process; fall back
 	// to what an unprivileged one may ask.
-	raw, err := n.nf.Con.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("raw socket: %w", err)
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bytes)
-	}); err != nil {
-		return fmt.Errorf("set receive buffer: %w", err)
-	}
-	if serr != nil {
-		if err := n.nf.Con.SetReadBuffer(bytes); err != nil {
+	size := int(min(queueLen, 1<<16)) * 2048
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, size); err != nil {
 			return fmt.Errorf("set receive buffer: %w", err)
 		}
 	}
 	return nil
 }
 
-// config sends one NFQNL_MSG_CONFIG for this queue and waits for the ack.
-func (n *nfq) config(attrs []byte) error {
-	_, err := n.nf.Con.Execute(netlink.Message{
+// config sends one NFQNL_MSG_CONFIG for queue q and waits for the ack.
+func config(c *netlink.Conn, q uint16, attrs []byte) error {
+	_, err := c.Execute(netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(nfnlSubsysQueue<<8 | nfqnlMsgConfig),
 			Flags: netlink.Request | netlink.Acknowledge,
 		},
-		Data: append(nfgenmsg(n.queue), attrs...),
+		Data: append(nfgenmsg(q), attrs...),
 	})
 	return err
 }
@@ -217,17 +200,18 @@ func (n *nfq) receive() error {
 		n.hdrs[i].len = 0
 	}
 	n.n = 0
-	if err := n.raw.Control(n.ctrlRead); err != nil {
-		return err
-	}
-	if n.rerr == unix.EAGAIN || n.rerr == unix.EINTR {
+	// MSG_WAITFORONE: block for the first datagram, then take whatever
+	// else is already queued, up to recvBatch.
+	r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(n.fd), uintptr(unsafe.Pointer(&n.hdrs[0])), recvBatch,
+		unix.MSG_WAITFORONE, 0, 0)
+	switch errno {
+	case 0:
+		n.n = int(r)
+		return nil
+	case unix.EAGAIN, unix.EINTR:
 		return errTimeout
 	}
-	if n.rerr != nil {
-		return n.rerr
-	}
-	n.n = n.rn
-	return nil
+	return errno
 }
 
 // errTimeout is a receive that saw no packet within stopLatency.
@@ -349,17 +333,14 @@ func (n *nfq) flush() error {
 	if len(n.out) == 0 {
 		return nil
 	}
-	err := n.raw.Control(n.ctrlWrite)
+	_, err := unix.Write(n.fd, n.out)
 	n.out = n.out[:0]
-	if err != nil {
-		return err
-	}
-	return n.werr
+	return err
 }
 
 // close releases the socket, which unbinds the queue.
 func (n *nfq) close() error {
-	return n.nf.Con.Close()
+	return unix.Close(n.fd)
 }
 
 func nfgenmsg(queue uint16) []byte {
@@ -379,10 +360,3 @@ func nlAttr(typ uint16, v []byte) []byte {
 func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
 func align4(n int) int { return (n + 3) &^ 3 }
-
-func errnoErr(e syscall.Errno) error {
-	if e == 0 {
-		return nil
-	}
-	return e
-}

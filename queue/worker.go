@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +85,12 @@ func bindError(err error) error {
 // run receives, judges and answers until stop is called, or returns the
 // error that broke the socket.
 func (w *worker) run() error {
+	// The receive blocks in the kernel on this thread, and the kernel wakes
+	// it for the next packet. Locked, the worker never migrates to another
+	// thread between packets (measured: one thread wake-up per packet
+	// instead of two, and a shorter p99).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	errRun := 0
 	for {
 		err := w.q.receive()
