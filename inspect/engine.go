@@ -140,7 +140,8 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 		return e.count(e.judgeICMPError(t, p, m, clock))
 	}
 	k, srcIsA := makeKey(p.Src, p.SrcPort, p.Dst, p.DstPort, p.Proto)
-	if f := e.flows.lookup(&k, clock); f != nil {
+	h := e.flows.hashOf(&k)
+	if f := e.flows.lookup(&k, h, clock); f != nil {
 		f.packets++
 		f.lastSeen = clock
 		f.expires = clock + timeout(p, f.state)
@@ -165,7 +166,7 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
 	}
 
-	f, evicted := e.flows.insert(&k, clock)
+	f, evicted := e.flows.insert(&k, h, clock)
 	if evicted {
 		e.stats.Evictions.Add(1)
 	}
@@ -231,7 +232,7 @@ func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) 
 	e.stats.ICMPErrors.Add(1)
 	if p.Inner {
 		k, _ := makeKey(p.InnerSrc.Addr(), p.InnerSrc.Port(), p.InnerDst.Addr(), p.InnerDst.Port(), p.InnerPro)
-		if f := e.flows.lookup(&k, clock); f != nil {
+		if f := e.flows.lookup(&k, e.flows.hashOf(&k), clock); f != nil {
 			return Verdict{Allow: f.state == stateAllowed}
 		}
 	}

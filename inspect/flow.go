@@ -66,11 +66,12 @@ const (
 	stateDropped
 )
 
-// flow is one slot of the flow table.
+// flow is one slot of the flow table: 64 bytes, one cache line.
 type flow struct {
 	key      flowKey
 	state    flowState
-	aIsInit  bool // endpoint a sent the flow's first packet
+	aIsInit  bool   // endpoint a sent the flow's first packet
+	tag      uint32 // bits of the key's hash, compared before the key
 	packets  uint32
 	lastSeen int64 // nanoseconds, engine clock
 	expires  int64 // nanoseconds, engine clock
@@ -100,10 +101,12 @@ func newFlowTable(size int, seed uint64) *flowTable {
 	return &flowTable{slots: make([]flow, buckets*ways), mask: uint64(buckets - 1), seed: seed}
 }
 
-// buckets returns k's two candidate buckets (the same one twice in a
-// one-bucket table).
-func (t *flowTable) buckets(k *flowKey) (b1, b2 []flow) {
-	h := k.hash(t.seed)
+// hashOf hashes k for lookup and insert; compute it once per packet.
+func (t *flowTable) hashOf(k *flowKey) uint64 { return k.hash(t.seed) }
+
+// buckets returns the two candidate buckets of hash h (the same one twice
+// in a one-bucket table).
+func (t *flowTable) buckets(h uint64) (b1, b2 []flow) {
 	i := h & t.mask
 	j := (h >> 32) & t.mask
 	if j == i {
@@ -113,19 +116,24 @@ func (t *flowTable) buckets(k *flowKey) (b1, b2 []flow) {
 	return t.slots[i : i+ways : i+ways], t.slots[j : j+ways : j+ways]
 }
 
-// lookup returns the live flow for k, or nil.
-func (t *flowTable) lookup(k *flowKey, now int64) *flow {
-	b1, b2 := t.buckets(k)
-	if f := find(b1, k, now); f != nil {
+func tagOf(h uint64) uint32 { return uint32(h >> 16) }
+
+// lookup returns the live flow for k (whose hash is h), or nil.
+func (t *flowTable) lookup(k *flowKey, h uint64, now int64) *flow {
+	b1, b2 := t.buckets(h)
+	tag := tagOf(h)
+	if f := find(b1, k, tag, now); f != nil {
 		return f
 	}
-	return find(b2, k, now)
+	return find(b2, k, tag, now)
 }
 
-func find(b []flow, k *flowKey, now int64) *flow {
+func find(b []flow, k *flowKey, tag uint32, now int64) *flow {
 	for i := range b {
 		f := &b[i]
-		if f.state != stateFree && f.key == *k {
+		// The tag filters out nearly every other key before the 37-byte
+		// comparison.
+		if f.tag == tag && f.state != stateFree && f.key == *k {
 			if f.expires <= now {
 				f.state = stateFree
 				return nil
@@ -136,11 +144,12 @@ func find(b []flow, k *flowKey, now int64) *flow {
 	return nil
 }
 
-// insert claims a slot for k, which must not be live in the table: a free
-// or expired slot in the emptier of its buckets if there is one, else the
-// least recently seen flow of both, in which case evicted is true.
-func (t *flowTable) insert(k *flowKey, now int64) (f *flow, evicted bool) {
-	b1, b2 := t.buckets(k)
+// insert claims a slot for k (whose hash is h), which must not be live in
+// the table: a free or expired slot in the emptier of its buckets if there
+// is one, else the least recently seen flow of both, in which case evicted
+// is true.
+func (t *flowTable) insert(k *flowKey, h uint64, now int64) (f *flow, evicted bool) {
+	b1, b2 := t.buckets(h)
 	free1, n1, old1 := scan(b1, now)
 	free2, n2, old2 := scan(b2, now)
 	switch {
@@ -153,7 +162,7 @@ func (t *flowTable) insert(k *flowKey, now int64) (f *flow, evicted bool) {
 	default:
 		f, evicted = old2, true
 	}
-	*f = flow{key: *k, lastSeen: now}
+	*f = flow{key: *k, tag: tagOf(h), lastSeen: now}
 	return f, evicted
 }
 
