@@ -70,10 +70,10 @@ type packet struct {
 
 // nfq drives one bound NFQUEUE queue at the netlink level: packets arrive
 // in batches through recvmmsg into buffers allocated once, and the verdicts
-// of a batch leave in one write. go-nfqueue opens the socket (in the right
-// network namespace, with its options); its per-message receive path, which
-// allocates for every attribute and costs a peek and a read per packet, is
-// not used. An nfq belongs to one goroutine, except wake.
+// of a batch leave in one write. go-nfqueue opens and configures the socket;
+// its per-message receive path, which allocates for every attribute and
+// costs a peek and a read per packet, is not used. An nfq belongs to one
+// goroutine.
 type nfq struct {
 	fd    int // blocking, owned; no poller watches it
 	queue uint16
@@ -87,7 +87,6 @@ type nfq struct {
 	out     []byte // verdicts of the current batch
 	pending uint64 // verdicts in out
 	sent    uint64 // verdicts in the last flush
-
 }
 
 // openQueue opens a netlink socket and binds it to queue q with the given
