@@ -7,8 +7,9 @@ STATICCHECK_VERSION := v0.7.0
 GOBIN := $(shell $(GO) env GOPATH 2>/dev/null)/bin
 FUZZTIME ?= 10s
 # Debian packages the product and its tests need, by the command they
-# provide; the bench also builds its C floor with gcc and libnetfilter-queue-dev.
-DEB_PACKAGES := iptables iproute2 util-linux gcc libnetfilter-queue-dev
+# provide; the bench also builds its C floor with gcc and libnetfilter-queue-dev,
+# and the end-to-end suite runs a private Docker engine from docker.io.
+DEB_PACKAGES := iptables iproute2 util-linux gcc libnetfilter-queue-dev docker.io
 NFQ_HEADER := /usr/include/libnetfilter_queue/libnetfilter_queue.h
 
 .PHONY: all build demo bench test check lint fuzz deps require-root clean
@@ -54,8 +55,10 @@ require-root:
 	@if [ "$$(id -u)" != 0 ]; then \
 	  echo "nfqguard changes iptables and creates network namespaces: run as root (sudo make $(MAKECMDGOALS))"; exit 1; fi
 
-# deps installs the Debian packages that provide iptables, ip, setpriv, gcc
-# and the libnetfilter_queue header when any of them is missing.
+# deps installs the Debian packages that provide iptables, ip, setpriv, gcc,
+# the libnetfilter_queue header and dockerd when any of them is missing.
+# Installing docker.io may start the machine's own Docker service; the tests
+# do not use it (they run a private dockerd in a network namespace).
 deps:
 	@missing=""; \
 	  command -v iptables >/dev/null || missing="$$missing iptables"; \
@@ -63,6 +66,7 @@ deps:
 	  command -v setpriv >/dev/null || missing="$$missing util-linux"; \
 	  command -v gcc >/dev/null || missing="$$missing gcc"; \
 	  test -f $(NFQ_HEADER) || missing="$$missing libnetfilter-queue-dev"; \
+	  command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

@@ -1,0 +1,258 @@
+package dockerlab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Bounds of the shutdown steps.
+const (
+	removeTimeout  = 30 * time.Second
+	dockerdTimeout = 20 * time.Second
+	killTimeout    = 5 * time.Second
+)
+
+// Close removes every container, stops dockerd, kills any process left in
+// the namespaces or running from the data root (containerd, shims,
+// docker-proxy, container processes, commands from Command), unmounts
+// whatever is still mounted under the state directory, removes it and
+// deletes both namespaces. It works on a partially started Docker too and
+// is idempotent: calls after the first return nil.
+func (d *Docker) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	dockerd, done := d.dockerd, d.dockerdDone
+	dir := d.dir
+	namespaces := d.namespaces
+	d.mu.Unlock()
+
+	d.cancel() // kills what Command started
+	var errs []error
+	if dockerd != nil {
+		errs = append(errs, d.stopDockerd(dockerd.Process, done)...)
+	}
+	if err := killLeftovers(namespaces, dir); err != nil {
+		errs = append(errs, err)
+	}
+	if dir != "" {
+		if err := unmountUnder(dir); err != nil {
+			errs = append(errs, err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("dockerlab: remove %s: %w", dir, err))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, ns := range namespaces {
+		if _, err := os.Stat(nsPath(ns)); err != nil {
+			continue
+		}
+		if err := runIP(ctx, "netns", "del", ns); err != nil {
+			errs = append(errs, fmt.Errorf("dockerlab: delete namespace %s: %w", ns, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopDockerd removes the containers, then stops dockerd with SIGTERM (it
+// stops its managed containerd on the way out), escalating to SIGKILL.
+func (d *Docker) stopDockerd(p *os.Process, done chan struct{}) []error {
+	var errs []error
+	select {
+	case <-done:
+		return nil
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
+	defer cancel()
+	if ids, err := d.CLI(ctx, "ps", "-aq"); err != nil {
+		errs = append(errs, err)
+	} else if f := strings.Fields(ids); len(f) > 0 {
+		if _, err := d.CLI(ctx, append([]string{"rm", "-f"}, f...)...); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(dockerdTimeout):
+		_ = p.Signal(syscall.SIGKILL)
+		<-done
+		errs = append(errs, fmt.Errorf("dockerlab: dockerd did not stop within %v of SIGTERM; killed", dockerdTimeout))
+	}
+	return errs
+}
+
+// killLeftovers SIGKILLs every process (other than this one) whose network
+// namespace is one of namespaces, or whose root directory or executable
+// lies under dir (a container's processes live in network namespaces of
+// their own, but their root is an overlay mount under the data root),
+// and waits until they are gone.
+func killLeftovers(namespaces []string, dir string) error {
+	var inodes []uint64
+	for _, ns := range namespaces {
+		var st syscall.Stat_t
+		if err := syscall.Stat(nsPath(ns), &st); err == nil {
+			inodes = append(inodes, st.Ino)
+		}
+	}
+	if len(inodes) == 0 && dir == "" {
+		return nil
+	}
+	deadline := time.Now().Add(killTimeout)
+	for {
+		pids, err := findPIDs(inodes, dir)
+		if err != nil {
+			return fmt.Errorf("dockerlab: find leftover processes: %w", err)
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dockerlab: processes %v survive SIGKILL", pids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// findPIDs lists the processes killLeftovers must kill.
+func findPIDs(netnsInodes []uint64, dir string) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		if isLeftover(pid, netnsInodes, dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+func isLeftover(pid int, netnsInodes []uint64, dir string) bool {
+	proc := "/proc/" + strconv.Itoa(pid)
+	var st syscall.Stat_t
+	if err := syscall.Stat(proc+"/ns/net", &st); err == nil {
+		for _, ino := range netnsInodes {
+			if st.Ino == ino {
+				return true
+			}
+		}
+	}
+	if dir == "" {
+		return false
+	}
+	for _, link := range []string{"root", "exe"} {
+		if target, err := os.Readlink(proc + "/" + link); err == nil && within(target, dir) {
+			return true
+		}
+	}
+	return false
+}
+
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+// unmountUnder unmounts every mount point under dir, deepest first, until
+// none is left (mounts may be stacked).
+func unmountUnder(dir string) error {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	for range 10 {
+		mps, err := MountsUnder(dir)
+		if err != nil {
+			return err
+		}
+		if len(mps) == 0 {
+			return nil
+		}
+		sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+		for _, mp := range mps {
+			if err := unix.Unmount(mp, 0); err != nil {
+				// Busy (a process we could not kill keeps it): detach it so
+				// the directory can go; the kernel frees it later.
+				_ = unix.Unmount(mp, unix.MNT_DETACH)
+			}
+		}
+	}
+	mps, err := MountsUnder(dir)
+	if err == nil && len(mps) > 0 {
+		err = fmt.Errorf("still mounted: %s", strings.Join(mps, ", "))
+	}
+	if err != nil {
+		return fmt.Errorf("dockerlab: unmount under %s: %w", dir, err)
+	}
+	return nil
+}
+
+// MountsUnder returns the mount points of the calling process's mount
+// namespace at or below dir, from /proc/self/mountinfo. dockerd, entered
+// with nsenter --net only, mounts in that namespace too.
+func MountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options ...
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if within(mp, dir) {
+			out = append(out, mp)
+		}
+	}
+	return out, sc.Err()
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, …).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

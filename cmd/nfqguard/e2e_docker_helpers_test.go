@@ -1,0 +1,249 @@
+package main
+
+// Helpers of the end-to-end tests against a private Docker engine
+// (package bench/dockerlab): the engine started in the Docker namespace,
+// readers of that namespace's iptables state and traffic shorthands. The
+// engine type, its output parsing and the record checks are shared with
+// the netns-lab suite (e2e_helpers_test.go, e2e_integration_test.go).
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nfqguard/nfqguard/bench/dockerlab"
+)
+
+// startDockerEngine writes cfgText to a file and runs
+// `nfqguard run -c FILE --blocked-log stdout extra...` in d's Docker
+// namespace, waiting until it logs "nfqguard running". The engine is killed
+// in cleanup if the test has not stopped it; then any nfqguard rule still
+// in DOCKER-USER (a killed engine's) is removed, so the next test on the
+// same Docker starts from Docker's own layout.
+func startDockerEngine(t testing.TB, d *dockerlab.Docker, cfgText string, extra ...string) *engine {
+	t.Helper()
+	cfg := writeConfig(t, cfgText)
+	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout"}, extra...)
+	// Registered first, so it runs after the engine's own cleanup.
+	t.Cleanup(func() { scrubOurRules(t, d) })
+	return runEngine(t, d.Command(context.Background(), binary(t), args...))
+}
+
+// runEngine starts cmd (nfqguard run …) with its output parsed into an
+// engine and waits for "nfqguard running"; it mirrors startTestEngine,
+// which takes a netns lab.
+func runEngine(t testing.TB, cmd *exec.Cmd) *engine {
+	t.Helper()
+	e := &engine{t: t, cmd: cmd, changed: make(chan struct{}), done: make(chan struct{})}
+	e.cmd.Stdout = engineStdout{e}
+	e.cmd.Stderr = engineStderr{e}
+	e.cmd.WaitDelay = 5 * time.Second
+	if err := e.cmd.Start(); err != nil {
+		t.Fatalf("start engine: %v", err)
+	}
+	go func() {
+		err := e.cmd.Wait()
+		e.mu.Lock()
+		e.waitErr = err
+		e.notify()
+		e.mu.Unlock()
+		close(e.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-e.done:
+		default:
+			_ = e.cmd.Process.Signal(syscall.SIGKILL)
+			<-e.done
+		}
+		if t.Failed() {
+			t.Logf("engine stderr:\n%s", e.stderr())
+		}
+	})
+	ok := e.waitFor(readyTimeout, func() bool { return strings.Contains(e.errOut.String(), "nfqguard running") })
+	if !ok {
+		select {
+		case <-e.done:
+			t.Fatalf("engine exited before it was ready (%v); stderr:\n%s", e.exitErr(), e.stderr())
+		default:
+			t.Fatalf("engine did not log \"nfqguard running\" within %v; stderr:\n%s", readyTimeout, e.stderr())
+		}
+	}
+	return e
+}
+
+// --- the Docker namespace's iptables -------------------------------------
+
+func dkIPTables(t testing.TB, d *dockerlab.Docker, v6 bool, args ...string) string {
+	t.Helper()
+	run := d.IPTables
+	if v6 {
+		run = d.IP6Tables
+	}
+	out, err := run(context.Background(), args...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return out
+}
+
+// dkChain returns `iptables -S DOCKER-USER` of the Docker namespace line
+// by line.
+func dkChain(t testing.TB, d *dockerlab.Docker, v6 bool) []string {
+	t.Helper()
+	return nonEmptyLines(dkIPTables(t, d, v6, "-S", "DOCKER-USER"))
+}
+
+// dkOurRules returns the lines of DOCKER-USER that nfqguard wrote.
+func dkOurRules(t testing.TB, d *dockerlab.Docker, v6 bool) []string {
+	t.Helper()
+	var out []string
+	for _, r := range dkChain(t, d, v6) {
+		if strings.Contains(r, "nfqguard") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// requireDKRules fails unless DOCKER-USER holds exactly wantQueue NFQUEUE
+// and wantConnmark CONNMARK rules of nfqguard, and nothing else of it.
+func requireDKRules(t testing.TB, d *dockerlab.Docker, v6 bool, wantQueue, wantConnmark int) []string {
+	t.Helper()
+	rules := dkOurRules(t, d, v6)
+	q, c := countRules(rules)
+	if q != wantQueue || c != wantConnmark || len(rules) != wantQueue+wantConnmark {
+		t.Fatalf("Docker's DOCKER-USER (v6=%v) has %d NFQUEUE and %d CONNMARK rules of nfqguard (%d in all), want %d and %d:\n%s",
+			v6, q, c, len(rules), wantQueue, wantConnmark, strings.Join(dkChain(t, d, v6), "\n"))
+	}
+	return rules
+}
+
+// dkRuleCounter returns the packet counter of the one NFQUEUE rule in the
+// Docker namespace's IPv4 DOCKER-USER.
+func dkRuleCounter(t testing.TB, d *dockerlab.Docker) uint64 {
+	t.Helper()
+	out := dkIPTables(t, d, false, "-v", "-x", "-n", "-L", "DOCKER-USER")
+	var found []uint64
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		// pkts bytes target prot opt in out source destination
+		if len(f) >= 3 && f[2] == "NFQUEUE" {
+			n, err := strconv.ParseUint(f[0], 10, 64)
+			if err != nil {
+				t.Fatalf("bad counter in %q", line)
+			}
+			found = append(found, n)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want exactly one NFQUEUE rule in Docker's DOCKER-USER, found %d:\n%s", len(found), out)
+	}
+	return found[0]
+}
+
+// dkSave returns iptables-save (ip6tables-save) of the Docker namespace
+// without comments and counters, for before/after comparisons.
+func dkSave(t testing.TB, d *dockerlab.Docker, v6 bool) string {
+	t.Helper()
+	bin := "iptables-save"
+	if v6 {
+		bin = "ip6tables-save"
+	}
+	out, err := dockerlab.RunIn(context.Background(), d.NSPath(), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		if line == "" || strings.HasPrefix(line, "# Generated") || strings.HasPrefix(line, "# Completed") {
+			continue
+		}
+		b.WriteString(counters.ReplaceAllString(line, ""))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// scrubOurRules deletes every nfqguard rule left in the Docker namespace's
+// DOCKER-USER chains (after a killed engine) and logs what it removed.
+func scrubOurRules(t testing.TB, d *dockerlab.Docker) {
+	for _, v6 := range []bool{false, true} {
+		run := d.IPTables
+		if v6 {
+			run = d.IP6Tables
+		}
+		out, err := run(context.Background(), "-S", "DOCKER-USER")
+		if err != nil {
+			continue // no such chain (IPv6 without Docker's chain)
+		}
+		for _, r := range nonEmptyLines(out) {
+			if !strings.Contains(r, "nfqguard") || !strings.HasPrefix(r, "-A ") {
+				continue
+			}
+			args := splitRule(strings.Replace(r, "-A ", "-D ", 1))
+			if _, err := run(context.Background(), args...); err != nil {
+				t.Errorf("remove a stale nfqguard rule: %v", err)
+				continue
+			}
+			t.Logf("removed a stale nfqguard rule (v6=%v): %s", v6, r)
+		}
+	}
+}
+
+// splitRule splits an iptables -S line into arguments, honouring the double
+// quotes iptables puts around comments with spaces.
+func splitRule(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+			have = true
+		case r == ' ' && !inQuote:
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// --- traffic ----------------------------------------------------------------
+
+// dkTCP exchanges payload over TCP from the namespace at nsPath, source
+// port sport, with the echo server at dst.
+func dkTCP(nsPath string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
+	return dockerlab.TCPExchange(nsPath, sport, dst, payload, timeout)
+}
+
+// dkUDP is dkTCP for one UDP datagram.
+func dkUDP(nsPath string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
+	return dockerlab.UDPExchange(nsPath, sport, dst, payload, timeout)
+}
+
+// ipv4Of returns c's IPv4 address on network, failing the test if it has
+// none.
+func ipv4Of(t testing.TB, c *dockerlab.Container, network string) netip.Addr {
+	t.Helper()
+	a, err := c.IPv4(network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
