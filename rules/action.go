@@ -56,6 +56,7 @@ const (
 	ProtoTCP    uint8 = 6
 	ProtoUDP    uint8 = 17
 	ProtoICMPv6 uint8 = 58
+	ProtoSCTP   uint8 = 132 // only as a published port's protocol: rules cannot name it
 )
 
 // protoSet is a bit set of protocol classes; a rule stores the classes it

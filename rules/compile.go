@@ -7,13 +7,15 @@ import (
 )
 
 // containerSpec is a [[container]] as validated, before compilation. The
-// Table keeps these for WriteTo and Unresolved, off the hot path.
+// Table keeps these for WriteTo, Resolve and Unresolved, off the hot path.
 type containerSpec struct {
-	name  string
-	addrs []netip.Addr // file order
-	def   [3]Action    // effective default per Direction
-	own   [3]bool      // whether the container set def itself
-	rules []ruleSpec   // file order
+	name    string
+	addrs   []netip.Addr // file order; none for a dynamic entry
+	dynamic bool         // no ips: addresses come from Docker through Resolve
+	sel     selector     // for dynamic entries
+	def     [3]Action    // effective default per Direction
+	own     [3]bool      // whether the container set def itself
+	rules   []ruleSpec   // file order
 }
 
 // ruleSpec is a [[container.rule]] as validated.
@@ -31,9 +33,11 @@ type ruleSpec struct {
 // compile flattens validated containers into the Table's lookup arrays.
 // Rules are grouped by container, then by direction, each group in file
 // order, which is all Judge's first-match-wins needs: a rule of the other
-// direction can never match.
+// direction can never match. Only the static entries' addresses are
+// indexed; Resolve adds the dynamic ones to a copy.
 func (t *Table) compile(specs []containerSpec) {
 	t.source = specs
+	t.hot = make([]container, len(specs))
 	var addrs, rules, operands int
 	for i := range specs {
 		addrs += len(specs[i].addrs)
@@ -59,6 +63,7 @@ func (t *Table) compile(specs []containerSpec) {
 			}
 			c.rules[dir-1].n = uint32(len(t.rules)) - c.rules[dir-1].off
 		}
+		t.hot[i] = c
 		for _, a := range cs.addrs {
 			t.byAddr.insert(a, c)
 		}

@@ -9,6 +9,13 @@
 //   - The resulting *Table answers Judge and Listed without locks or
 //     allocations; it is never modified after Parse returns, so any number of
 //     goroutines may query it while a reload builds a replacement.
+//   - A [[container]] without ips is dynamic: its addresses are those of
+//     the running Docker containers it selects, by name, image pattern or
+//     label. Table.Resolve takes the containers (as package docker lists
+//     them, converted to rules.Container) and returns a new Table with
+//     those addresses, plus container metadata (Table.Meta) for the flow
+//     log; the parsed Table stays as it was, so the caller swaps tables
+//     atomically as the containers change.
 //
 // Errors render as FILE:LINE:COL: KEY: MSG, for example
 //
@@ -18,9 +25,9 @@
 // re-scans the raw text to find them; this happens only when a file has
 // errors.
 //
-// What it does not do: it does not open the blocked-flow log, talk to Docker
-// to resolve container names, install iptables rules, track flows or decode
-// packets. Reloading means parsing a new Table and swapping a pointer; that
+// What it does not do: it does not open the blocked-flow log, talk to
+// Docker (it is handed the containers), install iptables rules, track flows
+// or decode packets. Reloading means parsing a new Table and swapping a pointer; that
 // is the caller's business.
 //
 // Address families never mix: an IPv4 peer is only matched by IPv4 prefixes,

@@ -70,7 +70,7 @@ func TestParseErrors(t *testing.T) {
 			`container[0].ips[1]: address fd00::2 is listed twice in container "a" (first at line 3)`},
 
 		// Names.
-		{"missing name", src(`[[container]]`, `ips = []`), "1:3", `container[0].name: missing required key "name"`},
+		{"missing name", src(`[[container]]`, `ips = ["172.17.0.9"]`), "1:3", `container[0].name: missing required key "name"`},
 		{"empty name", src(`[[container]]`, `name = ""`), "2:1", `container[0].name: must not be empty`},
 		{"duplicate container name", src(`[[container]]`, `name = "a"`, `[[container]]`, `name = "a"`), "4:1",
 			`container[1].name: duplicate container name "a" (first defined at line 2)`},

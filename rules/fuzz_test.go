@@ -8,7 +8,7 @@ import (
 )
 
 func FuzzParse(f *testing.F) {
-	for _, file := range []string{"example.toml", "judge.toml"} {
+	for _, file := range []string{"example.toml", "judge.toml", "docker.toml"} {
 		data, err := os.ReadFile(filepath.Join("testdata", file))
 		if err != nil {
 			f.Fatal(err)
@@ -24,6 +24,8 @@ func FuzzParse(f *testing.F) {
 		"container = [{ name = \"x\", ips = [\"::ffff:1.2.3.4\"], rule = [{ id = \"r\", direction = \"egress\", to = [\"::ffff:0:0/96\"], action = \"drop\" }] }]\n",
 		"a = \"\"\"\n[[container]]\n\"\"\"\n[log]\nblocked = '''x'''\n",
 		"[defaults]\ningress = 'drop'\negress = \"\\u00e9\"\n",
+		"[docker]\nsocket = \"unix:///x\"\n[[container]]\nname = \"r\"\nimage = \"redis:[*\"\nlabel = \"a=b\"\n",
+		"[[container]]\nname = \"web\"\n[[container]]\nname = \"g\"\nlabel = \"=\"\nips = []\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -39,6 +41,10 @@ func FuzzParse(f *testing.F) {
 		}
 		if _, err := tbl.WriteTo(io.Discard); err != nil {
 			t.Fatalf("WriteTo: %v", err)
+		}
+		rt, _ := tbl.Resolve(dockerHost())
+		if _, err := rt.WriteTo(io.Discard); err != nil {
+			t.Fatalf("WriteTo of the resolved table: %v", err)
 		}
 		if tbl.Engine.Workers < 1 || tbl.Engine.Mark&tbl.Engine.BypassMark != 0 {
 			t.Fatalf("invalid engine config accepted: %+v", tbl.Engine)

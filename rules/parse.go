@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path"
 	"runtime"
 	"slices"
 	"strconv"
@@ -119,10 +120,11 @@ func (p *parser) lineOf(key string) int {
 // table validates the whole document. The containers are returned for
 // compilation rather than compiled here, since only an error-free file is.
 func (p *parser) table(doc map[string]any) (*Table, []containerSpec) {
-	p.checkKeys(doc, "", "", "engine", "log", "defaults", "container")
+	p.checkKeys(doc, "", "", "engine", "log", "docker", "defaults", "container")
 	t := &Table{}
 	t.Engine, t.autoWorkers = p.engine(doc)
 	t.Log = p.log(doc)
+	t.Docker = p.docker(doc)
 	t.defaults[Ingress], t.defaults[Egress] = Allow, Allow
 	if m, ok := p.section(doc, "", "defaults"); ok {
 		p.checkKeys(m, "defaults", "[defaults]", "ingress", "egress")
@@ -232,6 +234,40 @@ func (p *parser) log(doc map[string]any) LogConfig {
 	return l
 }
 
+// maxSocketPath is the longest unix socket path: sun_path holds 108 bytes,
+// the last for the terminating NUL.
+const maxSocketPath = 107
+
+func (p *parser) docker(doc map[string]any) DockerConfig {
+	var d DockerConfig
+	m, ok := p.section(doc, "", "docker")
+	if !ok {
+		return d
+	}
+	p.checkKeys(m, "docker", "[docker]", "socket")
+	s, ok := p.str(m, "docker", "socket")
+	if !ok {
+		return d
+	}
+	const key = "docker.socket"
+	path := strings.TrimPrefix(s, "unix://")
+	switch {
+	case strings.TrimSpace(s) == "":
+		p.errorf(key, `must not be empty; leave it out to use DOCKER_HOST or /var/run/docker.sock`)
+	case strings.Contains(s, "://") && !strings.HasPrefix(s, "unix://"):
+		p.errorf(key, `%q: only a local unix socket is supported ("/var/run/docker.sock" or "unix:///var/run/docker.sock")`, s)
+	case !strings.HasPrefix(path, "/"):
+		p.errorf(key, `%q is not an absolute path`, s)
+	case len(path) > maxSocketPath:
+		p.errorf(key, `%q is %d bytes long; a unix socket path holds at most %d`, s, len(path), maxSocketPath)
+	case !cleanName(path):
+		p.errorf(key, `%q must not contain spaces or control characters`, s)
+	default:
+		d.Socket = path
+	}
+	return d
+}
+
 func (p *parser) containers(doc map[string]any, defaults [3]Action) []containerSpec {
 	tables, ok := p.tables(doc, "", "container")
 	if !ok {
@@ -247,7 +283,7 @@ func (p *parser) containers(doc map[string]any, defaults [3]Action) []containerS
 		if m == nil {
 			continue
 		}
-		p.checkKeys(m, at, "[[container]]", "name", "ips", "ingress", "egress", "rule")
+		p.checkKeys(m, at, "[[container]]", "name", "ips", "image", "label", "ingress", "egress", "rule")
 		c := containerSpec{def: defaults}
 		label := at // how messages refer to this container
 		if name, ok := p.requiredStr(m, at, "name"); ok {
@@ -281,6 +317,7 @@ func (p *parser) containers(doc map[string]any, defaults [3]Action) []containerS
 			owner[a] = owned{label, key}
 			c.addrs = append(c.addrs, a)
 		})
+		c.dynamic, c.sel = p.selector(m, at, c.name)
 		for _, d := range []Direction{Ingress, Egress} {
 			if a, ok := p.action(m, at, d.String()); ok {
 				c.def[d], c.own[d] = a, true
@@ -298,6 +335,80 @@ func (p *parser) containers(doc map[string]any, defaults [3]Action) []containerS
 		specs = append(specs, c)
 	}
 	return specs
+}
+
+// selector validates how a [[container]] finds its addresses: ips (static),
+// or through Docker by image and/or label, or else by its name. dynamic
+// reports whether the entry is resolved through Docker; name is the
+// validated name ("" if it was invalid).
+func (p *parser) selector(m map[string]any, at, name string) (dynamic bool, sel selector) {
+	hasImage, hasLabel := has(m, "image"), has(m, "label")
+	if s, ok := p.str(m, at, "image"); ok {
+		key := joinPath(at, "image")
+		switch {
+		case s == "":
+			p.errorf(key, `must not be empty; write a reference such as "redis:7" or a pattern such as "redis:*"`)
+		case !cleanName(s):
+			p.errorf(key, "%q must not contain spaces or control characters", s)
+		default:
+			if _, err := path.Match(s, ""); err != nil {
+				p.errorf(key, `%q is not a valid pattern (*, ?, [a-z] and \ as in path.Match): %v`, s, err)
+			} else {
+				sel.image = s
+			}
+		}
+	}
+	if s, ok := p.str(m, at, "label"); ok {
+		key := joinPath(at, "label")
+		k, v, hasValue := strings.Cut(s, "=")
+		switch {
+		case s == "":
+			p.errorf(key, `must not be empty; write "key" (label present) or "key=value"`)
+		case k == "":
+			p.errorf(key, `%q has no key before "="; write "key" (label present) or "key=value"`, s)
+		case !cleanName(k):
+			p.errorf(key, "%q: the label key must not contain spaces or control characters", s)
+		case !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl):
+			p.errorf(key, "%q: the label value must not contain control characters", s)
+		default:
+			sel.label, sel.value, sel.hasValue = k, v, hasValue
+		}
+	}
+	if has(m, "ips") {
+		for _, k := range []string{"image", "label"} {
+			if has(m, k) {
+				p.errorf(joinPath(at, k), "%s cannot be used with ips: use ips for a container with fixed addresses, "+
+					"or image and label (without ips) to select containers through Docker", k)
+			}
+		}
+		if arr, ok := m["ips"].([]any); ok && len(arr) == 0 {
+			p.errorf(joinPath(at, "ips"), "is empty: list the container's addresses, "+
+				"or leave ips out to resolve the container through Docker by its name")
+		}
+		return false, selector{}
+	}
+	if !hasImage && !hasLabel && name != "" {
+		if !dockerName(name) {
+			p.errorf(joinPath(at, "name"), "%q can never be a Docker container name (letters, digits, \"_\", \".\" and \"-\", "+
+				"starting with a letter or digit): give the container ips, or select it with image or label", name)
+		}
+		sel.name = name
+	}
+	return true, sel
+}
+
+// dockerName reports whether s can be a Docker container name; Docker
+// allows [a-zA-Z0-9][a-zA-Z0-9_.-]+.
+func dockerName(s string) bool {
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case i > 0 && (r == '_' || r == '.' || r == '-'):
+		default:
+			return false
+		}
+	}
+	return s != ""
 }
 
 // rule validates one [[container.rule]]; ok is false if anything was wrong.

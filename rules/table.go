@@ -28,13 +28,15 @@ type LogConfig struct {
 // default verdict applied. It is reserved: no rule may use it as its id.
 const RuleIDDefault = "default"
 
-// Table is a compiled, immutable rule table. Build it with Parse or Load;
-// the zero value matches nothing and has no defaults. All methods are safe
-// for concurrent use because nothing is written after Parse returns.
+// Table is a compiled, immutable rule table. Build it with Parse or Load,
+// and from that the tables with Docker's containers with Resolve; the zero
+// value matches nothing and has no defaults. All methods are safe for
+// concurrent use because nothing is written after Parse or Resolve returns.
 type Table struct {
 	Source string // file it was loaded from
 	Engine EngineConfig
 	Log    LogConfig
+	Docker DockerConfig
 
 	defaults    [3]Action // [defaults], indexed by Direction
 	autoWorkers bool      // workers = 0 was resolved to the CPU count
@@ -49,7 +51,16 @@ type Table struct {
 	rules    []rule
 	ids      []string // parallel to rules, read only on a match; kept out of rule to keep scans short
 	operands []operand
-	source   []containerSpec // as validated, for WriteTo and Unresolved
+	source   []containerSpec // as validated, for WriteTo, Resolve and Unresolved
+
+	// Off the hot path: what Resolve needs and produced. A parsed table has
+	// base == nil and resolved == false.
+	hot      []container           // per source entry: its hot data, for Resolve to index
+	base     *Table                // the parsed table a resolved one came from
+	resolved bool                  // made by Resolve
+	matches  [][]ResolvedContainer // per source entry: the containers a dynamic entry got
+	metaIdx  map[netip.Addr]int32  // address → index into metas
+	metas    []ContainerMeta       // every container Resolve was given, by name
 }
 
 // container is the hot-path view of a [[container]].
@@ -208,17 +219,4 @@ func nets6Contain(nets []operand, hi, lo uint64) bool {
 // Listed reports whether ip belongs to a [[container]]. It does not allocate.
 func (t *Table) Listed(ip netip.Addr) bool {
 	return t.byAddr.get(ip) != nil
-}
-
-// Unresolved lists, in file order, the containers that have no addresses.
-// They match nothing until a later feature resolves them through Docker.
-// The slice is a fresh copy on each call.
-func (t *Table) Unresolved() []string {
-	var names []string
-	for i := range t.source {
-		if len(t.source[i].addrs) == 0 {
-			names = append(names, t.source[i].name)
-		}
-	}
-	return names
 }

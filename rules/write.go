@@ -11,7 +11,9 @@ import (
 // WriteTo prints the compiled table for `nfqguard check`: engine settings,
 // defaults, then per container its addresses, defaults and rules in file
 // order, one aligned line per rule. It shows values after defaults were
-// applied, so the user sees what the engine will actually do.
+// applied, so the user sees what the engine will actually do. A dynamic
+// entry shows its Docker selector and, in a resolved table, the containers
+// it matches with the addresses it got from each.
 func (t *Table) WriteTo(w io.Writer) (int64, error) {
 	cw := &countingWriter{w: w}
 	e := t.Engine
@@ -25,26 +27,37 @@ func (t *Table) WriteTo(w io.Writer) (int64, error) {
 	fmt.Fprintf(tw, "\tmark 0x%08x, bypass_mark 0x%08x, fail_open %t, fast_path %t, malformed %s\n",
 		e.Mark, e.BypassMark, e.FailOpen, e.FastPath, e.Malformed)
 	fmt.Fprintf(tw, "log\tblocked %s\n", t.Log.Blocked)
+	if t.Docker.Socket != "" {
+		fmt.Fprintf(tw, "docker\tsocket %s\n", t.Docker.Socket)
+	} else {
+		fmt.Fprintf(tw, "docker\tsocket from DOCKER_HOST (unix://), else /var/run/docker.sock\n")
+	}
 	fmt.Fprintf(tw, "defaults\tingress %s, egress %s\n", t.defaults[Ingress], t.defaults[Egress])
 	if err := tw.Flush(); err != nil {
 		return cw.n, err
 	}
 	for i := range t.source {
-		if err := t.source[i].write(cw); err != nil {
+		if err := t.writeEntry(cw, i); err != nil {
 			return cw.n, err
 		}
 	}
 	return cw.n, cw.err
 }
 
-func (c *containerSpec) write(w io.Writer) error {
-	addrs := make([]string, len(c.addrs))
-	for i, a := range c.addrs {
-		addrs[i] = a.String()
-	}
-	list := strings.Join(addrs, ", ")
-	if list == "" {
-		list = "no addresses: unresolved"
+func (t *Table) writeEntry(w io.Writer, i int) error {
+	c := &t.source[i]
+	var list string
+	var matched []ResolvedContainer
+	switch {
+	case !c.dynamic:
+		list = formatAddrs(c.addrs)
+	case !t.resolved:
+		list = c.sel.String() + ": not resolved"
+	default:
+		list = c.sel.String()
+		if matched = t.matches[i]; len(matched) == 0 {
+			list += ": no running container"
+		}
 	}
 	defaults := make([]string, 0, 2)
 	for _, d := range []Direction{Ingress, Egress} {
@@ -55,6 +68,13 @@ func (c *containerSpec) write(w io.Writer) error {
 		defaults = append(defaults, s)
 	}
 	fmt.Fprintf(w, "\n%s (%s)  %s\n", c.name, list, strings.Join(defaults, ", "))
+	for _, rc := range matched {
+		addrs := formatAddrs(rc.Addrs)
+		if addrs == "" {
+			addrs = "no address: its traffic matches nothing"
+		}
+		fmt.Fprintf(w, "  container %s (%s): %s\n", rc.Name, shortID(rc.ID), addrs)
+	}
 	if len(c.rules) == 0 {
 		_, err := fmt.Fprintf(w, "  no rules\n")
 		return err
