@@ -60,6 +60,18 @@ type Event struct {
 	Src, Dst  netip.AddrPort // initiator → responder
 	Packets   uint32
 	Reason    string // why a packet was judged without rules (malformed, …)
+
+	// Docker's view of the container end (Dst for Ingress, Src for
+	// Egress), from the table's Meta; empty when the table was not
+	// resolved against Docker or no container has that address.
+	DockerName string // the container's Docker name
+	Image      string // the image reference it was created from
+	// Published names, for Ingress, the host addresses and ports on which
+	// Dst's port is published ("0.0.0.0:8080,[::]:8080"): the packet
+	// carries the container's port after DNAT, not the one the client
+	// dialled. Set whenever the port is published, including for a peer
+	// that reached the container directly rather than through the host.
+	Published string
 }
 
 // Sink receives events. Emit is called on the packet path: it must not
@@ -187,12 +199,31 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 		if aIsInit != srcIsA {
 			src, dst = dst, src
 		}
-		e.sink.Emit(Event{
+		ev := Event{
 			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container,
 			Direction: d.dir, Proto: p.Proto, Src: src, Dst: dst, Packets: 1,
-		})
+		}
+		describe(t, &ev)
+		e.sink.Emit(ev)
 	}
 	return e.count(e.verdict(t, f.state == stateAllowed))
+}
+
+// describe adds Docker's metadata of the event's container end. It runs
+// only for flows that are logged, and does not allocate.
+func describe(t *rules.Table, ev *Event) {
+	c := ev.Dst
+	if ev.Direction == rules.Egress {
+		c = ev.Src
+	}
+	m, ok := t.Meta(c.Addr())
+	if !ok {
+		return
+	}
+	ev.DockerName, ev.Image = m.Name, m.Image
+	if ev.Direction == rules.Ingress {
+		ev.Published = m.Published(ev.Proto, c.Port())
+	}
 }
 
 // decision is the combined judgement of a flow from both of its ends.

@@ -50,20 +50,24 @@ func (l *EventLog) Close() error {
 	return l.err
 }
 
-// Record is the JSON form of an Event: the blocked-flow log's schema.
+// Record is the JSON form of an Event: the blocked-flow log's schema. The
+// Docker fields are left out when empty.
 type Record struct {
-	Time      time.Time `json:"time"`
-	Event     string    `json:"event"` // "blocked" or "allowed"
-	Rule      string    `json:"rule"`  // rule id, "default", or a reason's name
-	Container string    `json:"container"`
-	Direction string    `json:"direction"`
-	Proto     string    `json:"proto"`
-	Src       string    `json:"src"`
-	SrcPort   uint16    `json:"sport"`
-	Dst       string    `json:"dst"`
-	DstPort   uint16    `json:"dport"`
-	Packets   uint32    `json:"packets"`
-	Reason    string    `json:"reason,omitempty"`
+	Time       time.Time `json:"time"`
+	Event      string    `json:"event"` // "blocked" or "allowed"
+	Rule       string    `json:"rule"`  // rule id, "default", or a reason's name
+	Container  string    `json:"container"`
+	DockerName string    `json:"docker_name,omitempty"`
+	Image      string    `json:"image,omitempty"`
+	Direction  string    `json:"direction"`
+	Proto      string    `json:"proto"`
+	Src        string    `json:"src"`
+	SrcPort    uint16    `json:"sport"`
+	Dst        string    `json:"dst"`
+	DstPort    uint16    `json:"dport"`
+	Published  string    `json:"published,omitempty"` // "HOSTIP:HOSTPORT[,…]" the ingress port is published on
+	Packets    uint32    `json:"packets"`
+	Reason     string    `json:"reason,omitempty"`
 }
 
 // RecordOf converts an event to its log record.
@@ -81,6 +85,10 @@ func RecordOf(ev Event) Record {
 		DstPort:   ev.Dst.Port(),
 		Packets:   ev.Packets,
 		Reason:    ev.Reason,
+
+		DockerName: ev.DockerName,
+		Image:      ev.Image,
+		Published:  ev.Published,
 	}
 	if ev.Action == rules.Drop {
 		r.Event = "blocked"
