@@ -85,7 +85,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if err := checkNetAdmin(); err != nil {
 		return nil, err
 	}
-	warnBridgeNF(log)
+	bridgeNF := checkBridgeNF(log)
 
 	fw, err := OpenFirewall(o.Firewall)
 	if err != nil {
@@ -157,7 +157,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	log.Info("nfqguard running", "queues", queueRange(cfg.Queue, cfg.Workers), "firewall", strings.Join(st.families, "; "),
 		"fast_path", cfg.FastPath, "fail_open", cfg.FailOpen, "mark", fmt.Sprintf("0x%x", cfg.Mark),
-		"bypass_mark", fmt.Sprintf("0x%x", cfg.BypassMark))
+		"bypass_mark", fmt.Sprintf("0x%x", cfg.BypassMark), "bridge_nf_call_iptables", bridgeNF)
 
 	tick := time.NewTicker(bridgeRefresh)
 	defer tick.Stop()
@@ -234,14 +234,19 @@ func checkNetAdmin() error {
 	return nil
 }
 
-// warnBridgeNF warns when bridged (container-to-container) traffic skips
-// iptables, and so nfqguard.
-func warnBridgeNF(log *slog.Logger) {
+// checkBridgeNF returns net.bridge.bridge-nf-call-iptables for the start-up
+// report ("1", "0", or "unset" when br_netfilter is not loaded), and warns
+// when bridged (container-to-container) traffic skips iptables, and so
+// nfqguard.
+func checkBridgeNF(log *slog.Logger) string {
 	b, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
+	v := strings.TrimSpace(string(b))
 	switch {
 	case err != nil:
 		log.Warn("br_netfilter is not loaded: container-to-container traffic on a bridge is invisible to nfqguard")
-	case strings.TrimSpace(string(b)) == "0":
+		return "unset"
+	case v == "0":
 		log.Warn("net.bridge.bridge-nf-call-iptables = 0: container-to-container traffic on a bridge is invisible to nfqguard")
 	}
+	return v
 }

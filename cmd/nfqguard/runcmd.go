@@ -36,9 +36,6 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	for _, name := range t.Unresolved() {
-		log.Warn("container has no ips: its rules match nothing", "container", name)
-	}
 	dest := t.Log.Blocked
 	if *blockedLog != "" {
 		dest = *blockedLog
@@ -50,12 +47,19 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	events := inspect.NewEventLog(w, eventBuffer)
 	var tables atomic.Pointer[rules.Table]
 	tables.Store(t)
+	// Docker is asked before the queues are bound, so that the first
+	// packets already meet rules keyed by container name; the watcher then
+	// swaps in a new table whenever containers change.
+	dockerCtx, stopDocker := context.WithCancel(ctx)
+	dockerDone := startDocker(dockerCtx, log, t, &tables)
 	sum, runErr := queue.Run(ctx, queue.Options{
 		Tables:   &tables,
 		Sink:     events,
 		Firewall: queue.FirewallOptions{CreateChain: *createChain},
 		Logger:   log,
 	})
+	stopDocker()
+	<-dockerDone
 	if n := events.Dropped(); n > 0 {
 		log.Warn("flow log could not keep up", "events_dropped", n)
 	}

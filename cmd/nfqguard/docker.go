@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nfqguard/nfqguard/docker"
+	"github.com/nfqguard/nfqguard/rules"
+)
+
+// dockerProbeTimeout bounds the start-up questions to Docker (version and
+// the first listing), so that a hung daemon delays start-up by this much at
+// most; the watcher then keeps trying in the background.
+const dockerProbeTimeout = 5 * time.Second
+
+// dockerSocket is the socket the rule file names, else DOCKER_HOST's, else
+// Docker's default.
+func dockerSocket(t *rules.Table) string {
+	if t.Docker.Socket != "" {
+		return t.Docker.Socket
+	}
+	return docker.DefaultSocket()
+}
+
+// toRules converts the watcher's containers for rules.Table.Resolve.
+func toRules(cs []docker.Container) []rules.Container {
+	out := make([]rules.Container, len(cs))
+	for i := range cs {
+		c := &cs[i]
+		rc := rules.Container{ID: c.ID, Name: c.Name, Image: c.Image, Labels: c.Labels, Addrs: c.Addrs()}
+		for _, p := range c.Ports {
+			rc.Ports = append(rc.Ports, rules.PortBinding{ContainerPort: p.ContainerPort, Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort})
+		}
+		out[i] = rc
+	}
+	return out
+}
+
+// tableUpdater turns Docker's container lists into rule tables: it
+// resolves the parsed table against each list, swaps the result in, and
+// logs what changed. It is used from one goroutine at a time (start-up,
+// then the watcher's).
+type tableUpdater struct {
+	base   *rules.Table // as parsed: Resolve always starts from it
+	tables *atomic.Pointer[rules.Table]
+	log    *slog.Logger
+
+	applied bool                         // a list has been applied
+	down    bool                         // the last attempt to reach Docker failed
+	entries map[string]map[string]string // dynamic entry → container name → its addresses, as last logged
+	warned  map[string]bool              // Resolve warnings already logged
+}
+
+func newTableUpdater(base *rules.Table, tables *atomic.Pointer[rules.Table], log *slog.Logger) *tableUpdater {
+	return &tableUpdater{base: base, tables: tables, log: log, entries: map[string]map[string]string{}, warned: map[string]bool{}}
+}
+
+// apply resolves the rules against cs, stores the new table, and logs each
+// dynamic entry's change of containers or addresses, and conflicts the
+// first time they are seen. Engines pick the new table up with their next
+// new flow; flows already judged keep their verdict.
+func (u *tableUpdater) apply(cs []docker.Container) {
+	t, warns := u.base.Resolve(toRules(cs))
+	u.tables.Store(t)
+	if u.down {
+		u.log.Info("docker reachable again", "containers", len(cs))
+		u.down = false
+	}
+	first := !u.applied
+	u.applied = true
+	for _, r := range t.Resolution() {
+		now := map[string]string{}
+		for _, c := range r.Containers {
+			now[c.Name] = joinAddrs(c)
+		}
+		before := u.entries[r.Entry]
+		for _, name := range slices.Sorted(maps.Keys(now)) {
+			was, ok := before[name]
+			switch {
+			case !ok:
+				u.log.Info("docker container matched", "entry", r.Entry, "container", name, "addrs", now[name])
+			case was != now[name]:
+				u.log.Info("docker container re-addressed", "entry", r.Entry, "container", name, "addrs", now[name], "was", was)
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(before)) {
+			if _, ok := now[name]; !ok {
+				u.log.Info("docker container gone", "entry", r.Entry, "container", name)
+			}
+		}
+		if len(now) == 0 && (first || len(before) > 0) {
+			level := slog.LevelInfo
+			if first {
+				level = slog.LevelWarn // at start-up it may be a typo in the file
+			}
+			u.log.Log(context.Background(), level, "entry matches no running container: its rules match nothing",
+				"entry", r.Entry, "selector", r.Selector)
+		}
+		u.entries[r.Entry] = now
+	}
+	seen := map[string]bool{}
+	for _, w := range warns {
+		seen[w] = true
+		if !u.warned[w] {
+			u.log.Warn("docker conflict: " + w)
+		}
+	}
+	u.warned = seen // a conflict that goes away and comes back is logged again
+}
+
+func joinAddrs(c rules.ResolvedContainer) string {
+	if len(c.Addrs) == 0 {
+		return "none"
+	}
+	s := make([]string, len(c.Addrs))
+	for i, a := range c.Addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// failed is the watcher's OnError: the first failure in a row is a
+// warning, the retries after it are debug messages.
+func (u *tableUpdater) failed(err error, retry time.Duration) {
+	if u.down {
+		u.log.Debug("docker still unreachable", "err", err, "retry_in", retry)
+		return
+	}
+	u.down = true
+	u.log.Warn("docker unreachable: keeping the last known containers; retrying in the background", "err", err, "retry_in", retry)
+}
+
+// startDocker reports Docker's version, resolves the table once so that
+// the first packets already meet name-keyed rules, and starts a watcher
+// that follows containers until ctx ends. It watches when the table has
+// entries resolved through Docker, or when the socket exists (then flow
+// logs name containers); otherwise it only reports that Docker is absent.
+// The returned channel is closed when the watcher has stopped.
+func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *atomic.Pointer[rules.Table]) <-chan struct{} {
+	done := make(chan struct{})
+	sock := dockerSocket(t)
+	if _, err := os.Stat(sock); errors.Is(err, fs.ErrNotExist) && !t.HasDynamic() {
+		log.Info("docker", "socket", sock, "unreachable", "no socket: not watched; flow logs carry no Docker names")
+		close(done)
+		return done
+	}
+	client := docker.NewClient(sock)
+	u := newTableUpdater(t, tables, log)
+	pctx, cancel := context.WithTimeout(ctx, dockerProbeTimeout)
+	v, err := client.Version(pctx)
+	var cs []docker.Container
+	if err == nil {
+		cs, err = client.Containers(pctx)
+	}
+	cancel()
+	if err != nil {
+		u.down = true
+		args := []any{"socket", sock, "unreachable", err.Error()}
+		if names := t.Unresolved(); len(names) > 0 {
+			args = append(args, "unresolved", strings.Join(names, ","),
+				"note", "rules keyed by ips work; these entries match nothing until Docker answers")
+		}
+		log.Warn("docker", append(args, "retry", "in the background")...)
+	} else {
+		log.Info("docker", "socket", sock, "version", v.Version, "api", v.APIVersion, "containers", len(cs))
+		u.apply(cs)
+	}
+	w := &docker.Watcher{Client: client, OnError: u.failed}
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx, u.apply) // returns ctx's error: the run is ending
+	}()
+	return done
+}
