@@ -82,6 +82,26 @@ func (c *Client) Version(ctx context.Context) (Version, error) {
 	return v, nil
 }
 
+// Info is the part of GET /info nfqguard uses.
+type Info struct {
+	// FirewallBackend is reported by Docker 28 and later ("iptables" or
+	// "nftables"); empty for older daemons, which only have iptables.
+	FirewallBackend struct {
+		Driver string
+	}
+}
+
+// Info asks the daemon about itself. Like Version it is not pinned to
+// APIVersion: FirewallBackend exists only in newer API versions, and a
+// daemon answers an unversioned request in its own.
+func (c *Client) Info(ctx context.Context) (Info, error) {
+	var i Info
+	if err := c.getJSON(ctx, "/info", &i); err != nil {
+		return Info{}, &OpError{Op: "get info", Err: err}
+	}
+	return i, nil
+}
+
 // OpError is an error of one API operation.
 type OpError struct {
 	Op  string // "list containers", "follow events", ...

@@ -107,6 +107,21 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+func TestInfoFirewallBackend(t *testing.T) {
+	srv := dockertest.New(t)
+	c := docker.NewClient(srv.Path)
+	for _, driver := range []string{"", "iptables", "nftables"} {
+		srv.SetFirewallBackend(driver)
+		info, err := c.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.FirewallBackend.Driver != driver {
+			t.Errorf("FirewallBackend.Driver = %q, want %q", info.FirewallBackend.Driver, driver)
+		}
+	}
+}
+
 func TestAPIError(t *testing.T) {
 	srv := dockertest.New(t)
 	srv.FailList(http.StatusInternalServerError)

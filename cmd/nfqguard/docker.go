@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/docker"
+	"github.com/nfqguard/nfqguard/queue"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -179,4 +181,21 @@ func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *
 		_ = w.Run(ctx, u.apply) // returns ctx's error: the run is ending
 	}()
 	return done
+}
+
+// refuseDockerNftables stops a run before it changes anything when Docker
+// says it uses its nftables firewall backend (Docker 29, experimental),
+// which has no DOCKER-USER chain for nfqguard to hook into. A daemon that
+// cannot be asked is not refused here: the firewall probe decides then.
+func refuseDockerNftables(ctx context.Context, sock string) error {
+	if _, err := os.Stat(sock); err != nil {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, dockerProbeTimeout)
+	defer cancel()
+	info, err := docker.NewClient(sock).Info(pctx)
+	if err != nil || info.FirewallBackend.Driver != "nftables" {
+		return nil
+	}
+	return fmt.Errorf("docker at %s: %w", sock, queue.ErrDockerNftables)
 }

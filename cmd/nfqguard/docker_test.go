@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/docker"
 	"github.com/nfqguard/nfqguard/docker/dockertest"
+	"github.com/nfqguard/nfqguard/queue"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -75,6 +77,23 @@ func writeDockerRules(t *testing.T, socket string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func TestRunRefusesDockerNftables(t *testing.T) {
+	// Docker 29's nftables backend has no DOCKER-USER chain: run must stop
+	// before it touches anything, with a message that says why (no root is
+	// needed to get that far).
+	srv := dockertest.New(t, fakeWeb)
+	srv.SetFirewallBackend("nftables")
+	cfg := writeDockerRules(t, srv.Path)
+	_, _, err := runCLI(t, "run", "-c", cfg)
+	if !errors.Is(err, queue.ErrDockerNftables) || !strings.Contains(err.Error(), "nftables firewall backend") {
+		t.Fatalf("run against Docker's nftables backend: %v, want queue.ErrDockerNftables", err)
+	}
+	srv.SetFirewallBackend("iptables")
+	if _, _, err := runCLI(t, "check", "-c", cfg); err != nil {
+		t.Errorf("check is not refused: %v", err)
+	}
 }
 
 func TestCLICheckDocker(t *testing.T) {

@@ -36,6 +36,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if err := refuseDockerNftables(ctx, dockerSocket(t)); err != nil {
+		return err
+	}
 	dest := t.Log.Blocked
 	if *blockedLog != "" {
 		dest = *blockedLog

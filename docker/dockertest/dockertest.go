@@ -48,6 +48,7 @@ type Server struct {
 	srv        *http.Server
 	containers []Container
 	version    map[string]string
+	firewall   string // FirewallBackend.Driver in GET /info; "" omits it
 	streams    map[chan []byte]struct{}
 	lists      int    // container list requests served
 	filters    string // filters of the last event subscription
@@ -97,6 +98,7 @@ func (s *Server) Start() error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /version", s.serveVersion)
+	mux.HandleFunc("GET /info", s.serveInfo)
 	mux.HandleFunc("GET /v1.41/version", s.serveVersion)
 	mux.HandleFunc("GET /v1.41/containers/json", s.serveList)
 	mux.HandleFunc("GET /v1.41/containers/{id}/json", s.serveInspect)
@@ -133,6 +135,14 @@ func (s *Server) SetVersion(v map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.version = v
+}
+
+// SetFirewallBackend sets the FirewallBackend driver GET /info reports, as
+// Docker 28+ does ("iptables", "nftables"); "" reports none, as 20.10.
+func (s *Server) SetFirewallBackend(driver string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.firewall = driver
 }
 
 // FailList makes container list requests fail with status (0: serve them
@@ -208,6 +218,17 @@ func (s *Server) serveVersion(w http.ResponseWriter, _ *http.Request) {
 	v := s.version
 	s.mu.Unlock()
 	writeJSON(w, v)
+}
+
+func (s *Server) serveInfo(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	fw := s.firewall
+	s.mu.Unlock()
+	info := map[string]any{"ServerVersion": "fake"}
+	if fw != "" {
+		info["FirewallBackend"] = map[string]string{"Driver": fw}
+	}
+	writeJSON(w, info)
 }
 
 func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
