@@ -60,6 +60,9 @@ func TestFirewallInstallReplaceRemove(t *testing.T) {
 	if got := fw.Families(); len(got) != 1 || !strings.Contains(got[0], "IPv4") || !strings.Contains(got[0], "(nft)") {
 		t.Errorf("Families = %q, want one IPv4 nft family (the lab has no IPv6)", got)
 	}
+	if fw.HasIPv6() {
+		t.Error("HasIPv6 without an IPv6 DOCKER-USER")
+	}
 	// Looking for Docker's chain must not instantiate legacy tables.
 	in(t, l, func() error {
 		for _, f := range []string{"ip_tables_names", "ip6_tables_names"} {
@@ -182,8 +185,8 @@ func TestFirewallIPv6(t *testing.T) {
 		}
 		return fw.Install(spec)
 	})
-	if got := fw.Families(); len(got) != 2 {
-		t.Errorf("Families = %q, want IPv4 and IPv6", got)
+	if got := fw.Families(); len(got) != 2 || !fw.HasIPv6() {
+		t.Errorf("Families = %q, HasIPv6 = %v; want IPv4 and IPv6", got, fw.HasIPv6())
 	}
 	for _, bin := range []string{"iptables", "ip6tables"} {
 		got := strings.Join(chain(t, l, bin, "DOCKER-USER"), "\n")

@@ -139,6 +139,16 @@ func (fw *Firewall) Families() []string {
 	return out
 }
 
+// HasIPv6 reports whether an IPv6 DOCKER-USER is hooked.
+func (fw *Firewall) HasIPv6() bool {
+	for _, f := range fw.families {
+		if f.name == "IPv6" {
+			return true
+		}
+	}
+	return false
+}
+
 // findFamily picks the backend whose DOCKER-USER the FORWARD chain jumps to.
 // A rule written to the other backend would silently do nothing.
 func findFamily(name string, proto iptables.Protocol, bins []string, create bool) (*family, error) {

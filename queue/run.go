@@ -157,7 +157,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	log.Info("nfqguard running", "queues", queueRange(cfg.Queue, cfg.Workers), "firewall", strings.Join(st.families, "; "),
 		"fast_path", cfg.FastPath, "fail_open", cfg.FailOpen, "mark", fmt.Sprintf("0x%x", cfg.Mark),
-		"bypass_mark", fmt.Sprintf("0x%x", cfg.BypassMark), "bridge_nf_call_iptables", bridgeNF)
+		"bypass_mark", fmt.Sprintf("0x%x", cfg.BypassMark), "bridge_nf_call_iptables", bridgeNF,
+		"ipv6_docker_user", ipv6Status(fw))
 
 	tick := time.NewTicker(bridgeRefresh)
 	defer tick.Stop()
@@ -181,6 +182,14 @@ loop:
 		"flows", sum.Flows, "blocked_flows", sum.BlockedFlows, "malformed", sum.Malformed, "enobufs", sum.ENOBUFS,
 		"verdict_p50", time.Duration(sum.Latency.P50), "verdict_p99", time.Duration(sum.Latency.P99))
 	return sum, errors.Join(runErr, rmErr)
+}
+
+// ipv6Status says whether IPv6 container traffic is inspected.
+func ipv6Status(fw *Firewall) string {
+	if fw.HasIPv6() {
+		return "present"
+	}
+	return "absent: IPv6 container traffic is not inspected"
 }
 
 func queueRange(first uint16, n int) string {
