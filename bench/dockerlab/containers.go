@@ -39,7 +39,7 @@ type Endpoint struct {
 }
 
 // NSPath returns the path of the container's network namespace,
-// /proc/PID/ns/net, for Do and the traffic helpers. It is valid while the
+// /proc/PID/ns/net, for lab.InNetNS and the traffic helpers. It is valid while the
 // container runs; Inspect again after a restart.
 func (c *Container) NSPath() string {
 	return "/proc/" + strconv.Itoa(c.PID) + "/ns/net"

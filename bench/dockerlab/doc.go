@@ -26,7 +26,7 @@
 // with "docker import". Run, Inspect, NetworkCreate and CLI drive the
 // engine through the docker command line against the private socket.
 //
-// Traffic. The package-level helpers (Do, TCPExchange, UDPExchange,
+// Traffic. The package-level helpers (TCPExchange, UDPExchange,
 // ServeTCPEcho, …) take the path of a network namespace: OutPath or NSPath
 // of a Docker, or Container.NSPath (/proc/PID/ns/net of the container's
 // first process). They run the socket calls on a locked OS thread switched

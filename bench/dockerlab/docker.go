@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nfqguard/nfqguard/bench/lab"
 )
 
 // Fixed addressing of the link between the Docker and outside namespaces.
@@ -465,7 +467,7 @@ func (d *Docker) iptables(ctx context.Context, bin string, args []string) (strin
 // the network namespace changes) and returns its combined output.
 func RunIn(ctx context.Context, nsPath, name string, args ...string) (string, error) {
 	var out []byte
-	err := Do(nsPath, func() error {
+	err := lab.InNetNS(nsPath, func() error {
 		// The child is forked from this thread, in nsPath's namespace.
 		var err error
 		out, err = exec.CommandContext(ctx, name, args...).CombinedOutput()
@@ -481,7 +483,7 @@ func RunIn(ctx context.Context, nsPath, name string, args ...string) (string, er
 // or slash-separated, "net/ipv4/conf/eth0.1/forwarding") in the network
 // namespace at path nsPath.
 func Sysctl(nsPath, key, value string) error {
-	err := Do(nsPath, func() error {
+	err := lab.InNetNS(nsPath, func() error {
 		return os.WriteFile(sysctlPath(key), []byte(value+"\n"), 0)
 	})
 	if err != nil {
@@ -493,7 +495,7 @@ func Sysctl(nsPath, key, value string) error {
 // ReadSysctl reads the sysctl key in the network namespace at nsPath.
 func ReadSysctl(nsPath, key string) (string, error) {
 	var b []byte
-	err := Do(nsPath, func() error {
+	err := lab.InNetNS(nsPath, func() error {
 		var err error
 		b, err = os.ReadFile(sysctlPath(key))
 		return err

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/nfqguard/nfqguard/bench/lab"
 )
 
 // TCPConn opens a TCP connection from the network namespace at nsPath to
@@ -16,7 +18,7 @@ import (
 // lives in that namespace; the caller closes the connection.
 func TCPConn(nsPath string, sport uint16, dst netip.AddrPort, deadline time.Time) (*net.TCPConn, error) {
 	var c net.Conn
-	err := Do(nsPath, func() error {
+	err := lab.InNetNS(nsPath, func() error {
 		d := net.Dialer{Deadline: deadline}
 		if sport != 0 {
 			d.LocalAddr = &net.TCPAddr{Port: int(sport)}
@@ -81,7 +83,7 @@ func Echo(c *net.TCPConn, payload []byte, deadline time.Time) error {
 // timeout.
 func UDPExchange(nsPath string, sport uint16, dst netip.AddrPort, payload []byte, timeout time.Duration) error {
 	var c *net.UDPConn
-	err := Do(nsPath, func() error {
+	err := lab.InNetNS(nsPath, func() error {
 		var laddr *net.UDPAddr
 		if sport != 0 {
 			laddr = &net.UDPAddr{Port: int(sport)}
@@ -161,7 +163,7 @@ func (s *Server) untrack(c net.Conn) {
 // half-closes, then half-closes too.
 func ServeTCPEcho(nsPath string, addr netip.AddrPort) (*Server, error) {
 	var ln net.Listener
-	err := Do(nsPath, func() error {
+	err := lab.InNetNS(nsPath, func() error {
 		var err error
 		ln, err = net.Listen(tcpNet(addr.Addr()), addr.String())
 		return err
@@ -204,7 +206,7 @@ func ServeTCPEcho(nsPath string, addr netip.AddrPort) (*Server, error) {
 // that sends every datagram back to its sender.
 func ServeUDPEcho(nsPath string, addr netip.AddrPort) (*Server, error) {
 	var pc *net.UDPConn
-	err := Do(nsPath, func() error {
+	err := lab.InNetNS(nsPath, func() error {
 		var err error
 		pc, err = net.ListenUDP(udpNet(addr.Addr()), net.UDPAddrFromAddrPort(addr))
 		return err

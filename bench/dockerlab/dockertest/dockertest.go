@@ -5,72 +5,27 @@ package dockertest
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nfqguard/nfqguard/bench/dockerlab"
-	"golang.org/x/sys/unix"
+	"github.com/nfqguard/nfqguard/bench/lab/labtest"
 )
 
 // cleanupTimeout bounds each removal done in cleanup (a fresh context: the
 // test's own is already canceled by then).
 const cleanupTimeout = 30 * time.Second
 
-var (
-	checkOnce sync.Once
-	checkErr  error
-)
-
-// check reports why a private Docker cannot run in this process, or nil.
-func check() error {
-	checkOnce.Do(func() {
-		if os.Geteuid() != 0 {
-			checkErr = errors.New("private Docker tests need root")
-			return
-		}
-		for _, bin := range []string{"dockerd", "docker", "containerd", "runc", "nsenter", "ip", "iptables"} {
-			if _, err := exec.LookPath(bin); err != nil {
-				checkErr = fmt.Errorf("private Docker tests need %s (apt-get install docker.io): %w", bin, err)
-				return
-			}
-		}
-		// Try to create a network namespace on a throwaway thread: the
-		// goroutine exits with the thread still locked, so the runtime
-		// discards the thread instead of reusing it in the new namespace.
-		done := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread()
-			done <- unix.Unshare(unix.CLONE_NEWNET)
-		}()
-		if err := <-done; err != nil {
-			checkErr = fmt.Errorf("cannot create a network namespace: %w", err)
-		}
-	})
-	return checkErr
-}
-
 // Require fails the test (t.Fatal) when CI=true and the process is not
 // root, cannot create a network namespace or lacks dockerd, docker and
 // their helpers; outside CI it skips (t.Skip) with the reason.
 func Require(t testing.TB) {
 	t.Helper()
-	err := check()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("dockertest: %v", err)
-	}
-	t.Skipf("dockertest: %v", err)
+	labtest.RequireBinaries(t, "ip", "iptables", "nsenter", "dockerd", "docker", "containerd", "runc")
 }
 
 // Start starts a private Docker with opts, registers Close with t.Cleanup

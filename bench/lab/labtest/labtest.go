@@ -19,18 +19,13 @@ var (
 	checkErr  error
 )
 
-// check reports why labs cannot be built in this process, or nil.
+// check reports why this process cannot run namespace tests (not root, or
+// no network namespaces), or nil.
 func check() error {
 	checkOnce.Do(func() {
 		if os.Geteuid() != 0 {
-			checkErr = errors.New("lab tests need root")
+			checkErr = errors.New("namespace tests need root")
 			return
-		}
-		for _, bin := range []string{"ip", "iptables", "iptables-restore"} {
-			if _, err := exec.LookPath(bin); err != nil {
-				checkErr = fmt.Errorf("lab tests need %s: %w", bin, err)
-				return
-			}
 		}
 		// Try to create a network namespace on a throwaway thread: the
 		// goroutine exits with the thread still locked, so the runtime
@@ -47,12 +42,27 @@ func check() error {
 	return checkErr
 }
 
-// Require fails the test (t.Fatal) when CI=true and the process is not root
-// or cannot create a network namespace; outside CI it skips (t.Skip) with
-// the reason.
+// Require fails the test (t.Fatal) when CI=true and the process is not root,
+// cannot create a network namespace or lacks ip, iptables or
+// iptables-restore; outside CI it skips (t.Skip) with the reason.
 func Require(t testing.TB) {
 	t.Helper()
+	RequireBinaries(t, "ip", "iptables", "iptables-restore")
+}
+
+// RequireBinaries is Require for tests that need the given binaries on
+// PATH besides root and network namespaces.
+func RequireBinaries(t testing.TB, bins ...string) {
+	t.Helper()
 	err := check()
+	for _, bin := range bins {
+		if err != nil {
+			break
+		}
+		if _, lerr := exec.LookPath(bin); lerr != nil {
+			err = fmt.Errorf("need %s (make deps installs it): %w", bin, lerr)
+		}
+	}
 	if err == nil {
 		return
 	}
