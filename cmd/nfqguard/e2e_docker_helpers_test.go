@@ -9,10 +9,8 @@ package main
 import (
 	"context"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,49 +30,6 @@ func startDockerEngine(t testing.TB, d *dockerlab.Docker, cfgText string, extra 
 	// Registered first, so it runs after the engine's own cleanup.
 	t.Cleanup(func() { scrubOurRules(t, d) })
 	return runEngine(t, d.Command(context.Background(), binary(t), args...))
-}
-
-// runEngine starts cmd (nfqguard run …) with its output parsed into an
-// engine and waits for "nfqguard running"; it mirrors startTestEngine,
-// which takes a netns lab.
-func runEngine(t testing.TB, cmd *exec.Cmd) *engine {
-	t.Helper()
-	e := &engine{t: t, cmd: cmd, changed: make(chan struct{}), done: make(chan struct{})}
-	e.cmd.Stdout = engineStdout{e}
-	e.cmd.Stderr = engineStderr{e}
-	e.cmd.WaitDelay = 5 * time.Second
-	if err := e.cmd.Start(); err != nil {
-		t.Fatalf("start engine: %v", err)
-	}
-	go func() {
-		err := e.cmd.Wait()
-		e.mu.Lock()
-		e.waitErr = err
-		e.notify()
-		e.mu.Unlock()
-		close(e.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-e.done:
-		default:
-			_ = e.cmd.Process.Signal(syscall.SIGKILL)
-			<-e.done
-		}
-		if t.Failed() {
-			t.Logf("engine stderr:\n%s", e.stderr())
-		}
-	})
-	ok := e.waitFor(readyTimeout, func() bool { return strings.Contains(e.errOut.String(), "nfqguard running") })
-	if !ok {
-		select {
-		case <-e.done:
-			t.Fatalf("engine exited before it was ready (%v); stderr:\n%s", e.exitErr(), e.stderr())
-		default:
-			t.Fatalf("engine did not log \"nfqguard running\" within %v; stderr:\n%s", readyTimeout, e.stderr())
-		}
-	}
-	return e
 }
 
 // --- the Docker namespace's iptables -------------------------------------

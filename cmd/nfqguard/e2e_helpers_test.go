@@ -157,8 +157,16 @@ func startTestEngine(t testing.TB, l *lab.Lab, cfgText string, extra ...string) 
 	t.Helper()
 	cfg := writeConfig(t, cfgText)
 	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout"}, extra...)
-	e := &engine{t: t, changed: make(chan struct{}), done: make(chan struct{})}
-	e.cmd = l.Command(context.Background(), l.Host, binary(t), args...)
+	return runEngine(t, l.Command(context.Background(), l.Host, binary(t), args...))
+}
+
+// runEngine starts cmd (nfqguard run …, in a lab's or a private Docker's
+// namespace) with its output parsed into an engine and waits for
+// "nfqguard running". The engine is killed in cleanup if the test has not
+// stopped it.
+func runEngine(t testing.TB, cmd *exec.Cmd) *engine {
+	t.Helper()
+	e := &engine{t: t, cmd: cmd, changed: make(chan struct{}), done: make(chan struct{})}
 	e.cmd.Stdout = engineStdout{e}
 	e.cmd.Stderr = engineStderr{e}
 	e.cmd.WaitDelay = 5 * time.Second
