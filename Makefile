@@ -47,6 +47,10 @@ lint:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./inspect/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./rules/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseClientHello$$' -fuzztime=$(FUZZTIME) ./inspect/l7/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseHTTPRequest$$' -fuzztime=$(FUZZTIME) ./inspect/l7/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDNSQuery$$' -fuzztime=$(FUZZTIME) ./inspect/l7/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDNSOverTCP$$' -fuzztime=$(FUZZTIME) ./inspect/l7/
 
 check: build
 	./bin/nfqguard check -c config.toml
