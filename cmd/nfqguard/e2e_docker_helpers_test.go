@@ -9,7 +9,6 @@ package main
 import (
 	"context"
 	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,74 +32,6 @@ func startDockerEngine(t testing.TB, d *dockerlab.Docker, cfgText string, extra 
 }
 
 // --- the Docker namespace's iptables -------------------------------------
-
-func dkIPTables(t testing.TB, d *dockerlab.Docker, v6 bool, args ...string) string {
-	t.Helper()
-	run := d.IPTables
-	if v6 {
-		run = d.IP6Tables
-	}
-	out, err := run(context.Background(), args...)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return out
-}
-
-// dkChain returns `iptables -S DOCKER-USER` of the Docker namespace line
-// by line.
-func dkChain(t testing.TB, d *dockerlab.Docker, v6 bool) []string {
-	t.Helper()
-	return nonEmptyLines(dkIPTables(t, d, v6, "-S", "DOCKER-USER"))
-}
-
-// dkOurRules returns the lines of DOCKER-USER that nfqguard wrote.
-func dkOurRules(t testing.TB, d *dockerlab.Docker, v6 bool) []string {
-	t.Helper()
-	var out []string
-	for _, r := range dkChain(t, d, v6) {
-		if strings.Contains(r, "nfqguard") {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// requireDKRules fails unless DOCKER-USER holds exactly wantQueue NFQUEUE
-// and wantConnmark CONNMARK rules of nfqguard, and nothing else of it.
-func requireDKRules(t testing.TB, d *dockerlab.Docker, v6 bool, wantQueue, wantConnmark int) []string {
-	t.Helper()
-	rules := dkOurRules(t, d, v6)
-	q, c := countRules(rules)
-	if q != wantQueue || c != wantConnmark || len(rules) != wantQueue+wantConnmark {
-		t.Fatalf("Docker's DOCKER-USER (v6=%v) has %d NFQUEUE and %d CONNMARK rules of nfqguard (%d in all), want %d and %d:\n%s",
-			v6, q, c, len(rules), wantQueue, wantConnmark, strings.Join(dkChain(t, d, v6), "\n"))
-	}
-	return rules
-}
-
-// dkRuleCounter returns the packet counter of the one NFQUEUE rule in the
-// Docker namespace's IPv4 DOCKER-USER.
-func dkRuleCounter(t testing.TB, d *dockerlab.Docker) uint64 {
-	t.Helper()
-	out := dkIPTables(t, d, false, "-v", "-x", "-n", "-L", "DOCKER-USER")
-	var found []uint64
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		// pkts bytes target prot opt in out source destination
-		if len(f) >= 3 && f[2] == "NFQUEUE" {
-			n, err := strconv.ParseUint(f[0], 10, 64)
-			if err != nil {
-				t.Fatalf("bad counter in %q", line)
-			}
-			found = append(found, n)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("want exactly one NFQUEUE rule in Docker's DOCKER-USER, found %d:\n%s", len(found), out)
-	}
-	return found[0]
-}
 
 // dkSave returns iptables-save (ip6tables-save) of the Docker namespace
 // without comments and counters, for before/after comparisons.

@@ -52,7 +52,7 @@ func TestDocker(t *testing.T) {
 // companion in front of Docker's RETURN, and nothing else.
 func checkDockerUserLayout(t *testing.T, d *dockerlab.Docker, v6 bool, when string) {
 	t.Helper()
-	rules := dkChain(t, d, v6)
+	rules := chainRules(t, d, v6)
 	bad := len(rules) != 4 || rules[0] != "-N DOCKER-USER" ||
 		!strings.Contains(rules[1], "-j NFQUEUE") || !strings.Contains(rules[1], "nfqguard-redirect") ||
 		!strings.Contains(rules[2], "-j CONNMARK") || !strings.Contains(rules[2], "nfqguard-fastpath") ||
@@ -61,7 +61,7 @@ func checkDockerUserLayout(t *testing.T, d *dockerlab.Docker, v6 bool, when stri
 		t.Fatalf("%s: want DOCKER-USER (v6=%v) = [NFQUEUE redirect, CONNMARK companion, Docker's RETURN], got:\n%s",
 			when, v6, strings.Join(rules, "\n"))
 	}
-	requireDKRules(t, d, v6, 1, 1)
+	requireOurRules(t, d, v6, 1, 1)
 }
 
 // testDockerStartup: with Docker's own chains the engine needs no
@@ -69,7 +69,7 @@ func checkDockerUserLayout(t *testing.T, d *dockerlab.Docker, v6 bool, when stri
 // leaves Docker's firewall exactly as it was.
 func testDockerStartup(t *testing.T, d *dockerlab.Docker) {
 	original := dkSave(t, d, false)
-	if fwd := nonEmptyLines(dkIPTables(t, d, false, "-S", "FORWARD")); len(fwd) < 2 || fwd[1] != "-A FORWARD -j DOCKER-USER" {
+	if fwd := nonEmptyLines(iptables(t, d, false, "-S", "FORWARD")); len(fwd) < 2 || fwd[1] != "-A FORWARD -j DOCKER-USER" {
 		t.Fatalf("Docker's FORWARD does not jump to DOCKER-USER first:\n%s", strings.Join(fwd, "\n"))
 	}
 	e := startDockerEngine(t, d, allowAllConfig(true, false))
@@ -86,7 +86,7 @@ func testDockerStartup(t *testing.T, d *dockerlab.Docker) {
 		t.Errorf("start-up logged an error or a bridge netfilter warning with Docker's defaults:\n%s", e.stderr())
 	}
 	checkDockerUserLayout(t, d, false, "engine running")
-	for _, r := range dkChain(t, d, false) {
+	for _, r := range chainRules(t, d, false) {
 		if strings.Contains(r, "nfqguard-created-chain") {
 			t.Errorf("the engine created DOCKER-USER although Docker's exists: %s", r)
 		}
@@ -186,10 +186,10 @@ func testDockerUnpublished(t *testing.T, d *dockerlab.Docker) {
 		t.Run(fmt.Sprintf("fast_path=%v", fast), func(t *testing.T) {
 			sp := uint16(23001 + 10*i)
 			e := startDockerEngine(t, d, allowAllConfig(fast, false))
-			before := dkRuleCounter(t, d)
+			before := ruleCounter(t, d)
 			expectBlocked(t, "outside -> web:81 routed directly (not published)",
 				dkTCP(d.OutPath(), sp, ap(ip, 81), blockTimeout))
-			if dkRuleCounter(t, d) == before {
+			if ruleCounter(t, d) == before {
 				t.Fatalf("the SYN to the unpublished port never reached the queue; the test proves nothing")
 			}
 			expectAllowed(t, "outside -> 203.0.113.1:8080 (published)", dkTCP(d.OutPath(), sp+1, ap(dkHost, 8080), allowTimeout))
@@ -438,9 +438,9 @@ ips = ["%s"]
 
 	e2 := startDockerEngine(t, d, cfg)
 	checkDockerUserLayout(t, d, false, "after a start over stale rules")
-	before := dkRuleCounter(t, d)
+	before := ruleCounter(t, d)
 	expectAllowed(t, "second engine: outside -> 8080", dkTCP(d.OutPath(), 27005, ap(dkHost, 8080), allowTimeout))
-	if dkRuleCounter(t, d) == before {
+	if ruleCounter(t, d) == before {
 		t.Errorf("second engine: the NFQUEUE rule counted no packet of a new flow")
 	}
 	expectBlocked(t, "second engine: outside -> 8000", dkTCP(d.OutPath(), 27006, ap(dkHost, 8000), blockTimeout))
@@ -453,7 +453,7 @@ ips = ["%s"]
 	e2.waitRecord(2*time.Second, cases[1].matches)
 	checkRecords(t, cases, e2.records())
 	e2.stopClean()
-	if rules := dkOurRules(t, d, false); len(rules) != 0 {
+	if rules := ourRules(t, d, false); len(rules) != 0 {
 		t.Fatalf("after SIGTERM nfqguard rules remain:\n%s", strings.Join(rules, "\n"))
 	}
 	if after := dkSave(t, d, false); after != original {
@@ -548,7 +548,7 @@ ips = ["%s", "%s"]
 	}
 	checkRecords(t, cases, e.records())
 	e.stopClean()
-	requireDKRules(t, d, true, 0, 0)
+	requireOurRules(t, d, true, 0, 0)
 	if after := dkSave(t, d, true); after != original6 {
 		t.Errorf("ip6tables-save of the Docker namespace changed.\nbefore:\n%s\nafter:\n%s", original6, after)
 	}

@@ -367,11 +367,18 @@ func runExpectFail(t testing.TB, l *lab.Lab, argv ...string) (stderr string, exi
 
 // --- iptables state -------------------------------------------------------
 
-func iptables(t testing.TB, l *lab.Lab, v6 bool, args ...string) string {
+// firewallHost is a namespace whose iptables the tests read: a netns lab
+// (*lab.Lab) or a private Docker (*dockerlab.Docker).
+type firewallHost interface {
+	IPTables(ctx context.Context, args ...string) (string, error)
+	IP6Tables(ctx context.Context, args ...string) (string, error)
+}
+
+func iptables(t testing.TB, h firewallHost, v6 bool, args ...string) string {
 	t.Helper()
-	run := l.IPTables
+	run := h.IPTables
 	if v6 {
-		run = l.IP6Tables
+		run = h.IP6Tables
 	}
 	out, err := run(context.Background(), args...)
 	if err != nil {
@@ -381,17 +388,17 @@ func iptables(t testing.TB, l *lab.Lab, v6 bool, args ...string) string {
 }
 
 // chainRules returns `iptables -S DOCKER-USER` line by line.
-func chainRules(t testing.TB, l *lab.Lab, v6 bool) []string {
+func chainRules(t testing.TB, h firewallHost, v6 bool) []string {
 	t.Helper()
-	return nonEmptyLines(iptables(t, l, v6, "-S", "DOCKER-USER"))
+	return nonEmptyLines(iptables(t, h, v6, "-S", "DOCKER-USER"))
 }
 
 // ourRules returns the lines of `iptables -S DOCKER-USER` that nfqguard
 // wrote.
-func ourRules(t testing.TB, l *lab.Lab, v6 bool) []string {
+func ourRules(t testing.TB, h firewallHost, v6 bool) []string {
 	t.Helper()
 	var out []string
-	for _, r := range chainRules(t, l, v6) {
+	for _, r := range chainRules(t, h, v6) {
 		if strings.Contains(r, "nfqguard") {
 			out = append(out, r)
 		}
@@ -414,10 +421,10 @@ func countRules(rules []string) (nfqueue, connmark int) {
 
 // requireOurRules fails unless DOCKER-USER holds exactly wantQueue NFQUEUE
 // rules and wantConnmark CONNMARK rules of nfqguard.
-func requireOurRules(t testing.TB, l *lab.Lab, v6 bool, wantQueue, wantConnmark int) []string {
+func requireOurRules(t testing.TB, h firewallHost, v6 bool, wantQueue, wantConnmark int) []string {
 	t.Helper()
 	var rules []string
-	for _, r := range ourRules(t, l, v6) {
+	for _, r := range ourRules(t, h, v6) {
 		// The RETURN of a chain nfqguard created (--create-chain) is not a
 		// redirect rule.
 		if !strings.Contains(r, "nfqguard-created-chain") {
@@ -427,16 +434,16 @@ func requireOurRules(t testing.TB, l *lab.Lab, v6 bool, wantQueue, wantConnmark 
 	q, c := countRules(rules)
 	if q != wantQueue || c != wantConnmark || len(rules) != wantQueue+wantConnmark {
 		t.Fatalf("DOCKER-USER (v6=%v) has %d NFQUEUE and %d CONNMARK rules of nfqguard (%d in all), want %d and %d:\n%s",
-			v6, q, c, len(rules), wantQueue, wantConnmark, strings.Join(chainRules(t, l, v6), "\n"))
+			v6, q, c, len(rules), wantQueue, wantConnmark, strings.Join(chainRules(t, h, v6), "\n"))
 	}
 	return rules
 }
 
 // ruleCounter returns the packet counter of the NFQUEUE rule in
 // DOCKER-USER.
-func ruleCounter(t testing.TB, l *lab.Lab) uint64 {
+func ruleCounter(t testing.TB, h firewallHost) uint64 {
 	t.Helper()
-	out := iptables(t, l, false, "-v", "-x", "-n", "-L", "DOCKER-USER")
+	out := iptables(t, h, false, "-v", "-x", "-n", "-L", "DOCKER-USER")
 	var found []uint64
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
