@@ -3,8 +3,6 @@ package dockerlab
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -136,22 +134,11 @@ func Start(ctx context.Context, opts Options) (*Docker, error) {
 }
 
 func (o *Options) normalize() error {
-	if o.Prefix == "" {
-		var b [3]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return fmt.Errorf("dockerlab: random prefix: %w", err)
-		}
-		o.Prefix = "nfqg" + hex.EncodeToString(b[:]) + "-"
+	p, err := lab.Prefix(o.Prefix, 32)
+	if err != nil {
+		return fmt.Errorf("dockerlab: %w", err)
 	}
-	for _, r := range o.Prefix {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
-		if !ok {
-			return fmt.Errorf("dockerlab: invalid prefix %q: only letters, digits, '-', '_' and '.' allowed", o.Prefix)
-		}
-	}
-	if len(o.Prefix) > 32 {
-		return fmt.Errorf("dockerlab: prefix %q too long (at most 32 characters)", o.Prefix)
-	}
+	o.Prefix = p
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 60 * time.Second
 	}

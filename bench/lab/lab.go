@@ -205,23 +205,36 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 	return l, nil
 }
 
-func (o *Options) normalize() error {
-	if o.Prefix == "" {
+// Prefix returns p, or a random "nfqgXXXXXX-" when p is empty, after
+// checking it can start namespace names: letters, digits, '-', '_' and '.'
+// only, at most max bytes. Random prefixes keep parallel tests and test
+// binaries apart.
+func Prefix(p string, max int) (string, error) {
+	if p == "" {
 		var b [3]byte
 		if _, err := rand.Read(b[:]); err != nil {
-			return fmt.Errorf("lab: random prefix: %w", err)
+			return "", fmt.Errorf("random prefix: %w", err)
 		}
-		o.Prefix = "nfqg" + hex.EncodeToString(b[:]) + "-"
+		p = "nfqg" + hex.EncodeToString(b[:]) + "-"
 	}
-	for _, r := range o.Prefix {
+	for _, r := range p {
 		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
 		if !ok {
-			return fmt.Errorf("lab: invalid prefix %q: only letters, digits, '-', '_' and '.' allowed", o.Prefix)
+			return "", fmt.Errorf("invalid prefix %q: only letters, digits, '-', '_' and '.' allowed", p)
 		}
 	}
-	if len(o.Prefix) > 200 {
-		return fmt.Errorf("lab: prefix %q too long", o.Prefix)
+	if len(p) > max {
+		return "", fmt.Errorf("prefix %q too long (at most %d characters)", p, max)
 	}
+	return p, nil
+}
+
+func (o *Options) normalize() error {
+	p, err := Prefix(o.Prefix, 200)
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	o.Prefix = p
 	switch {
 	case o.Containers == 0:
 		o.Containers = 2
