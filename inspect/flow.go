@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"encoding/binary"
 	"math/bits"
 	"net/netip"
 )
@@ -37,18 +38,12 @@ func less(a [16]byte, ap uint16, b [16]byte, bp uint16) bool {
 // many flows at one bucket without knowing the seed.
 func (k *flowKey) hash(seed uint64) uint64 {
 	h := seed
-	h = mix(h, leUint64(k.a[0:8]))
-	h = mix(h, leUint64(k.a[8:16]))
-	h = mix(h, leUint64(k.b[0:8]))
-	h = mix(h, leUint64(k.b[8:16]))
+	h = mix(h, binary.LittleEndian.Uint64(k.a[0:8]))
+	h = mix(h, binary.LittleEndian.Uint64(k.a[8:16]))
+	h = mix(h, binary.LittleEndian.Uint64(k.b[0:8]))
+	h = mix(h, binary.LittleEndian.Uint64(k.b[8:16]))
 	h = mix(h, uint64(k.aPort)<<24|uint64(k.bPort)<<8|uint64(k.proto))
 	return h
-}
-
-func leUint64(b []byte) uint64 {
-	_ = b[7]
-	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
 // mix is one round of a multiply-xorshift hash (as in wyhash/rapidhash).

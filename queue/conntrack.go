@@ -86,13 +86,12 @@ func markRequest(data []byte, bit uint32) (netlink.Message, bool) {
 	if ad.Err() != nil || tuple == nil || mark&bit != 0 {
 		return netlink.Message{}, false
 	}
-	be := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 	attrs := []netlink.Attribute{
 		{Type: ctaTupleOrig | unix.NLA_F_NESTED, Data: tuple},
 		// The kernel keeps the bits outside the mask and XORs in the mark:
 		// with mark = mask = bit, that sets bit and leaves the rest alone.
-		{Type: ctaMark, Data: be(bit)},
-		{Type: ctaMarkMask, Data: be(bit)},
+		{Type: ctaMark, Data: be32(bit)},
+		{Type: ctaMarkMask, Data: be32(bit)},
 	}
 	if zone != nil {
 		attrs = append(attrs, netlink.Attribute{Type: ctaZone, Data: zone})

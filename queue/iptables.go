@@ -155,10 +155,13 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 	var found []*family
 	for _, bin := range bins {
 		path, err := exec.LookPath(bin)
-		if err != nil || containsBinary(found, path) {
+		if err != nil {
 			continue
 		}
 		backend := backendOf(path)
+		if containsBinary(found, path, backend) {
+			continue
+		}
 		if backend == "legacy" && !legacyFilterExists(proto) {
 			// Even listing a legacy table instantiates it (and makes every
 			// iptables-nft command warn about legacy tables): look only
@@ -238,13 +241,13 @@ func anyOnPath(bins []string) bool {
 // containsBinary reports whether path is one of fs's binaries under another
 // name: Debian's "iptables" is a link to the same multi-call binary as
 // "iptables-nft" or "iptables-legacy".
-func containsBinary(fs []*family, path string) bool {
+func containsBinary(fs []*family, path, backend string) bool {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return false
 	}
 	for _, f := range fs {
-		if r, err := filepath.EvalSymlinks(f.path); err == nil && r == real && f.backend == backendOf(path) {
+		if r, err := filepath.EvalSymlinks(f.path); err == nil && r == real && f.backend == backend {
 			return true
 		}
 	}

@@ -43,12 +43,7 @@ func upperBound(i int) uint64 {
 }
 
 // Observe records one duration.
-func (h *Histogram) Observe(d time.Duration) {
-	ns := uint64(max(d, 0))
-	h.counts[bucketOf(ns)].Add(1)
-	h.total.Add(1)
-	h.sum.Add(ns)
-}
+func (h *Histogram) Observe(d time.Duration) { h.ObserveN(d, 1) }
 
 // ObserveN records the same duration n times: the latency every packet of
 // a batch saw.
