@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nfqguard/nfqguard/bench/dockerlab"
 	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/inspect"
 )
@@ -525,91 +525,18 @@ func nonEmptyLines(s string) []string {
 // tcpExchange connects from ns (from source port sport, 0 for any) to dst,
 // sends payload, half-closes and expects it echoed back before timeout.
 func tcpExchange(l *lab.Lab, ns string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	c, err := dialTCP(l, ns, sport, dst, deadline)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return echo(c, payload, deadline)
+	return dockerlab.TCPExchange(l.NSPath(ns), sport, dst, payload, timeout)
 }
 
 // dialTCP opens a TCP connection from ns with source port sport.
 func dialTCP(l *lab.Lab, ns string, sport uint16, dst netip.AddrPort, deadline time.Time) (*net.TCPConn, error) {
-	var c net.Conn
-	err := l.Do(ns, func() error {
-		d := net.Dialer{Deadline: deadline}
-		if sport != 0 {
-			d.LocalAddr = &net.TCPAddr{Port: int(sport)}
-		}
-		var err error
-		c, err = d.Dial("tcp", dst.String())
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("TCP connect %s:%d -> %s: %w", ns, sport, dst, err)
-	}
-	return c.(*net.TCPConn), nil
-}
-
-// echo sends msg over c, half-closes and expects msg back.
-func echo(c *net.TCPConn, msg []byte, deadline time.Time) error {
-	if err := c.SetDeadline(deadline); err != nil {
-		return err
-	}
-	wr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(msg)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		wr <- err
-	}()
-	got, rerr := io.ReadAll(io.LimitReader(c, int64(len(msg))+1))
-	if werr := <-wr; werr != nil {
-		return fmt.Errorf("send: %w", werr)
-	}
-	if rerr != nil {
-		return fmt.Errorf("receive (%d of %d bytes): %w", len(got), len(msg), rerr)
-	}
-	if !bytes.Equal(got, msg) {
-		return fmt.Errorf("echo mismatch: sent %d bytes, got %d", len(msg), len(got))
-	}
-	return nil
+	return dockerlab.TCPConn(l.NSPath(ns), sport, dst, deadline)
 }
 
 // udpExchange sends one datagram from ns (source port sport) to dst and
 // expects it echoed before timeout.
 func udpExchange(l *lab.Lab, ns string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
-	var c *net.UDPConn
-	err := l.Do(ns, func() error {
-		var err error
-		var laddr *net.UDPAddr
-		if sport != 0 {
-			laddr = &net.UDPAddr{Port: int(sport)}
-		}
-		c, err = net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(dst))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("UDP %s:%d -> %s: %w", ns, sport, dst, err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return err
-	}
-	if _, err := c.Write(payload); err != nil {
-		return fmt.Errorf("UDP %s:%d -> %s: send: %w", ns, sport, dst, err)
-	}
-	buf := make([]byte, len(payload)+1)
-	n, err := c.Read(buf)
-	if err != nil {
-		return fmt.Errorf("UDP %s:%d -> %s: receive: %w", ns, sport, dst, err)
-	}
-	if !bytes.Equal(buf[:n], payload) {
-		return fmt.Errorf("UDP %s:%d -> %s: echo mismatch", ns, sport, dst)
-	}
-	return nil
+	return dockerlab.UDPExchange(l.NSPath(ns), sport, dst, payload, timeout)
 }
 
 func isTimeout(err error) bool {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nfqguard/nfqguard/bench/dockerlab"
 	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/bench/lab/labtest"
 	"github.com/nfqguard/nfqguard/inspect"
@@ -595,7 +596,7 @@ func TestFailClosedAndFailOpen(t *testing.T) {
 			} else {
 				expectBlocked(t, "fail_open = false, engine killed: outside -> 8080", err)
 			}
-			expectAllowed(t, "flow opened (and fast-pathed) before the engine was killed", echo(open, payload, time.Now().Add(allowTimeout)))
+			expectAllowed(t, "flow opened (and fast-pathed) before the engine was killed", dockerlab.Echo(open, payload, time.Now().Add(allowTimeout)))
 		})
 	}
 }
@@ -983,7 +984,7 @@ ingress = "drop"
 egress = "drop"
 `)
 			expectBlocked(t, "new outside -> 8080", tcpExchange(l, l.Out, 49002, ap(l.HostOutside, 8080), blockTimeout))
-			expectAllowed(t, "connection opened before the engine started", echo(old, payload, time.Now().Add(allowTimeout)))
+			expectAllowed(t, "connection opened before the engine started", dockerlab.Echo(old, payload, time.Now().Add(allowTimeout)))
 			e.stopClean()
 		})
 	}
