@@ -6,6 +6,9 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 STATICCHECK_VERSION := v0.7.0
 GOBIN := $(shell $(GO) env GOPATH 2>/dev/null)/bin
 FUZZTIME ?= 10s
+# Minimizing a new interesting input may take up to 60 s by default, which
+# would eat a short run: cap it so the time goes to fuzzing.
+FUZZFLAGS ?= -fuzztime=$(FUZZTIME) -fuzzminimizetime=100x
 # Debian packages the product and its tests need, by the command they
 # provide; the bench also builds its C floor with gcc and libnetfilter-queue-dev,
 # and the end-to-end suite runs a private Docker engine from docker.io.
@@ -45,12 +48,12 @@ lint:
 	$(GOBIN)/staticcheck ./...
 
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./inspect/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./rules/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseClientHello$$' -fuzztime=$(FUZZTIME) ./inspect/l7/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseHTTPRequest$$' -fuzztime=$(FUZZTIME) ./inspect/l7/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDNSQuery$$' -fuzztime=$(FUZZTIME) ./inspect/l7/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDNSOverTCP$$' -fuzztime=$(FUZZTIME) ./inspect/l7/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' $(FUZZFLAGS) ./inspect/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' $(FUZZFLAGS) ./rules/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseClientHello$$' $(FUZZFLAGS) ./inspect/l7/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseHTTPRequest$$' $(FUZZFLAGS) ./inspect/l7/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDNSQuery$$' $(FUZZFLAGS) ./inspect/l7/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDNSOverTCP$$' $(FUZZFLAGS) ./inspect/l7/
 
 check: build
 	./bin/nfqguard check -c config.toml
