@@ -28,6 +28,13 @@ type ruleSpec struct {
 	peers  []netip.Prefix // masked, file order; nil = any peer
 	action Action
 	log    bool
+	// L7 fields, normalised; nil when absent.
+	l7     L7 // protocols the rule has fields for; 0: none
+	sni    []namePattern
+	host   []namePattern
+	path   []string
+	method []string
+	qname  []namePattern
 }
 
 // compile flattens validated containers into the Table's lookup arrays.
@@ -38,18 +45,25 @@ type ruleSpec struct {
 func (t *Table) compile(specs []containerSpec) {
 	t.source = specs
 	t.hot = make([]container, len(specs))
-	var addrs, rules, operands int
+	var addrs, rules, operands, l7s int
 	for i := range specs {
 		addrs += len(specs[i].addrs)
 		rules += len(specs[i].rules)
 		for j := range specs[i].rules {
 			operands += len(specs[i].rules[j].ports) + len(specs[i].rules[j].peers)
+			if specs[i].rules[j].l7 != 0 {
+				l7s++
+			}
 		}
 	}
 	t.byAddr = newAddrIndex(addrs)
 	t.rules = make([]rule, 0, rules)
 	t.ids = make([]string, 0, rules)
 	t.operands = make([]operand, 0, operands)
+	if l7s > 0 {
+		t.l7 = make([]l7Rule, 0, l7s)
+		t.l7of = make([]uint32, 0, rules)
+	}
 	for i := range specs {
 		cs := &specs[i]
 		c := container{name: cs.name}
@@ -59,6 +73,7 @@ func (t *Table) compile(specs []containerSpec) {
 			for j := range cs.rules {
 				if rs := &cs.rules[j]; rs.dir == dir {
 					t.rules = append(t.rules, t.compileRule(rs))
+					c.l7 = c.l7 || rs.l7 != 0
 				}
 			}
 			c.rules[dir-1].n = uint32(len(t.rules)) - c.rules[dir-1].off
@@ -88,6 +103,14 @@ func (t *Table) compileRule(rs *ruleSpec) rule {
 			t.operands = append(t.operands, operand{a: uint64(binary.BigEndian.Uint32(b[:])), b: uint64(mask)})
 			r.n4++
 		}
+	}
+	if t.l7 != nil {
+		t.l7of = append(t.l7of, uint32(len(t.l7)))
+	}
+	if rs.l7 != 0 {
+		r.action = 0 // see rule.action
+		t.l7 = append(t.l7, l7Rule{action: rs.action, protos: rs.l7,
+			sni: rs.sni, host: rs.host, path: rs.path, method: rs.method, qname: rs.qname})
 	}
 	for _, p := range rs.peers {
 		if p.Addr().Is6() {

@@ -16,6 +16,11 @@
 //     those addresses, plus container metadata (Table.Meta) for the flow
 //     log; the parsed Table stays as it was, so the caller swaps tables
 //     atomically as the containers change.
+//   - Rules may also name what a flow says: the TLS server name, the
+//     HTTP/1.x host, path and method, the DNS question name (L7 fields).
+//     Judge cannot know these; it reports in Match.Need that the verdict
+//     waits for them, and JudgeFacts gives it once the engine has parsed
+//     them (Facts). [inspect] (Table.Inspect) bounds that wait.
 //
 // Errors render as FILE:LINE:COL: KEY: MSG, for example
 //
@@ -26,8 +31,8 @@
 // errors.
 //
 // What it does not do: it does not open the blocked-flow log, talk to
-// Docker (it is handed the containers), install iptables rules, track flows
-// or decode packets. Reloading means parsing a new Table and swapping a pointer; that
+// Docker (it is handed the containers), install iptables rules, track flows,
+// decode packets or parse TLS, HTTP or DNS. Reloading means parsing a new Table and swapping a pointer; that
 // is the caller's business.
 //
 // Address families never mix: an IPv4 peer is only matched by IPv4 prefixes,

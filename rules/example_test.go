@@ -29,8 +29,8 @@ ingress = "drop"
 	fmt.Printf("%+v\n", tbl.Judge(web, rules.Ingress, rules.ProtoTCP, 443, peer))
 	fmt.Printf("%+v\n", tbl.Judge(web, rules.Ingress, rules.ProtoTCP, 22, peer))
 	// Output:
-	// {Action:allow RuleID:web-http Container:web Log:false}
-	// {Action:drop RuleID:default Container:web Log:false}
+	// {Action:allow RuleID:web-http Container:web Log:false Need:none Name:0}
+	// {Action:drop RuleID:default Container:web Log:false Need:none Name:0}
 }
 
 func ExampleParse_errors() {

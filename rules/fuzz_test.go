@@ -8,7 +8,7 @@ import (
 )
 
 func FuzzParse(f *testing.F) {
-	for _, file := range []string{"example.toml", "judge.toml", "docker.toml"} {
+	for _, file := range []string{"example.toml", "judge.toml", "docker.toml", "l7.toml"} {
 		data, err := os.ReadFile(filepath.Join("testdata", file))
 		if err != nil {
 			f.Fatal(err)
@@ -26,6 +26,13 @@ func FuzzParse(f *testing.F) {
 		"[defaults]\ningress = 'drop'\negress = \"\\u00e9\"\n",
 		"[docker]\nsocket = \"unix:///x\"\n[[container]]\nname = \"r\"\nimage = \"redis:[*\"\nlabel = \"a=b\"\n",
 		"[[container]]\nname = \"web\"\n[[container]]\nname = \"g\"\nlabel = \"=\"\nips = []\n",
+		"[inspect]\nmax_packets = 64\nmax_bytes = 256\nundecided = \"allow\"\nmax_wait = \"60s\"\nmax_held_flows = 65536\n[engine]\nqueue_len = 1048576\n",
+		"inspect = { max_wait = \"1h\", max_held_flows = 0, max_packets = \"8\" }\n[engine]\nqueue_len = 7\n",
+		"[[container]]\nname = \"a\"\nips = [\"10.0.0.1\"]\n[[container.rule]]\nid = \"undecided\"\ndirection = \"egress\"\nproto = \"udp\"\n" +
+			"tls_sni = [\"*.A.b.\", \"*\", \"a..b\"]\nhttp_host = [\"::1\", \"[::1]:80\", \"h:1\"]\nhttp_path = [\"/a?b\", \"x\"]\n" +
+			"http_method = [\"GET\", \"\", \"a b\"]\ndns_qname = []\naction = \"drop\"\n",
+		"container = [{ name = \"x\", ips = [\"fd00::1\"], rule = [{ id = \"r\", direction = \"ingress\", proto = \"any\", " +
+			"ports = [\"53\"], dns_qname = [\"x.\"], tls_sni = [\"x\"], http_path = [\"/,\\\"\"], action = \"allow\" }] }]\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -48,6 +55,10 @@ func FuzzParse(f *testing.F) {
 		}
 		if tbl.Engine.Workers < 1 || tbl.Engine.Mark&tbl.Engine.BypassMark != 0 {
 			t.Fatalf("invalid engine config accepted: %+v", tbl.Engine)
+		}
+		if in := tbl.Inspect; in.MaxPackets < 1 || in.MaxHeldFlows < 1 || in.MaxWait < MinMaxWait || in.Undecided == 0 ||
+			(hasL7(tbl.source) && in.MaxPackets*in.MaxHeldFlows > int(tbl.Engine.QueueLen)) {
+			t.Fatalf("invalid inspect config accepted: %+v with queue_len %d", in, tbl.Engine.QueueLen)
 		}
 	})
 }

@@ -26,6 +26,12 @@ const (
 	DefaultMaxFlows          = 65536      // engine.max_flows
 	DefaultQueueLen          = 4096       // engine.queue_len
 	DefaultBlockedLog        = "stdout"   // log.blocked
+
+	DefaultMaxPackets          = 8           // inspect.max_packets
+	DefaultMaxBytes            = 16384       // inspect.max_bytes
+	DefaultUndecided    Action = Drop        // inspect.undecided
+	DefaultMaxWait             = time.Second // inspect.max_wait
+	DefaultMaxHeldFlows        = 256         // inspect.max_held_flows
 )
 
 // Limits enforced on [engine] keys.
@@ -34,6 +40,17 @@ const (
 	MinMaxFlows = 1024     // engine.max_flows lower bound
 	MaxMaxFlows = 16777216 // engine.max_flows upper bound
 	MaxQueueLen = 1048576  // engine.queue_len upper bound
+)
+
+// Limits enforced on [inspect] keys; max_packets and max_held_flows are at
+// least 1.
+const (
+	MaxMaxPackets   = 64                    // inspect.max_packets upper bound
+	MinMaxBytes     = 256                   // inspect.max_bytes lower bound
+	MaxMaxBytes     = 65536                 // inspect.max_bytes upper bound
+	MinMaxWait      = 10 * time.Millisecond // inspect.max_wait lower bound
+	MaxMaxWait      = 60 * time.Second      // inspect.max_wait upper bound
+	MaxMaxHeldFlows = 65536                 // inspect.max_held_flows upper bound
 )
 
 // Load reads the rule file at path and compiles it; see Parse.
@@ -97,6 +114,9 @@ type parser struct {
 	pos  *posIndex // built on the first error: valid files never need it
 	cpus int
 	errs []*ConfigError
+	// badQueueLen: engine.queue_len was given but invalid (and reported),
+	// so [inspect] is not checked against it.
+	badQueueLen bool
 }
 
 func (p *parser) lookup(key string) (line, col int) {
@@ -120,7 +140,7 @@ func (p *parser) lineOf(key string) int {
 // table validates the whole document. The containers are returned for
 // compilation rather than compiled here, since only an error-free file is.
 func (p *parser) table(doc map[string]any) (*Table, []containerSpec) {
-	p.checkKeys(doc, "", "", "engine", "log", "docker", "defaults", "container")
+	p.checkKeys(doc, "", "", "engine", "log", "docker", "inspect", "defaults", "container")
 	t := &Table{}
 	t.Engine, t.autoWorkers = p.engine(doc)
 	t.Log = p.log(doc)
@@ -135,7 +155,9 @@ func (p *parser) table(doc map[string]any) (*Table, []containerSpec) {
 			t.defaults[Egress] = a
 		}
 	}
-	return t, p.containers(doc, t.defaults)
+	specs := p.containers(doc, t.defaults)
+	t.Inspect = p.inspect(doc, t.Engine, hasL7(specs))
+	return t, specs
 }
 
 func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
@@ -198,6 +220,8 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 	}
 	if v, ok := p.intRange(m, at, "queue_len", 1, MaxQueueLen); ok {
 		e.QueueLen = uint32(v)
+	} else {
+		p.badQueueLen = has(m, "queue_len")
 	}
 	auto := e.Workers == 0
 	if auto {
@@ -232,6 +256,102 @@ func (p *parser) log(doc map[string]any) LogConfig {
 		}
 	}
 	return l
+}
+
+// inspect validates [inspect]. Its limits bound the packets the engine
+// holds in each kernel queue while it inspects flows, which must fit in
+// engine.queue_len; that is checked when the file has rules with L7 fields
+// or sets those limits itself.
+func (p *parser) inspect(doc map[string]any, e EngineConfig, l7 bool) InspectConfig {
+	in := InspectConfig{
+		MaxPackets:   DefaultMaxPackets,
+		MaxBytes:     DefaultMaxBytes,
+		Undecided:    DefaultUndecided,
+		MaxWait:      DefaultMaxWait,
+		MaxHeldFlows: DefaultMaxHeldFlows,
+	}
+	m, ok := p.section(doc, "", "inspect")
+	if !ok {
+		m = nil
+	}
+	const at = "inspect"
+	p.checkKeys(m, at, "[inspect]", "max_packets", "max_bytes", "undecided", "max_wait", "max_held_flows")
+	packetsOK, heldOK := true, true
+	if v, ok := p.intRange(m, at, "max_packets", 1, MaxMaxPackets); ok {
+		in.MaxPackets = int(v)
+	} else {
+		packetsOK = !has(m, "max_packets")
+	}
+	if v, ok := p.intRange(m, at, "max_bytes", MinMaxBytes, MaxMaxBytes); ok {
+		in.MaxBytes = int(v)
+	}
+	if a, ok := p.action(m, at, "undecided"); ok {
+		in.Undecided = a
+	}
+	if v, ok := m["max_wait"]; ok {
+		key := joinPath(at, "max_wait")
+		s, isStr := v.(string)
+		d, err := time.ParseDuration(s)
+		switch {
+		case !isStr:
+			p.errorf(key, `must be a duration such as "1s" or "250ms", got %s`, describe(v))
+		case err != nil:
+			p.errorf(key, `%q is not a duration; write "1s" or "250ms"`, s)
+		case d < MinMaxWait || d > MaxMaxWait:
+			p.errorf(key, "%q is out of range %s..%s", s, durationText(MinMaxWait), durationText(MaxMaxWait))
+		default:
+			in.MaxWait = d
+		}
+	}
+	if v, ok := p.intRange(m, at, "max_held_flows", 1, MaxMaxHeldFlows); ok {
+		in.MaxHeldFlows = int(v)
+	} else {
+		heldOK = !has(m, "max_held_flows")
+	}
+	setPackets, setHeld := has(m, "max_packets"), has(m, "max_held_flows")
+	held := int64(in.MaxHeldFlows) * int64(in.MaxPackets)
+	if !packetsOK || !heldOK || p.badQueueLen || !(l7 || setPackets || setHeld) || held <= int64(e.QueueLen) {
+		return in
+	}
+	q := int64(e.QueueLen)
+	what := fmt.Sprintf("max_held_flows %d * max_packets %d = %d packets may be held in a kernel queue, more than engine.queue_len %d",
+		in.MaxHeldFlows, in.MaxPackets, held, q)
+	switch {
+	case setHeld && q/int64(in.MaxPackets) > 0:
+		p.errorf("inspect.max_held_flows", "%s; lower max_held_flows to %d or raise queue_len to %d",
+			what, q/int64(in.MaxPackets), held)
+	case setHeld:
+		p.errorf("inspect.max_held_flows", "%s; lower max_held_flows and max_packets or raise queue_len to %d", what, held)
+	case setPackets:
+		p.errorf("inspect.max_packets", "%s; lower max_packets to %d or raise queue_len to %d",
+			what, max(q/int64(in.MaxHeldFlows), 1), held)
+	default: // [inspect]'s defaults, which the file's rules with L7 fields use
+		p.errorf("engine.queue_len", "%s (the [inspect] defaults, used by the rules with L7 fields); "+
+			"raise queue_len to %d or set a lower inspect.max_held_flows (at most %d)",
+			what, held, max(q/int64(in.MaxPackets), 1))
+	}
+	return in
+}
+
+// durationText writes d as a file would: "250ms", "1s", "60s" (where
+// time.Duration says "1m0s").
+func durationText(d time.Duration) string {
+	if d >= time.Second && d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return d.String()
+}
+
+// hasL7 reports whether any rule has L7 fields.
+func hasL7(specs []containerSpec) bool {
+	for i := range specs {
+		for j := range specs[i].rules {
+			if specs[i].rules[j].l7 != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // maxSocketPath is the longest unix socket path: sun_path holds 108 bytes,
@@ -414,7 +534,8 @@ func dockerName(s string) bool {
 // rule validates one [[container.rule]]; ok is false if anything was wrong.
 func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleSpec, bool) {
 	n := len(p.errs)
-	p.checkKeys(m, at, "[[container.rule]]", "id", "direction", "proto", "ports", "from", "to", "action", "log")
+	p.checkKeys(m, at, "[[container.rule]]", "id", "direction", "proto", "ports", "from", "to", "action", "log",
+		"tls_sni", "http_host", "http_path", "http_method", "dns_qname")
 	var r ruleSpec
 	if id, ok := p.requiredStr(m, at, "id"); ok {
 		idKey := joinPath(at, "id")
@@ -423,6 +544,8 @@ func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleS
 			p.errorf(idKey, "must not be empty")
 		case id == RuleIDDefault:
 			p.errorf(idKey, "%q is reserved for the default verdict; choose another id", id)
+		case id == RuleIDUndecided:
+			p.errorf(idKey, "%q is reserved for flows deep inspection could not settle; choose another id", id)
 		case !cleanName(id):
 			p.errorf(idKey, "%q must not contain spaces or control characters", id)
 		case ids[id] != "":
@@ -460,6 +583,7 @@ func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleS
 	if r.proto == "icmp" && nonEmpty(m["ports"]) {
 		p.errorf(joinPath(at, "ports"), `ports cannot be used with proto "icmp"`)
 	}
+	p.l7Fields(m, at, &r)
 	switch r.proto {
 	case "tcp":
 		r.protos = classTCP
@@ -469,8 +593,8 @@ func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleS
 		r.protos = classICMP
 	default:
 		r.protos = classAll
-		if len(r.ports) > 0 {
-			r.protos = classTCP | classUDP // only they have ports
+		if len(r.ports) > 0 || r.l7 != 0 {
+			r.protos = classTCP | classUDP // only they have ports, or L7 protocols
 		}
 	}
 	r.ports = mergePorts(r.ports)

@@ -1,16 +1,18 @@
 package rules
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 )
 
-// WriteTo prints the compiled table for `nfqguard check`: engine settings,
-// defaults, then per container its addresses, defaults and rules in file
-// order, one aligned line per rule. It shows values after defaults were
+// WriteTo prints the compiled table for `nfqguard check`: engine and
+// inspection settings, defaults, then per container its addresses, defaults
+// and rules in file order, one aligned line per rule, L7 fields last. It shows values after defaults were
 // applied, so the user sees what the engine will actually do. A dynamic
 // entry shows its Docker selector and, in a resolved table, the containers
 // it matches with the addresses it got from each.
@@ -26,6 +28,9 @@ func (t *Table) WriteTo(w io.Writer) (int64, error) {
 		e.Queue, int(e.Queue)+e.Workers-1, workers, e.QueueLen, e.MaxFlows)
 	fmt.Fprintf(tw, "\tmark 0x%08x, bypass_mark 0x%08x, fail_open %t, fast_path %t, malformed %s\n",
 		e.Mark, e.BypassMark, e.FailOpen, e.FastPath, e.Malformed)
+	in := t.Inspect
+	fmt.Fprintf(tw, "inspect\tmax_packets %d, max_bytes %d, max_wait %s, max_held_flows %d per worker, undecided %s\n",
+		in.MaxPackets, in.MaxBytes, durationText(in.MaxWait), in.MaxHeldFlows, in.Undecided)
 	fmt.Fprintf(tw, "log\tblocked %s\n", t.Log.Blocked)
 	if t.Docker.Socket != "" {
 		fmt.Fprintf(tw, "docker\tsocket %s\n", t.Docker.Socket)
@@ -79,10 +84,16 @@ func (t *Table) writeEntry(w io.Writer, i int) error {
 		_, err := fmt.Fprintf(w, "  no rules\n")
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// Rules without L7 fields end in an empty cell in a container whose
+	// other rules have some; the padding it gets is trimmed off.
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	// Rule numbers are right-aligned by hand: tabwriter's AlignRight would
 	// apply to every column.
 	width := len(strconv.Itoa(len(c.rules)))
+	// The L7 fields come last, after a log column that containers having
+	// some always get, so that the fields line up.
+	l7 := slices.ContainsFunc(c.rules, func(r ruleSpec) bool { return r.l7 != 0 })
 	for i := range c.rules {
 		r := &c.rules[i]
 		peerKey := "from"
@@ -91,12 +102,25 @@ func (t *Table) writeEntry(w io.Writer, i int) error {
 		}
 		line := fmt.Sprintf("  %*d %s\t%s\t%s\tports %s\t%s %s\t%s", width, i+1, r.id, r.dir, r.proto,
 			formatPorts(r.ports), peerKey, formatPeers(r), r.action)
-		if r.log {
+		switch {
+		case l7 && r.log:
+			line += "\tlog\t" + formatL7(r)
+		case l7:
+			line += "\t\t" + formatL7(r)
+		case r.log:
 			line += "\tlog"
 		}
 		fmt.Fprintln(tw, line)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	out := make([]byte, 0, buf.Len())
+	for line := range bytes.Lines(buf.Bytes()) {
+		out = append(append(out, bytes.TrimRight(line, " \n")...), '\n')
+	}
+	_, err := w.Write(out)
+	return err
 }
 
 func formatPorts(ports []portRange) string {
@@ -123,6 +147,37 @@ func formatPeers(r *ruleSpec) string {
 		parts[i] = p.String()
 	}
 	return strings.Join(parts, ",")
+}
+
+// formatL7 shows a rule's L7 fields as the file names them, in the order of
+// l7Keys: "tls_sni example.com,*.example.net http_method POST".
+func formatL7(r *ruleSpec) string {
+	var parts []string
+	add := func(key string, values []string) {
+		if len(values) > 0 {
+			parts = append(parts, key+" "+strings.Join(values, ","))
+		}
+	}
+	names := func(ps []namePattern) []string {
+		out := make([]string, len(ps))
+		for i := range ps {
+			out[i] = ps[i].String()
+		}
+		return out
+	}
+	paths := r.path
+	if slices.ContainsFunc(paths, func(p string) bool { return strings.ContainsAny(p, `,"`) }) {
+		paths = make([]string, len(r.path)) // a comma is valid in a path: quote them all
+		for i, p := range r.path {
+			paths[i] = strconv.Quote(p)
+		}
+	}
+	add("tls_sni", names(r.sni))
+	add("http_host", names(r.host))
+	add("http_path", paths)
+	add("http_method", r.method)
+	add("dns_qname", names(r.qname))
+	return strings.Join(parts, " ")
 }
 
 // countingWriter tracks bytes written for WriteTo's return value and keeps

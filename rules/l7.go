@@ -1,0 +1,517 @@
+package rules
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// L7 is a set of application protocols that deep inspection recognises.
+type L7 uint8
+
+// Protocols. A rule's L7 fields are grouped by them: tls_sni is TLS;
+// http_host, http_path and http_method are HTTP (HTTP/1.x); dns_qname is
+// DNS.
+const (
+	L7TLS L7 = 1 << iota
+	L7HTTP
+	L7DNS
+)
+
+const l7All = L7TLS | L7HTTP | L7DNS
+
+// String returns the protocols as "tls", "http" and "dns" joined with "|"
+// ("tls|http"), and "none" for the empty set.
+func (l L7) String() string {
+	if l == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, p := range [...]struct {
+		bit  L7
+		name string
+	}{{L7TLS, "tls"}, {L7HTTP, "http"}, {L7DNS, "dns"}} {
+		if l&p.bit != 0 {
+			parts = append(parts, p.name)
+		}
+	}
+	if rest := l &^ l7All; rest != 0 {
+		parts = append(parts, "L7(0x"+strconv.FormatUint(uint64(rest), 16)+")")
+	}
+	return strings.Join(parts, "|")
+}
+
+// MarshalText makes an L7 appear as "tls|http" in JSON logs rather than as
+// a number.
+func (l L7) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// MaxFactNames is how many DNS question names Facts holds.
+const MaxFactNames = 4
+
+// Facts are what deep inspection learnt about a flow. The table reads them
+// only during JudgeFacts and keeps no reference to them.
+type Facts struct {
+	Proto  L7                   // the protocol seen: exactly one of L7TLS, L7HTTP, L7DNS
+	SNI    []byte               // TLS server_name as sent (case and trailing dot as sent)
+	Host   []byte               // HTTP host without port/brackets (case as sent)
+	Path   []byte               // HTTP path without query
+	Method []byte               // HTTP method as sent
+	Names  [MaxFactNames][]byte // DNS question names, without trailing dot
+	NNames int                  // how many of Names are set
+}
+
+// l7Rule is the compiled L7 part of a rule. Its slices are shared with the
+// rule's ruleSpec; nothing writes them after Parse.
+type l7Rule struct {
+	action Action // the rule's; rule.action is 0
+	protos L7     // protocols the rule has fields for
+	sni    []namePattern
+	host   []namePattern
+	path   []string
+	method []string
+	qname  []namePattern
+}
+
+// applicable returns the protocols whose fields can apply to a flow of
+// class c: over UDP only DNS, so that a rule with only TLS or HTTP fields
+// never matches a UDP flow. (Rules with L7 fields match TCP and UDP
+// flows only, see parser.rule.)
+func (l *l7Rule) applicable(c protoSet) L7 {
+	if c == classUDP {
+		return l.protos & L7DNS
+	}
+	return l.protos
+}
+
+// match reports whether f satisfies the rule's fields for f's protocol: every
+// field given matches one of its values. name is the index of the first
+// question name that matched for DNS, else -1.
+func (l *l7Rule) match(c protoSet, f *Facts) (name int8, ok bool) {
+	switch l.applicable(c) & f.Proto {
+	case L7TLS:
+		return -1, namesMatch(l.sni, f.SNI)
+	case L7HTTP:
+		return -1, (l.host == nil || hostsMatch(l.host, f.Host)) &&
+			(l.path == nil || pathsMatch(l.path, f.Path)) &&
+			(l.method == nil || methodsMatch(l.method, f.Method))
+	case L7DNS:
+		for i := range min(f.NNames, MaxFactNames) {
+			if namesMatch(l.qname, f.Names[i]) {
+				return int8(i), true
+			}
+		}
+	}
+	return -1, false
+}
+
+// namePattern is a validated tls_sni, http_host or dns_qname entry.
+type namePattern struct {
+	// s is the name in lower case without a trailing dot; for a wildcard
+	// "*.suffix" it is ".suffix", which a matching name ends with.
+	s        string
+	wildcard bool
+	addr     netip.Addr // http_host only: an address literal, unmapped; s is then its text
+}
+
+// String returns the pattern as the file would write it, normalised.
+func (p *namePattern) String() string {
+	if p.wildcard {
+		return "*" + p.s
+	}
+	return p.s
+}
+
+// matches reports whether name, ASCII lower case and without a trailing
+// dot, matches p: exactly, or for a wildcard by ending in ".suffix" after
+// at least one more byte (so not the bare suffix).
+func (p *namePattern) matches(name []byte) bool {
+	if p.wildcard {
+		return len(name) > len(p.s) && equalFold(name[len(name)-len(p.s):], p.s)
+	}
+	return len(name) == len(p.s) && equalFold(name, p.s)
+}
+
+// namesMatch reports whether name, as observed (any case, one trailing dot
+// ignored), matches one of ps.
+func namesMatch(ps []namePattern, name []byte) bool {
+	name = trimDot(name)
+	for i := range ps {
+		if ps[i].matches(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostsMatch is namesMatch for http_host, whose address literals match a
+// host that is the same address in any spelling.
+func hostsMatch(ps []namePattern, host []byte) bool {
+	host = trimDot(host)
+	var addr netip.Addr
+	parsed := false
+	for i := range ps {
+		p := &ps[i]
+		if !p.addr.IsValid() {
+			if p.matches(host) {
+				return true
+			}
+			continue
+		}
+		if !parsed {
+			addr, _ = parseAddr(host)
+			addr, parsed = addr.Unmap(), true
+		}
+		if addr == p.addr {
+			return true
+		}
+	}
+	return false
+}
+
+func pathsMatch(prefixes []string, path []byte) bool {
+	for _, p := range prefixes {
+		if len(path) >= len(p) && string(path[:len(p)]) == p {
+			return true
+		}
+	}
+	return false
+}
+
+func methodsMatch(methods []string, method []byte) bool {
+	for _, m := range methods {
+		if string(method) == m {
+			return true
+		}
+	}
+	return false
+}
+
+func trimDot(name []byte) []byte {
+	if n := len(name); n > 0 && name[n-1] == '.' {
+		return name[:n-1]
+	}
+	return name
+}
+
+// equalFold reports whether b equals lower, a lower-case string of the same
+// length, ignoring ASCII case in b.
+func equalFold(b []byte, lower string) bool {
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// parseAddr parses an IPv4 or IPv6 address without zone, accepting exactly
+// what netip.ParseAddr accepts, but without allocating: netip.ParseAddr
+// allocates its error, and a Host header holds whatever a client sends.
+func parseAddr(b []byte) (netip.Addr, bool) {
+	for _, c := range b {
+		if c == ':' {
+			return parseAddr6(b)
+		}
+	}
+	var ip [4]byte
+	if !parseAddr4(b, ip[:]) {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4(ip), true
+}
+
+// parseAddr4 parses dotted decimal into out (4 bytes), rejecting leading
+// zeros as netip does.
+func parseAddr4(b []byte, out []byte) bool {
+	i := 0
+	for k := range 4 {
+		if k > 0 {
+			if i >= len(b) || b[i] != '.' {
+				return false
+			}
+			i++
+		}
+		start, v := i, 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' && i-start < 3 {
+			v = v*10 + int(b[i]-'0')
+			i++
+		}
+		if i == start || v > 255 || (i-start > 1 && b[start] == '0') {
+			return false
+		}
+		out[k] = byte(v)
+	}
+	return i == len(b)
+}
+
+// parseAddr6 follows netip's parseIPv6, less zones.
+func parseAddr6(s []byte) (netip.Addr, bool) {
+	var ip [16]byte
+	ellipsis := -1 // position of "::" in ip
+	if len(s) >= 2 && s[0] == ':' && s[1] == ':' {
+		ellipsis = 0
+		s = s[2:]
+		if len(s) == 0 {
+			return netip.IPv6Unspecified(), true
+		}
+	}
+	i := 0
+	for i < 16 {
+		off, acc := 0, uint32(0)
+		for ; off < len(s); off++ {
+			c := s[off]
+			switch {
+			case c >= '0' && c <= '9':
+				acc = acc<<4 + uint32(c-'0')
+			case c >= 'a' && c <= 'f':
+				acc = acc<<4 + uint32(c-'a'+10)
+			case c >= 'A' && c <= 'F':
+				acc = acc<<4 + uint32(c-'A'+10)
+			default:
+				goto end
+			}
+			if off > 3 || acc > math.MaxUint16 {
+				return netip.Addr{}, false
+			}
+		}
+	end:
+		if off == 0 {
+			return netip.Addr{}, false
+		}
+		if off < len(s) && s[off] == '.' { // a trailing IPv4 address
+			if (ellipsis < 0 && i != 12) || i+4 > 16 || !parseAddr4(s, ip[i:i+4]) {
+				return netip.Addr{}, false
+			}
+			s = nil
+			i += 4
+			break
+		}
+		ip[i], ip[i+1] = byte(acc>>8), byte(acc)
+		i += 2
+		s = s[off:]
+		if len(s) == 0 {
+			break
+		}
+		if s[0] != ':' || len(s) == 1 {
+			return netip.Addr{}, false
+		}
+		s = s[1:]
+		if s[0] == ':' {
+			if ellipsis >= 0 {
+				return netip.Addr{}, false
+			}
+			ellipsis = i
+			s = s[1:]
+			if len(s) == 0 {
+				break
+			}
+		}
+	}
+	if len(s) != 0 {
+		return netip.Addr{}, false
+	}
+	if i < 16 {
+		if ellipsis < 0 {
+			return netip.Addr{}, false
+		}
+		n := 16 - i
+		copy(ip[ellipsis+n:], ip[ellipsis:i])
+		clear(ip[ellipsis : ellipsis+n])
+	} else if ellipsis >= 0 {
+		return netip.Addr{}, false // "::" must stand for at least one group
+	}
+	return netip.AddrFrom16(ip), true
+}
+
+// ---- validation ----
+
+// l7Keys are a rule's L7 keys in the order WriteTo shows them, each with
+// the protocol it belongs to.
+var l7Keys = [...]struct {
+	key   string
+	proto L7
+}{{"tls_sni", L7TLS}, {"http_host", L7HTTP}, {"http_path", L7HTTP}, {"http_method", L7HTTP}, {"dns_qname", L7DNS}}
+
+// l7Fields validates a rule's L7 keys into r, whose proto is already set.
+func (p *parser) l7Fields(m map[string]any, at string, r *ruleSpec) {
+	for _, k := range l7Keys {
+		if !has(m, k.key) {
+			continue
+		}
+		key := joinPath(at, k.key)
+		switch {
+		case r.proto == "icmp":
+			p.errorf(key, `%s cannot be used with proto "icmp"`, k.key)
+		case r.proto == "udp" && k.proto == L7TLS:
+			p.errorf(key, `%s cannot be used with proto "udp": TLS runs over TCP`, k.key)
+		case r.proto == "udp" && k.proto == L7HTTP:
+			p.errorf(key, `%s cannot be used with proto "udp": HTTP/1.x runs over TCP`, k.key)
+		}
+		if arr, ok := m[k.key].([]any); ok && len(arr) == 0 {
+			p.errorf(key, "is empty: leave the key out")
+			continue
+		}
+		r.l7 |= k.proto
+		p.eachString(m, at, k.key, func(key, s string) {
+			switch k.key {
+			case "tls_sni":
+				if np, ok := p.namePattern(key, s, false); ok {
+					r.sni = append(r.sni, np)
+				}
+			case "http_host":
+				if np, ok := p.namePattern(key, s, true); ok {
+					r.host = append(r.host, np)
+				}
+			case "dns_qname":
+				if np, ok := p.namePattern(key, s, false); ok {
+					r.qname = append(r.qname, np)
+				}
+			case "http_path":
+				if p.httpPath(key, s) {
+					r.path = append(r.path, s)
+				}
+			case "http_method":
+				if p.httpMethod(key, s) {
+					r.method = append(r.method, s)
+				}
+			}
+		})
+	}
+}
+
+// Limits of DNS names (RFC 1035), in their text form without the final dot.
+const (
+	maxNameLen  = 253
+	maxLabelLen = 63
+)
+
+// namePattern validates a name: "name" or "*.name", letters, digits, "-",
+// "_" and "." only, one trailing dot ignored, lower-cased. With host, an
+// IPv4 or IPv6 address (without brackets) is accepted as well.
+func (p *parser) namePattern(key, s string, host bool) (namePattern, bool) {
+	if s == "" {
+		p.errorf(key, "an empty string is not a name")
+		return namePattern{}, false
+	}
+	if host {
+		if a, err := netip.ParseAddr(s); err == nil {
+			if a.Zone() != "" {
+				p.errorf(key, "%q: zones are not allowed in host addresses", s)
+				return namePattern{}, false
+			}
+			a = a.Unmap()
+			return namePattern{s: a.String(), addr: a}, true
+		}
+		if strings.HasPrefix(s, "[") {
+			p.errorf(key, "%q: write an IPv6 address without brackets", s)
+			return namePattern{}, false
+		}
+		if h, port, ok := strings.Cut(s, ":"); ok {
+			if h != "" && !strings.Contains(port, ":") {
+				p.errorf(key, "%q: write the host without a port (%q)", s, h)
+			} else {
+				p.errorf(key, "%q is neither a name nor an IP address", s)
+			}
+			return namePattern{}, false
+		}
+	}
+	name := strings.TrimSuffix(s, ".")
+	wildcard := strings.HasPrefix(name, "*.")
+	if wildcard {
+		name = name[2:]
+	}
+	if name == "" || strings.Contains(name, "*") {
+		if strings.Contains(s, "*") {
+			p.errorf(key, `%q: a wildcard must be "*." followed by a name`, s)
+		} else {
+			p.errorf(key, "%q is not a name", s)
+		}
+		return namePattern{}, false
+	}
+	if n := len(strings.TrimSuffix(s, ".")); n > maxNameLen {
+		p.errorf(key, "%q is %d bytes long; a name has at most %d", s, n, maxNameLen)
+		return namePattern{}, false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" {
+			p.errorf(key, "%q has an empty label", s)
+			return namePattern{}, false
+		}
+		if len(label) > maxLabelLen {
+			p.errorf(key, "%q: label %q is %d bytes long; a label has at most %d", s, label, len(label), maxLabelLen)
+			return namePattern{}, false
+		}
+		for _, r := range label {
+			if nameByte(r) {
+				continue
+			}
+			msg := fmt.Sprintf(`%q: %q is not allowed in a name (letters, digits, "-", "_" and "." only)`, s, r)
+			if r >= utf8.RuneSelf && r != utf8.RuneError {
+				msg += `; write an internationalized name in its "xn--" form`
+			}
+			p.errorf(key, "%s", msg)
+			return namePattern{}, false
+		}
+	}
+	np := namePattern{s: strings.ToLower(name), wildcard: wildcard}
+	if wildcard {
+		np.s = "." + np.s
+	}
+	return np, true
+}
+
+func nameByte(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
+}
+
+// httpPath validates an http_path prefix.
+func (p *parser) httpPath(key, s string) bool {
+	switch {
+	case !strings.HasPrefix(s, "/"):
+		p.errorf(key, `%q must start with "/": write the path alone, without scheme or host`, s)
+	case !cleanName(s):
+		p.errorf(key, "%q must not contain spaces or control characters", s)
+	case strings.Contains(s, "?"):
+		p.errorf(key, `%q: the query is not matched; leave out "?" and what follows`, s)
+	case strings.Contains(s, "#"):
+		p.errorf(key, `%q: a fragment ("#...") is never sent to the server; leave it out`, s)
+	default:
+		return true
+	}
+	return false
+}
+
+// maxMethodLen bounds http_method. It leaves out only one registered
+// method, WebDAV's UPDATEREDIRECTREF (17 bytes), which nothing uses.
+const maxMethodLen = 16
+
+// httpMethod validates an http_method: an HTTP token of 1..16 bytes.
+func (p *parser) httpMethod(key, s string) bool {
+	if s == "" {
+		p.errorf(key, "an empty string is not a method")
+		return false
+	}
+	if len(s) > maxMethodLen {
+		p.errorf(key, "%q is %d bytes long; a method has at most %d", s, len(s), maxMethodLen)
+		return false
+	}
+	for _, r := range s {
+		if !tokenByte(r) {
+			p.errorf(key, "%q: %q is not allowed in a method (an HTTP token: letters, digits and !#$%%&'*+-.^_`|~)", s, r)
+			return false
+		}
+	}
+	return true
+}
+
+// tokenByte reports whether r is an HTTP tchar (RFC 9110 5.6.2).
+func tokenByte(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+		strings.ContainsRune("!#$%&'*+-.^_`|~", r)
+}
