@@ -33,6 +33,12 @@ type Packet struct {
 	ICMPCode         uint8
 	// Length is the packet's length in bytes as handed to the decoder.
 	Length int
+	// Seq and Ack are the TCP sequence and acknowledgement numbers.
+	Seq, Ack uint32
+	// PayloadOff and PayloadLen locate the TCP or UDP payload in the bytes
+	// handed to Decode (offsets rather than a slice, so that a Packet never
+	// keeps a packet's memory alive). PayloadLen is 0 for other protocols.
+	PayloadOff, PayloadLen int
 	// Inner is set for ICMP errors: the flow the quoted packet belongs to,
 	// seen from the quoted packet's sender.
 	Inner    bool
@@ -131,12 +137,11 @@ func (d *Decoder) Decode(data []byte, p *Packet) error {
 			p.Proto = uint8(d.ip6.NextHeader)
 		case layers.LayerTypeTCP:
 			p.Proto = rules.ProtoTCP
-			p.SrcPort, p.DstPort = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
-			p.TCPFlags = tcpFlags(&d.tcp)
+			d.setTCP(data, p)
 			return nil
 		case layers.LayerTypeUDP:
 			p.Proto = rules.ProtoUDP
-			p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+			d.setUDP(data, p)
 			return nil
 		case layers.LayerTypeICMPv4:
 			p.Proto = rules.ProtoICMP
@@ -166,7 +171,7 @@ func (d *Decoder) Decode(data []byte, p *Packet) error {
 		return ErrTruncated
 	}
 	if d.decoded[0] == layers.LayerTypeIPv6 && isIPv6Ext(p.Proto) {
-		return d.decodeIPv6Ext(p)
+		return d.decodeIPv6Ext(data, p)
 	}
 	switch {
 	case p.Proto == rules.ProtoICMPv6:
@@ -202,6 +207,32 @@ func (d *Decoder) isFragment() bool {
 		return d.ip6.NextHeader == layers.IPProtocolIPv6Fragment
 	}
 	return false
+}
+
+// setTCP copies the decoded TCP header's fields into p; data is the
+// packet the header was decoded from.
+func (d *Decoder) setTCP(data []byte, p *Packet) {
+	p.SrcPort, p.DstPort = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
+	p.TCPFlags = tcpFlags(&d.tcp)
+	p.Seq, p.Ack = d.tcp.Seq, d.tcp.Ack
+	p.PayloadOff, p.PayloadLen = within(data, d.tcp.Payload)
+}
+
+// setUDP copies the decoded UDP header's fields into p.
+func (d *Decoder) setUDP(data []byte, p *Packet) {
+	p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+	p.PayloadOff, p.PayloadLen = within(data, d.udp.Payload)
+}
+
+// within locates sub, a subslice of data made by the layer decoders
+// (which slice without limiting capacity), as an offset and length in
+// data; 0, 0 if it is empty or not within data.
+func within(data, sub []byte) (off, n int) {
+	off = cap(data) - cap(sub)
+	if len(sub) == 0 || off < 0 || off+len(sub) > len(data) {
+		return 0, 0
+	}
+	return off, len(sub)
 }
 
 func tcpFlags(t *layers.TCP) uint8 {
@@ -305,7 +336,7 @@ const maxIPv6Ext = 8
 // decodeIPv6Ext walks an IPv6 extension header chain that gopacket's
 // parser stopped at, so that a transport header behind a routing or
 // destination-options header is judged by its ports like any other.
-func (d *Decoder) decodeIPv6Ext(p *Packet) error {
+func (d *Decoder) decodeIPv6Ext(data []byte, p *Packet) error {
 	// gopacket decodes a hop-by-hop header as part of IPv6 and leaves
 	// Payload after it.
 	b, next := d.ip6.Payload, p.Proto
@@ -339,13 +370,12 @@ func (d *Decoder) decodeIPv6Ext(p *Packet) error {
 		if d.tcp.DecodeFromBytes(b, gopacket.NilDecodeFeedback) != nil {
 			return ErrTruncated
 		}
-		p.SrcPort, p.DstPort = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
-		p.TCPFlags = tcpFlags(&d.tcp)
+		d.setTCP(data, p)
 	case rules.ProtoUDP:
 		if d.udp.DecodeFromBytes(b, gopacket.NilDecodeFeedback) != nil {
 			return ErrTruncated
 		}
-		p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+		d.setUDP(data, p)
 	case rules.ProtoICMPv6:
 		if len(b) < 4 {
 			return ErrTruncated

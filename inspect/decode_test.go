@@ -22,7 +22,13 @@ func TestDecode(t *testing.T) {
 			SrcPort: 40000, DstPort: 80, Proto: rules.ProtoTCP, TCPFlags: TCPFlagSYN, Length: len(syn)}},
 		{"ipv6 udp", pkt{src: "fd00::2", dst: "2001:db8::1", sport: 5353, dport: 53, proto: "udp", payload: []byte("q")}.bytes(t), Packet{
 			Src: netip.MustParseAddr("fd00::2"), Dst: netip.MustParseAddr("2001:db8::1"),
-			SrcPort: 5353, DstPort: 53, Proto: rules.ProtoUDP, Length: 40 + 8 + 1}},
+			SrcPort: 5353, DstPort: 53, Proto: rules.ProtoUDP, Length: 40 + 8 + 1, PayloadOff: 48, PayloadLen: 1}},
+		// Trailing bytes after the IP datagram (link-layer padding) are not payload.
+		{"ipv4 tcp data, padded", append(pkt{src: "172.17.0.2", dst: "198.51.100.7", sport: 40000, dport: 443, proto: "tcp",
+			flags: TCPFlagACK, seq: 7, ack: 9, payload: []byte("hello")}.bytes(t), 0, 0, 0), Packet{
+			Src: netip.MustParseAddr("172.17.0.2"), Dst: netip.MustParseAddr("198.51.100.7"),
+			SrcPort: 40000, DstPort: 443, Proto: rules.ProtoTCP, TCPFlags: TCPFlagACK, Length: 20 + 20 + 5 + 3,
+			Seq: 7, Ack: 9, PayloadOff: 40, PayloadLen: 5}},
 		{"icmp echo", pkt{src: "172.17.0.3", dst: "172.17.0.2", sport: 77, proto: "icmp"}.bytes(t), Packet{
 			Src: netip.MustParseAddr("172.17.0.3"), Dst: netip.MustParseAddr("172.17.0.2"),
 			SrcPort: 77, DstPort: 0, Proto: rules.ProtoICMP, ICMPType: 8, Length: 20 + 8}},

@@ -16,6 +16,7 @@ type pkt struct {
 	proto        string // tcp, udp, icmp
 	flags        uint8  // TCP flags
 	payload      []byte
+	seq, ack     uint32 // TCP sequence and acknowledgement numbers
 }
 
 func (p pkt) bytes(tb testing.TB) []byte {
@@ -48,7 +49,7 @@ func (p pkt) bytes(tb testing.TB) []byte {
 	}
 	switch p.proto {
 	case "tcp":
-		t := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), Window: 1000,
+		t := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), Window: 1000, Seq: p.seq, Ack: p.ack,
 			SYN: p.flags&TCPFlagSYN != 0, ACK: p.flags&TCPFlagACK != 0, FIN: p.flags&TCPFlagFIN != 0, RST: p.flags&TCPFlagRST != 0}
 		if err := t.SetNetworkLayerForChecksum(netLayer); err != nil {
 			tb.Fatal(err)
