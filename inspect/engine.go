@@ -38,6 +38,9 @@ type Bridges interface {
 // Meta is what the kernel says about a packet besides its bytes.
 type Meta struct {
 	InDev, OutDev uint32 // interface indexes; 0 when unknown
+	// ID and Mark are the queue's packet id and the packet's mark. The
+	// engine only hands them back, in Released, for packets it held.
+	ID, Mark uint32
 }
 
 // Verdict is the engine's answer for one packet.
@@ -46,6 +49,9 @@ type Verdict struct {
 	// Bypass asks for the flow to be marked so that the kernel stops
 	// queueing it (the connmark fast path). Only set on allowed packets.
 	Bypass bool
+	// Hold means the engine keeps the packet until its flow is decided:
+	// answer nothing now; its verdict comes later through Released.
+	Hold bool
 }
 
 // Event describes a flow worth logging: every blocked flow, and allowed
@@ -72,6 +78,19 @@ type Event struct {
 	// dialled. Set whenever the port is published, including for a peer
 	// that reached the container directly rather than through the host.
 	Published string
+
+	// L7 is the protocol deep inspection found the flow (or DNS query) to
+	// speak, 0 if the flow was judged on its L4 key alone; the fields after
+	// it hold the facts it was judged by. Reason says why an inspected flow
+	// was judged by [inspect] undecided (RuleID "undecided").
+	L7         rules.L7
+	SNI        string // TLS server name as sent
+	ECH        bool   // SNI is the outer name of an Encrypted Client Hello
+	HTTPHost   string // HTTP Host (without port)
+	HTTPPath   string // HTTP path (without query)
+	HTTPMethod string
+	QName      string // the DNS question name that matched, else the first
+	QueryID    uint16 // DNS message id of a query judged on its own (UDP)
 }
 
 // Sink receives events. Emit is called on the packet path: it must not
@@ -85,6 +104,9 @@ type Options struct {
 	Tables  TableSource // required
 	Bridges Bridges     // nil: only listed containers are recognised
 	Sink    Sink        // nil: events are discarded
+	// Resetter cuts TCP flows dropped after their handshake; nil: they
+	// are dropped until they expire.
+	Resetter Resetter
 }
 
 // Stats are an engine's counters. They are updated by the engine's goroutine
@@ -103,6 +125,18 @@ type Stats struct {
 	Fragments   atomic.Uint64
 	BadVersion  atomic.Uint64
 	NotConsumed atomic.Uint64 // neither side is a container
+
+	// Deep inspection.
+	Inspected      atomic.Uint64 // flows whose verdict needed an L7 fact
+	HeldFlows      atomic.Uint64 // flows that had packets held
+	HeldPackets    atomic.Uint64 // packets held
+	HeldDuplicates atomic.Uint64 // retransmissions of held bytes, dropped
+	HoldFull       atomic.Uint64 // flows not held because max_held_flows were
+	Decided        atomic.Uint64 // flows and queries judged by their L7 fact
+	Undecided      atomic.Uint64 // flows and queries judged by [inspect] undecided
+	Queries        atomic.Uint64 // DNS datagrams judged one by one
+	BlockedQueries atomic.Uint64
+	Resets         atomic.Uint64 // dropped flows cut with RSTs
 }
 
 // Engine judges the packets of one queue. It is not safe for concurrent use:
@@ -116,6 +150,7 @@ type Engine struct {
 	base    time.Time
 	pkt     Packet
 	stats   Stats
+	deep    *deep
 }
 
 // New returns an Engine with a flow table of maxFlows slots.
@@ -133,6 +168,7 @@ func New(o Options, maxFlows int) *Engine {
 		dec:     NewDecoder(),
 		flows:   newFlowTable(maxFlows, rand.Uint64()),
 		base:    time.Now(),
+		deep:    newDeep(o.Tables.Load().Inspect, o.Resetter),
 	}
 }
 
@@ -154,10 +190,18 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 	k, srcIsA := makeKey(p.Src, p.SrcPort, p.Dst, p.DstPort, p.Proto)
 	h := e.flows.hashOf(&k)
 	if f := e.flows.lookup(&k, h, clock); f != nil {
-		f.packets++
 		f.lastSeen = clock
+		switch f.state {
+		case stateAllowed, stateDropped:
+			f.packets++
+			f.expires = clock + timeout(p, f.state)
+			return e.count(e.verdict(t, f.state == stateAllowed))
+		case stateQuery:
+			f.expires = clock + timeout(p, f.state)
+			return e.count(e.judgeQuery(t, p, data, m, f.aIsInit == srcIsA, now))
+		}
 		f.expires = clock + timeout(p, f.state)
-		return e.count(e.verdict(t, f.state == stateAllowed))
+		return e.count(e.inspectTCP(t, f, &k, h, p, data, m, f.aIsInit == srcIsA, clock, now))
 	}
 
 	var d decision
@@ -168,14 +212,14 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 		// go on if either reading of it is allowed; a TCP peer cannot open
 		// a new connection without a SYN, which is always judged.
 		e.stats.Midstream.Add(1)
-		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
-		if d.m.Action == rules.Drop {
-			if r := e.decide(t, p.Dst, p.Src, p.SrcPort, p.Proto, m.OutDev, m.InDev); r.m.Action == rules.Allow {
+		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil)
+		if d.m.Action == rules.Drop && d.need == 0 {
+			if r := e.decide(t, p.Dst, p.Src, p.SrcPort, p.Proto, m.OutDev, m.InDev, nil); r.m.Action == rules.Allow || r.need != 0 {
 				d, aIsInit = r, !srcIsA
 			}
 		}
 	} else {
-		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
+		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil)
 	}
 
 	f, evicted := e.flows.insert(&k, h, clock)
@@ -183,6 +227,9 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 		e.stats.Evictions.Add(1)
 	}
 	f.aIsInit = aIsInit
+	if d.need != 0 {
+		return e.count(e.startInspection(t, f, &k, h, d, p, data, m, aIsInit == srcIsA, clock, now))
+	}
 	f.packets = 1
 	f.state = stateAllowed
 	if d.m.Action == rules.Drop {
@@ -230,23 +277,42 @@ func describe(t *rules.Table, ev *Event) {
 type decision struct {
 	m       rules.Match
 	dir     rules.Direction
-	foreign bool // neither end is a container
+	foreign bool     // neither end is a container
+	need    rules.L7 // the verdict waits for these L7 facts (m is the fallback)
 }
 
 // decide judges a flow initiated by src towards dst on port dport. Each end
 // that is a container judges it (egress for src, ingress for dst); drop wins.
-func (e *Engine) decide(t *rules.Table, src, dst netip.Addr, dport uint16, proto uint8, in, out uint32) decision {
+// With facts nil, rules with L7 fields are not matched: if the verdict
+// depends on them, need says which facts it waits for, unless one end
+// already drops the flow for good.
+func (e *Engine) decide(t *rules.Table, src, dst netip.Addr, dport uint16, proto uint8, in, out uint32, facts *rules.Facts) decision {
 	if proto != rules.ProtoTCP && proto != rules.ProtoUDP {
 		dport = 0
 	}
 	d := decision{foreign: true}
 	if t.Listed(dst) || e.bridges.IsBridge(out) {
-		d = decision{m: t.Judge(dst, rules.Ingress, proto, dport, src), dir: rules.Ingress}
+		d = decision{m: judge(t, dst, rules.Ingress, proto, dport, src, facts), dir: rules.Ingress}
+		d.need = d.m.Need
 	}
 	if t.Listed(src) || e.bridges.IsBridge(in) {
-		eg := t.Judge(src, rules.Egress, proto, dport, dst)
-		if d.foreign || (eg.Action == rules.Drop && d.m.Action != rules.Drop) {
+		eg := judge(t, src, rules.Egress, proto, dport, dst, facts)
+		finalDrop := func(m rules.Match) bool { return m.Action == rules.Drop && m.Need == 0 }
+		switch {
+		case d.foreign:
+			d = decision{m: eg, dir: rules.Egress, need: eg.Need}
+		case finalDrop(d.m):
+		case finalDrop(eg):
 			d = decision{m: eg, dir: rules.Egress}
+		default:
+			need := d.need | eg.Need
+			if eg.Action == rules.Drop && d.m.Action != rules.Drop {
+				d = decision{m: eg, dir: rules.Egress}
+			}
+			d.need = need
+		}
+		if finalDrop(d.m) {
+			d.need = 0
 		}
 	}
 	if d.foreign {
@@ -254,6 +320,14 @@ func (e *Engine) decide(t *rules.Table, src, dst netip.Addr, dport uint16, proto
 		d.m = rules.Match{Action: rules.Allow, RuleID: "none"}
 	}
 	return d
+}
+
+// judge is Table.Judge, or Table.JudgeFacts when facts are known.
+func judge(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port uint16, peer netip.Addr, facts *rules.Facts) rules.Match {
+	if facts != nil {
+		return t.JudgeFacts(c, dir, proto, port, peer, facts)
+	}
+	return t.Judge(c, dir, proto, port, peer)
 }
 
 // judgeICMPError follows the verdict of the flow an ICMP error quotes, so
@@ -264,10 +338,12 @@ func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) 
 	if p.Inner {
 		k, _ := makeKey(p.InnerSrc.Addr(), p.InnerSrc.Port(), p.InnerDst.Addr(), p.InnerDst.Port(), p.InnerPro)
 		if f := e.flows.lookup(&k, e.flows.hashOf(&k), clock); f != nil {
-			return Verdict{Allow: f.state == stateAllowed}
+			// A flow under inspection has not been dropped: its ICMP
+			// errors (fragmentation needed, …) go through.
+			return Verdict{Allow: f.state != stateDropped}
 		}
 	}
-	d := e.decide(t, p.Src, p.Dst, 0, p.Proto, m.InDev, m.OutDev)
+	d := e.decide(t, p.Src, p.Dst, 0, p.Proto, m.InDev, m.OutDev, nil)
 	// Never bypass on an ICMP error: its conntrack entry is the quoted
 	// flow's, and a mark set here would let that flow skip judgement.
 	return Verdict{Allow: d.m.Action == rules.Allow}
@@ -291,6 +367,9 @@ func (e *Engine) verdict(t *rules.Table, allow bool) Verdict {
 }
 
 func (e *Engine) count(v Verdict) Verdict {
+	if v.Hold {
+		return v // counted when released
+	}
 	if v.Allow {
 		e.stats.Allowed.Add(1)
 	} else {
@@ -300,7 +379,10 @@ func (e *Engine) count(v Verdict) Verdict {
 }
 
 func timeout(p *Packet, s flowState) int64 {
-	if s == stateDropped {
+	switch s {
+	case stateDropped, stateAwait, stateAwaitMid, stateHeld:
+		// Until decided, an idle flow is forgotten soon, like a dropped
+		// one; if it comes back it is inspected from its next data.
 		return int64(droppedTimeout)
 	}
 	switch p.Proto {

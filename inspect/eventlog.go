@@ -68,6 +68,16 @@ type Record struct {
 	Published  string    `json:"published,omitempty"` // "HOSTIP:HOSTPORT[,…]" the ingress port is published on
 	Packets    uint32    `json:"packets"`
 	Reason     string    `json:"reason,omitempty"`
+
+	// The L7 fact the flow was judged by (see Event.L7).
+	L7         string `json:"l7,omitempty"` // "tls", "http" or "dns"
+	SNI        string `json:"sni,omitempty"`
+	ECH        bool   `json:"ech,omitempty"` // sni is the ECH outer (public) name
+	HTTPHost   string `json:"http_host,omitempty"`
+	HTTPPath   string `json:"http_path,omitempty"`
+	HTTPMethod string `json:"http_method,omitempty"`
+	QName      string `json:"qname,omitempty"`
+	QueryID    uint16 `json:"query_id,omitempty"` // DNS message id, for a query judged on its own (UDP)
 }
 
 // RecordOf converts an event to its log record.
@@ -89,6 +99,12 @@ func RecordOf(ev Event) Record {
 		DockerName: ev.DockerName,
 		Image:      ev.Image,
 		Published:  ev.Published,
+
+		SNI: ev.SNI, ECH: ev.ECH, HTTPHost: ev.HTTPHost, HTTPPath: ev.HTTPPath, HTTPMethod: ev.HTTPMethod,
+		QName: ev.QName, QueryID: ev.QueryID,
+	}
+	if ev.L7 != 0 {
+		r.L7 = ev.L7.String()
 	}
 	if ev.Action == rules.Drop {
 		r.Event = "blocked"

@@ -49,6 +49,14 @@ type Summary struct {
 	ENOBUFS       uint64         `json:"enobufs"`
 	VerdictErrors uint64         `json:"verdict_errors"`
 	Latency       LatencySummary `json:"verdict_latency_ns"`
+
+	// Deep inspection.
+	Inspected      uint64 `json:"inspected_flows"` // flows whose verdict needed an L7 fact
+	HeldPackets    uint64 `json:"held_packets"`    // packets held while a fact was sought
+	Decided        uint64 `json:"l7_decided"`      // flows and DNS queries judged by their fact
+	Undecided      uint64 `json:"l7_undecided"`    // ... judged by [inspect] undecided
+	BlockedQueries uint64 `json:"blocked_queries"` // DNS queries over UDP dropped
+	Resets         uint64 `json:"resets"`          // dropped flows cut with RSTs
 }
 
 // LatencySummary condenses a Histogram; durations are in nanoseconds, each
@@ -112,14 +120,28 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		}
 		return err
 	}
+	resets := true
 	for i := 0; i < cfg.Workers; i++ {
 		q := cfg.Queue + uint16(i)
-		eng := inspect.New(inspect.Options{Tables: o.Tables, Bridges: bridges, Sink: o.Sink}, cfg.MaxFlows)
+		eo := inspect.Options{Tables: o.Tables, Bridges: bridges, Sink: o.Sink}
+		var rst *resetter
+		if resets {
+			if rst, err = newResetter(); err != nil {
+				log.Warn("flows dropped by deep inspection will not be reset: they are dropped until they expire", "err", err)
+				resets = false
+			} else {
+				eo.Resetter = rst
+			}
+		}
+		eng := inspect.New(eo, cfg.MaxFlows)
 		w, err := openWorker(workerConfig{
 			queue: q, queueLen: cfg.QueueLen, failOpen: cfg.FailOpen,
-			mark: cfg.Mark, bypass: cfg.BypassMark, engine: eng,
+			mark: cfg.Mark, bypass: cfg.BypassMark, engine: eng, resetter: rst,
 		})
 		if err != nil {
+			if rst != nil {
+				err = errors.Join(err, rst.close())
+			}
 			return nil, errors.Join(err, shutdown(), fw.UndoCreate())
 		}
 		workers = append(workers, w)
@@ -180,6 +202,7 @@ loop:
 	sum := st.summary()
 	log.Info("nfqguard stopped", "packets", sum.Packets, "allowed", sum.Allowed, "dropped", sum.Dropped,
 		"flows", sum.Flows, "blocked_flows", sum.BlockedFlows, "malformed", sum.Malformed, "enobufs", sum.ENOBUFS,
+		"inspected_flows", sum.Inspected, "l7_undecided", sum.Undecided, "resets", sum.Resets,
 		"verdict_p50", time.Duration(sum.Latency.P50), "verdict_p99", time.Duration(sum.Latency.P99))
 	return sum, errors.Join(runErr, rmErr)
 }
@@ -212,6 +235,12 @@ func (st *status) summary() *Summary {
 		sum.BlockedFlows += s.Blocked.Load()
 		sum.Malformed += s.Malformed.Load()
 		sum.Evictions += s.Evictions.Load()
+		sum.Inspected += s.Inspected.Load()
+		sum.HeldPackets += s.HeldPackets.Load()
+		sum.Decided += s.Decided.Load()
+		sum.Undecided += s.Undecided.Load()
+		sum.BlockedQueries += s.BlockedQueries.Load()
+		sum.Resets += s.Resets.Load()
 		sum.ENOBUFS += w.ENOBUFS.Load()
 		sum.VerdictErrors += w.VerdictErrors.Load()
 	}

@@ -36,6 +36,7 @@ type WorkerStats struct {
 type worker struct {
 	q       *nfq
 	engine  *inspect.Engine
+	reset   *resetter
 	mark    uint32
 	bypass  uint32
 	stats   *WorkerStats
@@ -53,6 +54,7 @@ type workerConfig struct {
 	mark     uint32
 	bypass   uint32
 	engine   *inspect.Engine
+	resetter *resetter // nil: dropped flows are not reset
 }
 
 // openWorker binds queue c.queue. Packets queue up in the kernel until run
@@ -69,7 +71,7 @@ func openWorker(c workerConfig) (*worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue %d: %w", c.queue, err)
 	}
-	w := &worker{q: q, engine: c.engine, mark: c.mark, bypass: c.bypass, stats: &WorkerStats{Queue: c.queue}}
+	w := &worker{q: q, engine: c.engine, reset: c.resetter, mark: c.mark, bypass: c.bypass, stats: &WorkerStats{Queue: c.queue}}
 	w.handle = w.judge
 	return w, nil
 }
@@ -93,9 +95,18 @@ func (w *worker) run() error {
 	for {
 		err := w.q.receive()
 		if w.stopped.Load() {
+			// Held packets would be dropped by the kernel when the queue
+			// is unbound: answer them as undecided first.
+			w.engine.ReleaseAll(time.Now())
+			if w.answerReleased() {
+				_ = w.q.flush() // the queue is going away; nothing to retry
+			}
 			return nil
 		}
 		if err == errTimeout {
+			// Nothing arrived for a while: held flows may still time out.
+			w.now = time.Now()
+			w.tick()
 			continue
 		}
 		if err != nil {
@@ -124,6 +135,8 @@ func (w *worker) run() error {
 		if refused := w.q.packets(w.handle); refused > 0 {
 			w.stats.VerdictErrors.Add(uint64(refused))
 		}
+		w.engine.Tick(w.now)
+		w.answerReleased()
 		if err := w.q.flush(); err != nil {
 			w.stats.VerdictErrors.Add(1)
 		}
@@ -134,19 +147,49 @@ func (w *worker) run() error {
 
 // judge decides one packet and queues its verdict.
 func (w *worker) judge(p *packet) {
-	v := w.engine.Judge(p.payload, inspect.Meta{InDev: p.inDev, OutDev: p.outDev}, w.now)
+	v := w.engine.Judge(p.payload, inspect.Meta{InDev: p.inDev, OutDev: p.outDev, ID: p.id, Mark: p.mark}, w.now)
+	// Packets held earlier and decided by this one go first, so that a
+	// flow's packets leave in the order they came.
+	w.answerReleased()
+	if !v.Hold {
+		w.answer(p.id, p.mark, v)
+	}
+}
+
+// tick decides held flows whose time is up and sends their verdicts.
+func (w *worker) tick() {
+	w.engine.Tick(w.now)
+	if w.answerReleased() {
+		if err := w.q.flush(); err != nil {
+			w.stats.VerdictErrors.Add(1)
+		}
+	}
+}
+
+// answerReleased queues the verdicts of held packets the engine decided,
+// and reports whether there were any.
+func (w *worker) answerReleased() bool {
+	r := w.engine.Released()
+	for i := range r {
+		w.answer(r[i].ID, r[i].Mark, r[i].Verdict)
+	}
+	return len(r) > 0
+}
+
+// answer queues the verdict v for packet id, whose mark was mark.
+func (w *worker) answer(id, mark uint32, v inspect.Verdict) {
 	if !v.Allow {
-		w.q.verdict(p.id, nfqueue.NfDrop, 0, false)
+		w.q.verdict(id, nfqueue.NfDrop, 0, false)
 		return
 	}
 	// NF_REPEAT, not NF_ACCEPT: the packet walks FORWARD again from the
 	// top, skips the redirect thanks to the mark, and meets Docker's own
 	// rules as if nfqguard were not there.
-	mark := p.mark | w.mark
+	mark |= w.mark
 	if v.Bypass {
 		mark |= w.bypass
 	}
-	w.q.verdict(p.id, nfqueue.NfRepeat, mark, true)
+	w.q.verdict(id, nfqueue.NfRepeat, mark, true)
 }
 
 // batchPackets is how many verdicts the last flush carried.
@@ -160,7 +203,11 @@ func (w *worker) stop() {
 // close releases the queue; call it after run has returned (or was never
 // started).
 func (w *worker) close() error {
-	if err := w.q.close(); err != nil {
+	err := w.q.close()
+	if w.reset != nil {
+		err = errors.Join(err, w.reset.close())
+	}
+	if err != nil {
 		return fmt.Errorf("queue %d: close: %w", w.stats.Queue, err)
 	}
 	return nil

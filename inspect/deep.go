@@ -1,0 +1,487 @@
+package inspect
+
+import (
+	"math"
+	"net/netip"
+	"time"
+
+	"github.com/nfqguard/nfqguard/inspect/l7"
+	"github.com/nfqguard/nfqguard/rules"
+)
+
+// Deep inspection: flows whose verdict depends on an L7 fact.
+//
+// TCP: the handshake passes (allowed, not bypassed). The initiator's packets
+// that carry data, and a FIN or RST of the initiator, are held: their
+// verdicts are withheld while their bytes are reassembled in order; the
+// responder's packets pass meanwhile (so a server that speaks first is not
+// stalled). Each time the in-order prefix grows, the parsers the candidate
+// rules need run over it from its start. When one finds its fact the flow
+// is judged with it; when the fact cannot be had (another protocol, a
+// malformed message, a ClientHello without server name, the budget spent,
+// the connection closed) the flow gets [inspect] undecided. Then every held
+// packet is released with the verdict, in arrival order, and an allowed
+// flow moves to the connmark fast path. A dropped flow is cut: its held
+// packets are dropped, the Resetter (if any) sends a RST to each end, and
+// every later packet of the flow is dropped until the flow expires.
+//
+// UDP: every datagram of the initiator is one DNS query, judged on its own
+// by its question names; the flow is never bypassed, and the responder's
+// datagrams pass.
+
+// Released is the verdict for a packet the engine held.
+type Released struct {
+	ID, Mark uint32 // the packet's id and mark, as given in Meta
+	Verdict  Verdict
+}
+
+// Resetter aborts a TCP connection on both ends, for flows dropped after
+// their handshake. client and server are the flow's ends as its initiator
+// sees them; clientSeq is the sequence number the server expects next from
+// the client and serverSeq the one the client expects from the server. It
+// is called on the packet path: it must not block.
+type Resetter interface {
+	Reset(client, server netip.AddrPort, clientSeq, serverSeq uint32)
+}
+
+// Reasons a held flow was judged by [inspect] undecided.
+const (
+	reasonNoSNI      = "undecided: TLS ClientHello without server name"
+	reasonNoHost     = "undecided: HTTP request without Host"
+	reasonNoQuestion = "undecided: DNS query without question"
+	reasonNotProto   = "undecided: not the protocol the rules inspect"
+	reasonMalformed  = "undecided: malformed"
+	reasonPackets    = "undecided: max_packets spent before the fact was seen"
+	reasonBytes      = "undecided: max_bytes spent before the fact was seen"
+	reasonWait       = "undecided: max_wait passed before the fact was seen"
+	reasonClosed     = "undecided: connection closed before the fact was seen"
+	reasonHoldFull   = "undecided: max_held_flows flows already held"
+	reasonStopping   = "undecided: engine stopping"
+)
+
+// deep is an Engine's deep-inspection state.
+type deep struct {
+	holds      *holdTable
+	maxWait    int64 // nanoseconds
+	nextExpiry int64 // engine clock of the earliest hold deadline
+	released   []Released
+	resetter   Resetter
+
+	// Parser outputs, reused so that parsing allocates nothing.
+	hello   l7.ClientHello
+	scratch []byte
+	http    l7.HTTPRequest
+	dns     l7.DNSQuery
+	facts   rules.Facts
+}
+
+func newDeep(c rules.InspectConfig, r Resetter) *deep {
+	return &deep{
+		holds:      newHoldTable(c.MaxHeldFlows, c.MaxPackets, c.MaxBytes),
+		maxWait:    int64(c.MaxWait),
+		nextExpiry: math.MaxInt64,
+		released:   make([]Released, 0, 2*c.MaxPackets),
+		resetter:   r,
+		scratch:    make([]byte, 0, c.MaxBytes),
+	}
+}
+
+// Released returns the verdicts of held packets decided by the last call of
+// Judge, Tick or ReleaseAll. Answer them before the packet Judge was given
+// (if Judge did not hold it too), so that the flow's packets leave in
+// order. The slice is reused: it is valid until the next call of Judge,
+// Tick or ReleaseAll.
+func (e *Engine) Released() []Released {
+	r := e.deep.released
+	e.deep.released = e.deep.released[:0]
+	return r
+}
+
+// Held returns the number of flows whose packets are held.
+func (e *Engine) Held() int { return e.deep.holds.used }
+
+// Tick decides the held flows whose max_wait has passed. Call it regularly
+// (the workers do at least every 100 ms) and answer Released afterwards.
+func (e *Engine) Tick(now time.Time) {
+	d := e.deep
+	clock := int64(now.Sub(e.base))
+	if clock < d.nextExpiry {
+		return
+	}
+	t := e.tables.Load()
+	next := int64(math.MaxInt64)
+	for i := range d.holds.holds {
+		h := &d.holds.holds[i]
+		if !h.used {
+			continue
+		}
+		if h.deadline <= clock {
+			e.finish(t, h, nil, reasonWait, now, clock)
+			continue
+		}
+		next = min(next, h.deadline)
+	}
+	d.nextExpiry = next
+}
+
+// ReleaseAll decides every held flow as undecided, for a worker that stops:
+// the kernel would otherwise drop their packets when the queue is unbound.
+func (e *Engine) ReleaseAll(now time.Time) {
+	t := e.tables.Load()
+	clock := int64(now.Sub(e.base))
+	for i := range e.deep.holds.holds {
+		if h := &e.deep.holds.holds[i]; h.used {
+			e.finish(t, h, nil, reasonStopping, now, clock)
+		}
+	}
+	e.deep.nextExpiry = math.MaxInt64
+}
+
+// startInspection sets up a new flow whose verdict needs L7 facts and
+// judges its first packet.
+func (e *Engine) startInspection(t *rules.Table, f *flow, k *flowKey, h uint64, d decision,
+	p *Packet, data []byte, m Meta, fromInit bool, clock int64, now time.Time) Verdict {
+	e.stats.Inspected.Add(1)
+	if p.Proto == rules.ProtoUDP {
+		f.state = stateQuery
+		f.expires = clock + timeout(p, f.state)
+		return e.judgeQuery(t, p, data, m, fromInit, now)
+	}
+	if fromInit && p.TCPFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN {
+		f.state, f.packets = stateAwait, p.Seq+1
+	} else {
+		// First seen after its handshake (evicted, or a retransmission after
+		// the flow expired): the stream is taken to start at the first
+		// data the initiator sends, which for a client retrying its
+		// ClientHello or request is where it does start.
+		f.state = stateAwaitMid
+	}
+	f.expires = clock + timeout(p, f.state)
+	return e.inspectTCP(t, f, k, h, p, data, m, fromInit, clock, now)
+}
+
+// inspectTCP judges a packet of a TCP flow under inspection.
+func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
+	p *Packet, data []byte, m Meta, fromInit bool, clock int64, now time.Time) Verdict {
+	pass := Verdict{Allow: true} // judged, but not bypassed: later packets still come here
+	if !fromInit {
+		if hd := e.heldOf(f, k); hd != nil {
+			hd.seen++
+		}
+		return pass
+	}
+	payload := data[p.PayloadOff : p.PayloadOff+p.PayloadLen]
+	end := p.TCPFlags&(TCPFlagFIN|TCPFlagRST) != 0
+	if p.TCPFlags&TCPFlagSYN != 0 {
+		if f.state == stateAwait {
+			f.packets = p.Seq + 1 // a retransmitted SYN may carry a new ISN
+		}
+		return pass
+	}
+	hd := e.heldOf(f, k)
+	if hd == nil {
+		if len(payload) == 0 && !end {
+			return pass // the handshake's last ACK, or a window update
+		}
+		if f.state == stateHeld {
+			// Its hold was decided while the flow slot was evicted and
+			// reused: judge again from here.
+			f.state = stateAwaitMid
+		}
+		var idx int32
+		idx, hd = e.deep.holds.alloc()
+		if hd == nil {
+			e.stats.HoldFull.Add(1)
+			d := e.undecided(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
+			allow := e.conclude(t, f, &d, nil, reasonHoldFull, netip.AddrPortFrom(p.Src, p.SrcPort),
+				netip.AddrPortFrom(p.Dst, p.DstPort), p.Proto, 1, now, clock)
+			return Verdict{Allow: allow, Bypass: allow && t.Engine.FastPath}
+		}
+		hd.key, hd.hash = *k, hash
+		hd.client = netip.AddrPortFrom(p.Src, p.SrcPort)
+		hd.server = netip.AddrPortFrom(p.Dst, p.DstPort)
+		hd.proto, hd.in, hd.out = p.Proto, m.InDev, m.OutDev
+		hd.need = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil).need
+		hd.started, hd.deadline = clock, clock+e.deep.maxWait
+		hd.base = p.Seq
+		if f.state == stateAwait {
+			hd.base = f.packets
+		}
+		e.deep.nextExpiry = min(e.deep.nextExpiry, hd.deadline)
+		f.state, f.packets = stateHeld, uint32(idx)
+		e.stats.HeldFlows.Add(1)
+	}
+	hd.seen++
+	hd.ack = p.Ack
+	if len(payload) == 0 && !end {
+		return pass
+	}
+	if len(payload) > 0 {
+		switch hd.add(p.Seq, payload, m.ID, m.Mark) {
+		case addDuplicate:
+			// A retransmission of held bytes: the first copy is held and
+			// will be released; this one would only arrive out of order.
+			e.stats.HeldDuplicates.Add(1)
+			return Verdict{Allow: false}
+		case addFull:
+			// Not reachable while the budget check below ends a hold at
+			// max_packets; kept so a mistake cannot hold unbounded packets.
+			e.finish(t, hd, nil, reasonPackets, now, clock)
+			return e.flowVerdict(t, f, k, hash, clock)
+		}
+	} else if !hd.addMarker(m.ID, m.Mark) {
+		e.finish(t, hd, nil, reasonPackets, now, clock)
+		return e.flowVerdict(t, f, k, hash, clock)
+	}
+	e.stats.HeldPackets.Add(1)
+
+	facts, reason := e.parse(hd)
+	switch {
+	case facts != nil || reason != "":
+	case end:
+		reason = reasonClosed
+	case len(hd.pkts) >= cap(hd.pkts):
+		reason = reasonPackets
+	case hd.bytes >= len(hd.buf) || hd.have >= len(hd.buf):
+		reason = reasonBytes
+	default:
+		return Verdict{Hold: true}
+	}
+	e.finish(t, hd, facts, reason, now, clock)
+	return Verdict{Hold: true}
+}
+
+// flowVerdict is the verdict of a flow that was just decided.
+func (e *Engine) flowVerdict(t *rules.Table, f *flow, k *flowKey, hash uint64, clock int64) Verdict {
+	if g := e.flows.lookup(k, hash, clock); g != nil && g == f {
+		return e.verdict(t, f.state == stateAllowed)
+	}
+	return Verdict{Allow: false}
+}
+
+// heldOf returns the hold of flow f, if it has one.
+func (e *Engine) heldOf(f *flow, k *flowKey) *hold {
+	if f.state != stateHeld {
+		return nil
+	}
+	return e.deep.holds.get(f.packets, k)
+}
+
+// parse runs the parsers the flow's candidate rules need over its stream.
+// It returns the facts once one parser has them, a reason when none can,
+// and neither while more bytes are needed. A flow that no longer needs any
+// fact (the table was reloaded) is undecided at once, which judges it by
+// the new table.
+func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
+	need := hd.need
+	s := hd.stream()
+	dp := e.deep
+	f := &dp.facts
+	*f = rules.Facts{}
+	waiting, malformed := false, false
+	if need&rules.L7TLS != 0 {
+		switch l7.ParseClientHelloScratch(s, dp.scratch[:0], &dp.hello) {
+		case l7.Done:
+			if dp.hello.SNI == nil {
+				return nil, reasonNoSNI
+			}
+			f.Proto, f.SNI = rules.L7TLS, dp.hello.SNI
+			return f, ""
+		case l7.NeedMore:
+			waiting = true
+		case l7.Malformed:
+			malformed = true
+		}
+	}
+	if need&rules.L7HTTP != 0 {
+		switch l7.ParseHTTPRequest(s, &dp.http) {
+		case l7.Done:
+			if dp.http.Host == nil {
+				return nil, reasonNoHost
+			}
+			f.Proto = rules.L7HTTP
+			f.Host, f.Path, f.Method = dp.http.HostName(), dp.http.Path(), dp.http.Method
+			return f, ""
+		case l7.NeedMore:
+			waiting = true
+		case l7.Malformed:
+			malformed = true
+		}
+	}
+	if need&rules.L7DNS != 0 {
+		switch l7.ParseDNSOverTCP(s, &dp.dns) {
+		case l7.Done:
+			return e.dnsFacts()
+		case l7.NeedMore:
+			waiting = true
+		case l7.Malformed:
+			malformed = true
+		}
+	}
+	switch {
+	case need == 0:
+		return nil, reasonNotProto
+	case waiting:
+		return nil, ""
+	case malformed:
+		return nil, reasonMalformed
+	}
+	return nil, reasonNotProto
+}
+
+// dnsFacts turns the parsed query into facts.
+func (e *Engine) dnsFacts() (*rules.Facts, string) {
+	dp := e.deep
+	if dp.dns.Count == 0 {
+		return nil, reasonNoQuestion
+	}
+	f := &dp.facts
+	*f = rules.Facts{Proto: rules.L7DNS, NNames: min(dp.dns.Count, rules.MaxFactNames)}
+	for i := range f.NNames {
+		f.Names[i] = dp.dns.Name(i)
+	}
+	return f, ""
+}
+
+// finish decides held flow hd, by facts or, without them, by [inspect]
+// undecided for reason; releases its packets and frees the hold.
+func (e *Engine) finish(t *rules.Table, hd *hold, facts *rules.Facts, reason string, now time.Time, clock int64) {
+	var d decision
+	if facts != nil {
+		d = e.decide(t, hd.client.Addr(), hd.server.Addr(), hd.server.Port(), hd.proto, hd.in, hd.out, facts)
+		e.stats.Decided.Add(1)
+	} else {
+		d = e.undecided(t, hd.client.Addr(), hd.server.Addr(), hd.server.Port(), hd.proto, hd.in, hd.out)
+	}
+	var f *flow
+	if g := e.flows.lookup(&hd.key, hd.hash, clock); g != nil && g.state == stateHeld && g.packets == uint32(hd.idx) {
+		f = g
+	}
+	allow := e.conclude(t, f, &d, facts, reason, hd.client, hd.server, hd.proto, hd.seen, now, clock)
+	v := Verdict{Allow: allow, Bypass: allow && t.Engine.FastPath}
+	for _, p := range hd.pkts {
+		e.deep.released = append(e.deep.released, Released{ID: p.id, Mark: p.mark, Verdict: v})
+		e.count(v)
+	}
+	if !allow && e.deep.resetter != nil {
+		e.deep.resetter.Reset(hd.client, hd.server, hd.base, hd.ack)
+		e.stats.Resets.Add(1)
+	}
+	e.deep.holds.release(hd)
+	if e.deep.holds.used == 0 {
+		e.deep.nextExpiry = math.MaxInt64
+	}
+}
+
+// undecided is the decision for a flow whose fact could not be had.
+func (e *Engine) undecided(t *rules.Table, src, dst netip.Addr, dport uint16, proto uint8, in, out uint32) decision {
+	d := e.decide(t, src, dst, dport, proto, in, out, nil)
+	if d.need != 0 {
+		d.m.Action, d.m.RuleID, d.m.Log, d.need = t.Inspect.Undecided, rules.RuleIDUndecided, false, 0
+		e.stats.Undecided.Add(1)
+	}
+	return d
+}
+
+// conclude records the decision of an inspected flow in its slot f (nil
+// if the slot is gone), counts and logs it, and reports whether it is
+// allowed.
+func (e *Engine) conclude(t *rules.Table, f *flow, d *decision, facts *rules.Facts, reason string,
+	client, server netip.AddrPort, proto uint8, packets uint32, now time.Time, clock int64) bool {
+	allow := d.m.Action != rules.Drop
+	if f != nil {
+		f.state, f.packets = stateDropped, packets
+		if allow {
+			f.state = stateAllowed
+		}
+		f.expires = clock + int64(tcpTimeout)
+		if !allow {
+			f.expires = clock + int64(droppedTimeout)
+		}
+	}
+	e.stats.Flows.Add(1)
+	if !allow {
+		e.stats.Blocked.Add(1)
+	}
+	if (!allow || d.m.Log) && !d.foreign {
+		ev := Event{
+			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container,
+			Direction: d.dir, Proto: proto, Src: client, Dst: server, Packets: packets,
+		}
+		if facts == nil && d.m.RuleID == rules.RuleIDUndecided {
+			ev.Reason = reason
+		}
+		describeFacts(&ev, facts, d.m)
+		if facts != nil && facts.Proto == rules.L7TLS {
+			ev.ECH = e.deep.hello.ECH // the hello facts were parsed from
+		}
+		describe(t, &ev)
+		e.sink.Emit(ev)
+	}
+	return allow
+}
+
+// describeFacts copies the facts a flow was judged by into its event. It
+// runs only for flows that are logged.
+func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
+	if f == nil {
+		return
+	}
+	ev.L7 = f.Proto
+	switch f.Proto {
+	case rules.L7TLS:
+		ev.SNI = string(f.SNI)
+	case rules.L7HTTP:
+		ev.HTTPHost, ev.HTTPPath, ev.HTTPMethod = string(f.Host), string(f.Path), string(f.Method)
+	case rules.L7DNS:
+		i := 0
+		if m.Name >= 0 && int(m.Name) < f.NNames {
+			i = int(m.Name)
+		}
+		if f.NNames > 0 {
+			ev.QName = string(f.Names[i])
+		}
+	}
+}
+
+// judgeQuery judges one datagram of a UDP flow judged per DNS query.
+func (e *Engine) judgeQuery(t *rules.Table, p *Packet, data []byte, m Meta, fromInit bool, now time.Time) Verdict {
+	if !fromInit {
+		return Verdict{Allow: true} // responses to allowed queries; never bypassed
+	}
+	e.stats.Queries.Add(1)
+	dp := e.deep
+	var facts *rules.Facts
+	reason := reasonMalformed
+	switch l7.ParseDNSQuery(data[p.PayloadOff:p.PayloadOff+p.PayloadLen], &dp.dns) {
+	case l7.Done:
+		facts, reason = e.dnsFacts()
+	case l7.NotMatch:
+		reason = reasonNotProto
+	}
+	var d decision
+	if facts != nil {
+		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, facts)
+		e.stats.Decided.Add(1)
+	} else {
+		d = e.undecided(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
+	}
+	allow := d.m.Action != rules.Drop
+	if !allow {
+		e.stats.BlockedQueries.Add(1)
+	}
+	if (!allow || d.m.Log) && !d.foreign {
+		ev := Event{
+			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container, Direction: d.dir,
+			Proto: p.Proto, Src: netip.AddrPortFrom(p.Src, p.SrcPort), Dst: netip.AddrPortFrom(p.Dst, p.DstPort),
+			Packets: 1, QueryID: dp.dns.ID,
+		}
+		if facts == nil && d.m.RuleID == rules.RuleIDUndecided {
+			ev.Reason = reason
+		}
+		describeFacts(&ev, facts, d.m)
+		describe(t, &ev)
+		e.sink.Emit(ev)
+	}
+	return Verdict{Allow: allow}
+}
