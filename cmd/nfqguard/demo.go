@@ -73,6 +73,11 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
+	// Servers for deep inspection: TLS on 443, HTTP on 80, DNS on 53.
+	if err := errors.Join(l.ServeTLS(l.Out, ap(l.Outside, 443)), l.ServeHTTP(l.Out, ap(l.Outside, 80)),
+		l.ServeDNS(l.Out, ap(l.Outside, 53))); err != nil {
+		return err
+	}
 	eng, err := startEngine(ctx, l, self, cfgPath, stderr)
 	if err != nil {
 		return err
@@ -97,6 +102,26 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		{"web → db:6379", "web", tcp(web.NS, ap(db.Addr, 6379))},
 		{"db → web:80", "db", tcp(db.NS, ap(web.Addr, 80))},
 		{"db → web ping", "db", func() error { return l.Ping(db.NS, web.Addr, timeout) }},
+		{"web → outside:443 TLS, server name example.org", "web", func() error {
+			_, err := l.TLSHandshake(web.NS, ap(l.Outside, 443), "example.org", 1, timeout)
+			return err
+		}},
+		{"web → outside:443 TLS, server name pastebin.com", "web", func() error {
+			_, err := l.TLSHandshake(web.NS, ap(l.Outside, 443), "pastebin.com", 1, timeout)
+			return err
+		}},
+		{"web → outside:80 HTTP POST pastebin.com/raw/x", "web", func() error {
+			_, err := l.HTTPRequest(web.NS, ap(l.Outside, 80), "POST", "pastebin.com", "/raw/x", timeout)
+			return err
+		}},
+		{"web → outside:53 DNS www.example.org", "web", func() error {
+			_, err := l.Resolve(web.NS, ap(l.Outside, 53), "udp", "www.example.org", timeout)
+			return err
+		}},
+		{"web → outside:53 DNS c2.evil.example", "web", func() error {
+			_, err := l.Resolve(web.NS, ap(l.Outside, 53), "udp", "c2.evil.example", timeout)
+			return err
+		}},
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TRAFFIC\tRESULT\tENGINE LOG")
@@ -203,7 +228,17 @@ func (e *demoEngine) takeRecords(wait time.Duration) string {
 	defer e.mu.Unlock()
 	var parts []string
 	for _, r := range e.records {
-		parts = append(parts, fmt.Sprintf("%s by %s (%s %s %s:%d → %s:%d)", r.Event, r.Rule, r.Container, r.Direction, r.Src, r.SrcPort, r.Dst, r.DstPort))
+		fact := ""
+		switch {
+		case r.SNI != "":
+			fact = ", sni " + r.SNI
+		case r.HTTPHost != "":
+			fact = fmt.Sprintf(", http %s %s%s", r.HTTPMethod, r.HTTPHost, r.HTTPPath)
+		case r.QName != "":
+			fact = ", qname " + r.QName
+		}
+		parts = append(parts, fmt.Sprintf("%s by %s (%s %s %s:%d → %s:%d%s)", r.Event, r.Rule, r.Container, r.Direction,
+			r.Src, r.SrcPort, r.Dst, r.DstPort, fact))
 	}
 	e.records = e.records[:0]
 	if len(parts) == 0 {

@@ -895,7 +895,9 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
-	for _, want := range []string{"TRAFFIC", "RESULT", "ENGINE LOG", "reached", "blocked", "Lab removed"} {
+	for _, want := range []string{"TRAFFIC", "RESULT", "ENGINE LOG", "reached", "blocked", "Lab removed",
+		"blocked by web-no-pastebins (web egress 172.17.0.2:", "sni pastebin.com)", "http POST pastebin.com/raw/x)",
+		"blocked by web-dns-deny", "qname c2.evil.example)", "8 of 14 exchanges reached"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
