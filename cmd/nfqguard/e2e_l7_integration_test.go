@@ -78,7 +78,8 @@ func TestDeepInspection(t *testing.T) {
 	web, out := l.Containers[0], l.Outside
 	must(t, l.ServeTLS(l.Out, ap(out, 443)))
 	must(t, l.ServeHTTP(l.Out, ap(out, 80)))
-	must(t, l.ServeDNS(l.Out, ap(out, 53)))
+	db := l.Containers[1]
+	must(t, l.ServeDNS(db.NS, ap(db.Addr, 53))) // a resolver container next to web
 	must(t, l.ServeTLS(web.NS, ap(web.Addr, 443)))
 	statsPath := filepath.Join(t.TempDir(), "stats.json")
 	e := startTestEngine(t, l, l7Config, "--stats-json", statsPath)
@@ -197,15 +198,15 @@ func TestDeepInspection(t *testing.T) {
 		for _, network := range []string{"udp", "tcp"} {
 			// Fully qualified names: no search domain of the host's
 			// resolv.conf is tried after a blocked query.
-			if _, err := l.Resolve(web.NS, ap(out, 53), network, "www.example.org.", l7Timeout); err != nil {
+			if _, err := l.Resolve(web.NS, ap(db.Addr, 53), network, "www.example.org.", l7Timeout); err != nil {
 				t.Errorf("%s: allowed name: %v", network, err)
 			}
 			name := "c2." + network + ".evil.example"
-			if addrs, err := l.Resolve(web.NS, ap(out, 53), network, name+".", 2*time.Second); err == nil {
+			if addrs, err := l.Resolve(web.NS, ap(db.Addr, 53), network, name+".", 2*time.Second); err == nil {
 				t.Errorf("%s: %s resolved to %v, want the query blocked", network, name, addrs)
 			}
 			r := waitRec(name, func(r inspect.Record) bool { return r.QName == name })
-			if r.Rule != "dns-deny" || r.L7 != "dns" || r.Proto != network || r.DstPort != 53 {
+			if r.Rule != "dns-deny" || r.L7 != "dns" || r.Proto != network || r.Dst != db.Addr.String() || r.DstPort != 53 {
 				t.Errorf("%s: record %+v", network, r)
 			}
 			if network == "udp" && r.QueryID == 0 {
