@@ -321,36 +321,13 @@ func (l *Lab) ServeDNS(ns string, addr netip.AddrPort) error {
 	if addr.Port() == 0 {
 		return fmt.Errorf("lab: DNS server on %s in %s: port 0 would differ between UDP and TCP", addr, ns)
 	}
-	var pc *net.UDPConn
-	err := l.Do(ns, func() error {
-		var err error
-		pc, err = net.ListenUDP(udpNet(addr.Addr()), net.UDPAddrFromAddrPort(addr))
-		return err
+	pc, err := l.serveUDP(ns, addr, "DNS", func(req []byte) ([]byte, bool) {
+		resp, err := dnsReply(req)
+		return resp, err == nil
 	})
 	if err != nil {
-		return fmt.Errorf("lab: DNS server on %s/udp in %s: %w", addr, ns, err)
+		return err
 	}
-	if !l.addCloser(pc, pc.Close) {
-		pc.Close()
-		return fmt.Errorf("lab: DNS server on %s/udp in %s: lab closed", addr, ns)
-	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			if resp, err := dnsReply(buf[:n]); err == nil {
-				_, _ = pc.WriteToUDPAddrPort(resp, from)
-			}
-		}
-	}()
 	err = l.serveTCP(ns, addr, "DNS", func(c net.Conn) {
 		var hdr [2]byte
 		for {

@@ -93,6 +93,14 @@ func (l *Lab) serveTCP(ns string, addr netip.AddrPort, kind string, handle func(
 // ServeUDPEcho starts a UDP server in namespace ns bound to addr that sends
 // every datagram back to its sender. It runs until Close.
 func (l *Lab) ServeUDPEcho(ns string, addr netip.AddrPort) error {
+	_, err := l.serveUDP(ns, addr, "echo", func(req []byte) ([]byte, bool) { return req, true })
+	return err
+}
+
+// serveUDP starts a UDP server in namespace ns bound to addr that answers
+// each datagram with what answer returns for it (nothing when ok is false).
+// It runs until Close; the socket is returned for callers that must undo it.
+func (l *Lab) serveUDP(ns string, addr netip.AddrPort, kind string, answer func(req []byte) (resp []byte, ok bool)) (*net.UDPConn, error) {
 	var pc *net.UDPConn
 	err := l.Do(ns, func() error {
 		var err error
@@ -100,11 +108,11 @@ func (l *Lab) ServeUDPEcho(ns string, addr netip.AddrPort) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("lab: UDP echo server on %s in %s: %w", addr, ns, err)
+		return nil, fmt.Errorf("lab: UDP %s server on %s in %s: %w", kind, addr, ns, err)
 	}
 	if !l.addCloser(pc, pc.Close) {
 		pc.Close()
-		return fmt.Errorf("lab: UDP echo server on %s in %s: lab closed", addr, ns)
+		return nil, fmt.Errorf("lab: UDP %s server on %s in %s: lab closed", kind, addr, ns)
 	}
 	l.wg.Add(1)
 	go func() {
@@ -118,10 +126,12 @@ func (l *Lab) ServeUDPEcho(ns string, addr netip.AddrPort) error {
 				}
 				continue
 			}
-			_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
+			if resp, ok := answer(buf[:n]); ok {
+				_, _ = pc.WriteToUDPAddrPort(resp, from)
+			}
 		}
 	}()
-	return nil
+	return pc, nil
 }
 
 // TCPConn opens a TCP connection from namespace ns to dst, giving up after
