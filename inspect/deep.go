@@ -202,7 +202,7 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 		hd.server = netip.AddrPortFrom(p.Dst, p.DstPort)
 		hd.proto, hd.in, hd.out = p.Proto, m.InDev, m.OutDev
 		hd.need = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil).need
-		hd.started, hd.deadline = clock, clock+e.deep.maxWait
+		hd.deadline = clock + e.deep.maxWait
 		hd.base = p.Seq
 		if f.state == stateAwait {
 			hd.base = f.packets
@@ -403,22 +403,26 @@ func (e *Engine) conclude(t *rules.Table, f *flow, d *decision, facts *rules.Fac
 	if !allow {
 		e.stats.Blocked.Add(1)
 	}
-	if (!allow || d.m.Log) && !d.foreign {
-		ev := Event{
-			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container,
-			Direction: d.dir, Proto: proto, Src: client, Dst: server, Packets: packets,
-		}
-		if facts == nil && d.m.RuleID == rules.RuleIDUndecided {
-			ev.Reason = reason
-		}
-		describeFacts(&ev, facts, d.m)
-		if facts != nil && facts.Proto == rules.L7TLS {
-			ev.ECH = e.deep.hello.ECH // the hello facts were parsed from
-		}
-		describe(t, &ev)
-		e.sink.Emit(ev)
-	}
+	e.logInspected(t, d, facts, reason, Event{Time: now, Proto: proto, Src: client, Dst: server, Packets: packets})
 	return allow
+}
+
+// logInspected emits ev, which names the flow or query, for a decision of
+// deep inspection that is logged: every drop and rules with log = true.
+func (e *Engine) logInspected(t *rules.Table, d *decision, facts *rules.Facts, reason string, ev Event) {
+	if (d.m.Action != rules.Drop && !d.m.Log) || d.foreign {
+		return
+	}
+	ev.Action, ev.RuleID, ev.Container, ev.Direction = d.m.Action, d.m.RuleID, d.m.Container, d.dir
+	if facts == nil && d.m.RuleID == rules.RuleIDUndecided {
+		ev.Reason = reason
+	}
+	describeFacts(&ev, facts, d.m)
+	if facts != nil && facts.Proto == rules.L7TLS {
+		ev.ECH = e.deep.hello.ECH // the hello facts were parsed from
+	}
+	describe(t, &ev)
+	e.sink.Emit(ev)
 }
 
 // describeFacts copies the facts a flow was judged by into its event. It
@@ -470,18 +474,9 @@ func (e *Engine) judgeQuery(t *rules.Table, p *Packet, data []byte, m Meta, from
 	if !allow {
 		e.stats.BlockedQueries.Add(1)
 	}
-	if (!allow || d.m.Log) && !d.foreign {
-		ev := Event{
-			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container, Direction: d.dir,
-			Proto: p.Proto, Src: netip.AddrPortFrom(p.Src, p.SrcPort), Dst: netip.AddrPortFrom(p.Dst, p.DstPort),
-			Packets: 1, QueryID: dp.dns.ID,
-		}
-		if facts == nil && d.m.RuleID == rules.RuleIDUndecided {
-			ev.Reason = reason
-		}
-		describeFacts(&ev, facts, d.m)
-		describe(t, &ev)
-		e.sink.Emit(ev)
-	}
+	e.logInspected(t, &d, facts, reason, Event{
+		Time: now, Proto: p.Proto, Src: netip.AddrPortFrom(p.Src, p.SrcPort), Dst: netip.AddrPortFrom(p.Dst, p.DstPort),
+		Packets: 1, QueryID: dp.dns.ID,
+	})
 	return Verdict{Allow: allow}
 }

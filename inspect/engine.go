@@ -311,9 +311,6 @@ func (e *Engine) decide(t *rules.Table, src, dst netip.Addr, dport uint16, proto
 			}
 			d.need = need
 		}
-		if finalDrop(d.m) {
-			d.need = 0
-		}
 	}
 	if d.foreign {
 		e.stats.NotConsumed.Add(1)

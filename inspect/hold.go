@@ -37,7 +37,6 @@ type hold struct {
 	proto          uint8
 	need           rules.L7 // the facts the flow's candidate rules need
 	in, out        uint32   // interfaces of the initiator's packets
-	started        int64    // engine clock of the first held packet
 
 	base uint32 // sequence number of the stream's first byte
 	ack  uint32 // latest acknowledgement number sent by the client
