@@ -172,11 +172,11 @@ func TestJudgeEventFields(t *testing.T) {
 	if len(rec.events) != 1 {
 		t.Fatalf("got %d events, want 1", len(rec.events))
 	}
-	r := RecordOf(rec.events[0])
-	want := Record{Time: r.Time, Event: "blocked", Rule: "default", Container: "web", Direction: "ingress", Proto: "tcp",
-		Src: "203.0.113.2", SrcPort: 40001, Dst: "172.17.0.2", DstPort: 22, Packets: 1}
+	r := rec.events[0]
+	want := Event{Time: r.Time, Action: rules.Drop, RuleID: "default", Container: "web", Direction: rules.Ingress, Proto: rules.ProtoTCP,
+		Src: netip.MustParseAddrPort("203.0.113.2:40001"), Dst: netip.MustParseAddrPort("172.17.0.2:22"), Packets: 1}
 	if r != want {
-		t.Errorf("record = %+v\nwant     %+v", r, want)
+		t.Errorf("event = %+v\nwant    %+v", r, want)
 	}
 }
 

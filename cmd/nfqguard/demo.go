@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/bench/lab"
-	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -158,7 +158,7 @@ type demoEngine struct {
 	wait    func() error
 	signal  func(os.Signal) error
 	mu      sync.Mutex
-	records []inspect.Record
+	records []flowlog.Record
 	once    sync.Once
 	err     error
 }
@@ -195,7 +195,7 @@ func startEngine(ctx context.Context, l *lab.Lab, self, config string, stderr io
 		defer pipes.Done()
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			var r inspect.Record
+			var r flowlog.Record
 			if json.Unmarshal(sc.Bytes(), &r) == nil {
 				e.mu.Lock()
 				e.records = append(e.records, r)

@@ -19,7 +19,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/bench/dockerlab"
 	"github.com/nfqguard/nfqguard/bench/dockerlab/dockertest"
-	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/flowlog"
 )
 
 func TestDockerNames(t *testing.T) {
@@ -51,7 +51,7 @@ egress = "allow"
 // checkDockerFields fails unless r (found by the case's lookup) names the
 // Docker container, its image and the published host ports as wanted; an
 // empty want means the field must be absent.
-func checkDockerFields(t *testing.T, what string, r inspect.Record, dockerName, image, publishedPart string) {
+func checkDockerFields(t *testing.T, what string, r flowlog.Record, dockerName, image, publishedPart string) {
 	t.Helper()
 	if r.DockerName != dockerName || r.Image != image {
 		t.Errorf("%s: record docker_name=%q image=%q, want %q and %q", what, r.DockerName, r.Image, dockerName, image)

@@ -26,7 +26,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/bench/dockerlab"
 	"github.com/nfqguard/nfqguard/bench/lab"
-	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/flowlog"
 )
 
 // nfqBin is the nfqguard binary built by TestMain. Its directory is
@@ -101,7 +101,7 @@ type engine struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever output arrives
 	partial []byte        // stdout bytes after the last newline
-	recs    []inspect.Record
+	recs    []flowlog.Record
 	junk    []string // stdout lines that are not records
 	errOut  bytes.Buffer
 	done    chan struct{} // closed when the process has exited
@@ -128,7 +128,7 @@ func (w engineStdout) Write(p []byte) (int, error) {
 		}
 		line := string(e.partial[:i])
 		e.partial = e.partial[i+1:]
-		var r inspect.Record
+		var r flowlog.Record
 		if err := json.Unmarshal([]byte(line), &r); err != nil || r.Event == "" {
 			e.junk = append(e.junk, line)
 			continue
@@ -237,10 +237,10 @@ func (e *engine) exitErr() error {
 }
 
 // records returns the flow-log records received so far.
-func (e *engine) records() []inspect.Record {
+func (e *engine) records() []flowlog.Record {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]inspect.Record(nil), e.recs...)
+	return append([]flowlog.Record(nil), e.recs...)
 }
 
 // junkLines returns stdout lines that were not flow-log records.
@@ -251,8 +251,8 @@ func (e *engine) junkLines() []string {
 }
 
 // waitRecord waits for a record satisfying pred.
-func (e *engine) waitRecord(timeout time.Duration, pred func(inspect.Record) bool) (inspect.Record, bool) {
-	var found inspect.Record
+func (e *engine) waitRecord(timeout time.Duration, pred func(flowlog.Record) bool) (flowlog.Record, bool) {
+	var found flowlog.Record
 	ok := e.waitFor(timeout, func() bool {
 		for _, r := range e.recs {
 			if pred(r) {
@@ -572,7 +572,7 @@ func must(t testing.TB, err error) {
 }
 
 // fmtRecords renders records for failure messages.
-func fmtRecords(rs []inspect.Record) string {
+func fmtRecords(rs []flowlog.Record) string {
 	var b strings.Builder
 	for _, r := range rs {
 		fmt.Fprintf(&b, "  %s rule=%s container=%s %s %s %s:%d -> %s:%d packets=%d reason=%q\n",

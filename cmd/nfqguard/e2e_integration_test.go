@@ -23,7 +23,7 @@ import (
 	"github.com/nfqguard/nfqguard/bench/dockerlab"
 	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/bench/lab/labtest"
-	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/queue"
 )
 
@@ -147,7 +147,7 @@ type flowCase struct {
 	docker  bool // Docker's own rules let it through (checked without the engine)
 	// want is the flow-log record the engine must write exactly once
 	// (Time and Packets are not compared), or nil for none.
-	want *inspect.Record
+	want *flowlog.Record
 }
 
 func (c flowCase) target() netip.AddrPort {
@@ -170,7 +170,7 @@ func (c flowCase) exchange(l *lab.Lab, sport uint16, timeout time.Duration) erro
 }
 
 // matches reports whether r is about this case's flow.
-func (c flowCase) matches(r inspect.Record) bool {
+func (c flowCase) matches(r flowlog.Record) bool {
 	if r.Proto != c.proto || r.Src != c.src.String() || r.Dst != c.dst.Addr().String() {
 		return false
 	}
@@ -183,11 +183,11 @@ func (c flowCase) matches(r inspect.Record) bool {
 // checkRecords fails unless every case with a want has exactly one
 // matching record with the expected fields, cases without one have none,
 // and no other record was written.
-func checkRecords(t *testing.T, cases []flowCase, recs []inspect.Record) {
+func checkRecords(t *testing.T, cases []flowCase, recs []flowlog.Record) {
 	t.Helper()
 	matched := 0
 	for _, c := range cases {
-		var got []inspect.Record
+		var got []flowlog.Record
 		for _, r := range recs {
 			if c.matches(r) {
 				got = append(got, r)
@@ -207,7 +207,7 @@ func checkRecords(t *testing.T, cases []flowCase, recs []inspect.Record) {
 		r, w := got[0], *c.want
 		if r.Event != w.Event || r.Rule != w.Rule || r.Container != w.Container || r.Direction != w.Direction ||
 			r.Proto != w.Proto || r.Src != w.Src || r.Dst != w.Dst || r.Reason != w.Reason {
-			t.Errorf("%s: record\n%s want\n%s", c.name, fmtRecords(got), fmtRecords([]inspect.Record{w}))
+			t.Errorf("%s: record\n%s want\n%s", c.name, fmtRecords(got), fmtRecords([]flowlog.Record{w}))
 		}
 		if c.proto == "icmp" {
 			// The echo identifier stands on the requester's side.
@@ -229,8 +229,8 @@ func checkRecords(t *testing.T, cases []flowCase, recs []inspect.Record) {
 	}
 }
 
-func rec(event, rule, container, dir, proto string, src netip.Addr, sport uint16, dst netip.AddrPort) *inspect.Record {
-	return &inspect.Record{Event: event, Rule: rule, Container: container, Direction: dir, Proto: proto,
+func rec(event, rule, container, dir, proto string, src netip.Addr, sport uint16, dst netip.AddrPort) *flowlog.Record {
+	return &flowlog.Record{Event: event, Rule: rule, Container: container, Direction: dir, Proto: proto,
 		Src: src.String(), SrcPort: sport, Dst: dst.Addr().String(), DstPort: dst.Port()}
 }
 
@@ -771,7 +771,7 @@ func testQueueAlreadyBound(t *testing.T, createChain bool) {
 	// A still judges traffic ...
 	expectAllowed(t, "A still allows web -> outside:9000", tcpExchange(l, web.NS, 47001, ap(l.Outside, 9000), allowTimeout))
 	expectBlocked(t, "A still blocks web -> outside:25", tcpExchange(l, web.NS, 47002, ap(l.Outside, 25), blockTimeout))
-	if _, ok := a.waitRecord(2*time.Second, func(r inspect.Record) bool {
+	if _, ok := a.waitRecord(2*time.Second, func(r flowlog.Record) bool {
 		return r.Event == "blocked" && r.Rule == "web-no-smtp" && r.SrcPort == 47002
 	}); !ok {
 		t.Errorf("A logged no blocked record for web -> outside:25; records:\n%s", fmtRecords(a.records()))
@@ -938,7 +938,7 @@ ingress = "drop"
 	expectAllowed(t, "db -> web ping, id 0x4e51 (web-ping)", l.PingID(db.NS, web.Addr, id, allowTimeout))
 	expectBlocked(t, "web -> db ping, id 0x4e51, right after db pinged web with that id",
 		l.PingID(web.NS, db.Addr, id, blockTimeout))
-	blocked := func(r inspect.Record) bool {
+	blocked := func(r flowlog.Record) bool {
 		return r.Event == "blocked" && r.Proto == "icmp" && r.Src == web.Addr.String() && r.Dst == db.Addr.String()
 	}
 	e.waitFor(2*time.Second, func() bool {
@@ -1105,11 +1105,11 @@ func TestBlockedLogFile(t *testing.T) {
 	if len(lines) != 2 || lines[0] != `{"event":"earlier"}` {
 		t.Fatalf("log file: want the earlier line and one record, got:\n%s", data)
 	}
-	var r inspect.Record
+	var r flowlog.Record
 	must(t, json.Unmarshal([]byte(lines[1]), &r))
 	c := flowCase{name: "web -> outside:25", proto: "tcp", src: web.Addr, sport: 52001, dst: ap(l.Outside, 25),
 		want: rec("blocked", "web-no-smtp", "web", "egress", "tcp", web.Addr, 52001, ap(l.Outside, 25))}
-	checkRecords(t, []flowCase{c}, []inspect.Record{r})
+	checkRecords(t, []flowCase{c}, []flowlog.Record{r})
 }
 
 func TestSecondEngineOnOtherQueuesRefused(t *testing.T) {

@@ -18,7 +18,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/bench/lab/labtest"
-	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/queue"
 )
 
@@ -99,7 +99,7 @@ func TestDeepInspection(t *testing.T) {
 			t.Errorf("%s: took %v to fail, want the reset at once", name, d)
 		}
 	}
-	waitRec := func(name string, pred func(r inspect.Record) bool) inspect.Record {
+	waitRec := func(name string, pred func(r flowlog.Record) bool) flowlog.Record {
 		t.Helper()
 		r, ok := e.waitRecord(5*time.Second, pred)
 		if !ok {
@@ -136,7 +136,7 @@ func TestDeepInspection(t *testing.T) {
 				continue
 			}
 			blocked(name, start, err)
-			r := waitRec(name, func(r inspect.Record) bool { return r.SNI == c.sni })
+			r := waitRec(name, func(r flowlog.Record) bool { return r.SNI == c.sni })
 			if r.Rule != "no-pastebins" || r.L7 != "tls" || r.Direction != "egress" || r.Dst != out.String() || r.DstPort != 443 {
 				t.Errorf("%s: record %+v", name, r)
 			}
@@ -157,7 +157,7 @@ func TestDeepInspection(t *testing.T) {
 		// The reset reaches the client from the host port it dialled:
 		// conntrack reverses Docker's DNAT on the forged RST.
 		blocked("admin.internal via 8443", start, err)
-		r := waitRec("admin.internal", func(r inspect.Record) bool { return r.SNI == "admin.internal" })
+		r := waitRec("admin.internal", func(r flowlog.Record) bool { return r.SNI == "admin.internal" })
 		if r.Rule != "no-admin-from-outside" || r.Direction != "ingress" || r.DstPort != 443 || r.Dst != web.Addr.String() {
 			t.Errorf("record %+v", r)
 		}
@@ -187,7 +187,7 @@ func TestDeepInspection(t *testing.T) {
 				continue
 			}
 			blocked(name, start, err)
-			r := waitRec(name, func(r inspect.Record) bool { return r.L7 == "http" && r.HTTPPath == strings.Split(c.path, "?")[0] })
+			r := waitRec(name, func(r flowlog.Record) bool { return r.L7 == "http" && r.HTTPPath == strings.Split(c.path, "?")[0] })
 			if r.Rule != "no-pastebins" || r.HTTPMethod != "POST" || !strings.EqualFold(r.HTTPHost, "pastebin.com") {
 				t.Errorf("%s: record %+v", name, r)
 			}
@@ -205,7 +205,7 @@ func TestDeepInspection(t *testing.T) {
 			if addrs, err := l.Resolve(web.NS, ap(db.Addr, 53), network, name+".", 2*time.Second); err == nil {
 				t.Errorf("%s: %s resolved to %v, want the query blocked", network, name, addrs)
 			}
-			r := waitRec(name, func(r inspect.Record) bool { return r.QName == name })
+			r := waitRec(name, func(r flowlog.Record) bool { return r.QName == name })
 			if r.Rule != "dns-deny" || r.L7 != "dns" || r.Proto != network || r.Dst != db.Addr.String() || r.DstPort != 53 {
 				t.Errorf("%s: record %+v", network, r)
 			}

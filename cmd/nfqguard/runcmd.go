@@ -10,7 +10,7 @@ import (
 	"os"
 	"sync/atomic"
 
-	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/queue"
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -47,7 +47,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	events := inspect.NewEventLog(w, eventBuffer)
+	events := flowlog.NewEventLog(w, eventBuffer)
 	var tables atomic.Pointer[rules.Table]
 	tables.Store(t)
 	// Docker is asked before the queues are bound, so that the first

@@ -1,4 +1,4 @@
-package inspect
+package flowlog
 
 import (
 	"bufio"
@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -16,7 +17,7 @@ import (
 // goroutine so that a slow disk never stalls a queue. When its buffer is
 // full, Emit drops the event and counts it.
 type EventLog struct {
-	ch      chan Event
+	ch      chan inspect.Event
 	w       *bufio.Writer
 	done    chan struct{}
 	dropped atomic.Uint64
@@ -26,13 +27,13 @@ type EventLog struct {
 // NewEventLog starts a writer to w holding up to buffer pending events.
 // Close must be called, after the last Emit, to flush and stop it.
 func NewEventLog(w io.Writer, buffer int) *EventLog {
-	l := &EventLog{ch: make(chan Event, buffer), w: bufio.NewWriter(w), done: make(chan struct{})}
+	l := &EventLog{ch: make(chan inspect.Event, buffer), w: bufio.NewWriter(w), done: make(chan struct{})}
 	go l.run()
 	return l
 }
 
 // Emit queues ev for writing without blocking.
-func (l *EventLog) Emit(ev Event) {
+func (l *EventLog) Emit(ev inspect.Event) {
 	select {
 	case l.ch <- ev:
 	default:
@@ -81,7 +82,7 @@ type Record struct {
 }
 
 // RecordOf converts an event to its log record.
-func RecordOf(ev Event) Record {
+func RecordOf(ev inspect.Event) Record {
 	r := Record{
 		Time:      ev.Time.UTC(),
 		Event:     "allowed",
