@@ -33,11 +33,13 @@ func NewEventLog(w io.Writer, buffer int) *EventLog {
 }
 
 // Emit queues ev for writing without blocking.
-func (l *EventLog) Emit(ev inspect.Event) {
+func (l *EventLog) Emit(ev inspect.Event) bool {
 	select {
 	case l.ch <- ev:
+		return true
 	default:
 		l.dropped.Add(1)
+		return false
 	}
 }
 

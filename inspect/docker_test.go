@@ -127,7 +127,7 @@ type lastEvent struct {
 	n  int
 }
 
-func (l *lastEvent) Emit(ev Event) { l.ev, l.n = ev, l.n+1 }
+func (l *lastEvent) Emit(ev Event) bool { l.ev, l.n = ev, l.n+1; return true }
 
 // TestLoggedFlowDoesNotAllocate: describing a logged flow with Docker's
 // metadata costs no allocation on the queue's goroutine.

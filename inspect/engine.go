@@ -54,9 +54,25 @@ type Verdict struct {
 	Hold bool
 }
 
+// EventKind says what an Event reports.
+type EventKind uint8
+
+const (
+	// EventVerdict is a flow's verdict, emitted once per flow: for every
+	// blocked flow (or DNS query), and for allowed flows whose rule has
+	// log = true.
+	EventVerdict EventKind = iota
+	// EventEnd closes a blocked flow whose EventVerdict the sink took: the
+	// flow went idle and expired, was evicted, or the engine stopped.
+	// Packets and Bytes count the whole flow, Start is its first packet's
+	// time and Time its last's.
+	EventEnd
+)
+
 // Event describes a flow worth logging: every blocked flow, and allowed
-// flows whose rule has log = true. It is emitted once per flow.
+// flows whose rule has log = true.
 type Event struct {
+	Kind      EventKind
 	Time      time.Time
 	Action    rules.Action
 	RuleID    string
@@ -65,7 +81,9 @@ type Event struct {
 	Proto     uint8
 	Src, Dst  netip.AddrPort // initiator → responder
 	Packets   uint32
-	Reason    string // why a packet was judged without rules (malformed, …)
+	Bytes     uint64    // EventEnd: IP bytes of the flow's packets seen
+	Start     time.Time // EventEnd: when the flow's first packet was seen
+	Reason    string    // why a packet was judged without rules (malformed, …)
 
 	// Docker's view of the container end (Dst for Ingress, Src for
 	// Egress), from the table's Meta; empty when the table was not
@@ -94,9 +112,18 @@ type Event struct {
 }
 
 // Sink receives events. Emit is called on the packet path: it must not
-// block (drop and count instead).
+// block (drop and count instead). It reports whether the event will be
+// written; for the EventVerdict of a blocked flow, false means that the
+// flow's EventEnd is not wanted either (it was rate-limited).
 type Sink interface {
-	Emit(Event)
+	Emit(Event) bool
+}
+
+// Capture records packets of blocked flows (a pcap file): the first
+// [log] pcap_packets packets of each. Capture is called on the packet path:
+// it must copy data, not keep it, and must not block.
+type Capture interface {
+	Capture(data []byte, t time.Time)
 }
 
 // Options configure an Engine.
@@ -104,6 +131,7 @@ type Options struct {
 	Tables  TableSource // required
 	Bridges Bridges     // nil: only listed containers are recognised
 	Sink    Sink        // nil: events are discarded
+	Capture Capture     // nil: packets of blocked flows are not captured
 	// Resetter cuts TCP flows dropped after their handshake; nil: they
 	// are dropped until they expire.
 	Resetter Resetter
@@ -400,4 +428,4 @@ func (noBridges) IsBridge(uint32) bool { return false }
 
 type discard struct{}
 
-func (discard) Emit(Event) {}
+func (discard) Emit(Event) bool { return false }

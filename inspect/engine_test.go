@@ -67,7 +67,7 @@ egress = "drop"
 
 type recorder struct{ events []Event }
 
-func (r *recorder) Emit(ev Event) { r.events = append(r.events, ev) }
+func (r *recorder) Emit(ev Event) bool { r.events = append(r.events, ev); return true }
 
 type fakeBridges map[uint32]bool
 

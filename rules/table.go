@@ -17,6 +17,9 @@ type EngineConfig struct {
 	Malformed  Action // verdict for packets that cannot be decoded
 	MaxFlows   int    // flow-table slots per worker
 	QueueLen   uint32 // kernel queue length per queue
+	// RejudgeOnReload: on a reload, flows already allowed are judged again
+	// by the new table (fast-path flows are sent back to the queue).
+	RejudgeOnReload bool
 }
 
 // InspectConfig is the [inspect] section with defaults applied: how much
@@ -34,6 +37,35 @@ type InspectConfig struct {
 type LogConfig struct {
 	// Blocked is "stdout", "stderr" or a file path; it is not opened here.
 	Blocked string
+	// Format is "json" (JSON lines) or "text" (key=value lines).
+	Format string
+	// Rate and Burst bound the events logged per rule: a token bucket
+	// refilled at Rate events per second holding at most Burst. Events
+	// beyond it are counted and reported in a "suppressed" record. Rate 0
+	// means no limit.
+	Rate  float64
+	Burst int
+	// Pcap is the file the first PcapPackets packets of each blocked flow
+	// are written to; "" disables it. When the file reaches PcapMaxBytes
+	// it is rotated (path.1, path.2, …), keeping PcapFiles files in all.
+	Pcap         string
+	PcapPackets  int
+	PcapMaxBytes int64
+	PcapFiles    int
+}
+
+// MetricsConfig is the [metrics] section with defaults applied.
+type MetricsConfig struct {
+	// Listen is the host:port of the Prometheus endpoint (/metrics); ""
+	// disables it.
+	Listen string
+}
+
+// StatusConfig is the [status] section with defaults applied.
+type StatusConfig struct {
+	// Socket is the unix socket "nfqguard status" and "nfqguard reload"
+	// talk to; "" disables it.
+	Socket string
 }
 
 // RuleIDDefault is the Match.RuleID reported when no rule matched and a
@@ -51,10 +83,16 @@ const RuleIDUndecided = "undecided"
 // value matches nothing and has no defaults. All methods are safe for
 // concurrent use because nothing is written after Parse or Resolve returns.
 type Table struct {
-	Source string // file it was loaded from
-	Engine EngineConfig
-	Log    LogConfig
-	Docker DockerConfig
+	Source  string // file it was loaded from
+	Engine  EngineConfig
+	Log     LogConfig
+	Metrics MetricsConfig
+	Status  StatusConfig
+	Docker  DockerConfig
+	// Generation numbers the file's loads in a running daemon: the caller
+	// sets it on a reload, and Resolve keeps it. Engines judge flows again
+	// when it changes (see EngineConfig.RejudgeOnReload).
+	Generation uint64
 	// Inspect is the [inspect] section, with its defaults when the file
 	// has none.
 	Inspect InspectConfig
