@@ -167,6 +167,21 @@ type Stats struct {
 	Resets         atomic.Uint64 // dropped flows cut with RSTs
 }
 
+// Counts is a copy of Stats as plain numbers, plus the engine's gauges.
+type Counts struct {
+	Packets, Allowed, Dropped                    uint64
+	Flows, Blocked, Midstream, ICMPErrors        uint64
+	Evictions                                    uint64
+	Malformed, Truncated, Fragments, BadVersion  uint64
+	NotConsumed                                  uint64
+	FastPath                                     uint64 // flows handed to the connmark fast path
+	Inspected, HeldFlows, HeldPackets            uint64
+	HeldDuplicates, HoldFull, Decided, Undecided uint64
+	Queries, BlockedQueries, Resets              uint64
+	FlowTableFlows, FlowTableSize                uint64 // gauges: live flows, slots
+	HeldNow, HeldPacketsNow                      uint64 // gauges: flows and packets held now
+}
+
 // Engine judges the packets of one queue. It is not safe for concurrent use:
 // each queue's worker owns one.
 type Engine struct {
