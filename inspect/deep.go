@@ -105,6 +105,7 @@ func (e *Engine) Held() int { return e.deep.holds.used }
 func (e *Engine) Tick(now time.Time) {
 	d := e.deep
 	clock := int64(now.Sub(e.base))
+	e.sweep(clock)
 	if clock < d.nextExpiry {
 		return
 	}
@@ -210,6 +211,7 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 		e.deep.nextExpiry = min(e.deep.nextExpiry, hd.deadline)
 		f.state, f.packets = stateHeld, uint32(idx)
 		e.stats.HeldFlows.Add(1)
+		e.stats.heldNow.Add(1)
 	}
 	hd.seen++
 	hd.ack = p.Ack
@@ -234,6 +236,7 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 		return e.flowVerdict(t, f, k, hash, clock)
 	}
 	e.stats.HeldPackets.Add(1)
+	e.stats.heldPacketsNow.Add(1)
 
 	facts, reason := e.parse(hd)
 	switch {
@@ -367,6 +370,8 @@ func (e *Engine) finish(t *rules.Table, hd *hold, facts *rules.Facts, reason str
 		e.deep.resetter.Reset(hd.client, hd.server, hd.base, hd.ack)
 		e.stats.Resets.Add(1)
 	}
+	e.stats.heldPacketsNow.Add(-int64(len(hd.pkts)))
+	e.stats.heldNow.Add(-1)
 	e.deep.holds.release(hd)
 	if e.deep.holds.used == 0 {
 		e.deep.nextExpiry = math.MaxInt64
@@ -389,6 +394,8 @@ func (e *Engine) undecided(t *rules.Table, src, dst netip.Addr, dport uint16, pr
 func (e *Engine) conclude(t *rules.Table, f *flow, d *decision, facts *rules.Facts, reason string,
 	client, server netip.AddrPort, proto uint8, packets uint32, now time.Time, clock int64) bool {
 	allow := d.m.Action != rules.Drop
+	fi := &e.spare // a slot that is gone: counted, not remembered
+	*fi = flowInfo{}
 	if f != nil {
 		f.state, f.packets = stateDropped, packets
 		if allow {
@@ -398,20 +405,26 @@ func (e *Engine) conclude(t *rules.Table, f *flow, d *decision, facts *rules.Fac
 		if !allow {
 			f.expires = clock + int64(droppedTimeout)
 		}
+		fi = e.flows.infoOf(f)
 	}
 	e.stats.Flows.Add(1)
+	e.judged(fi, &d.m, d.dir, packets)
 	if !allow {
 		e.stats.Blocked.Add(1)
+	} else if t.Engine.FastPath {
+		e.stats.FastPath.Add(1)
 	}
-	e.logInspected(t, d, facts, reason, Event{Time: now, Proto: proto, Src: client, Dst: server, Packets: packets})
+	logged := e.logInspected(t, d, facts, reason, Event{Time: now, Proto: proto, Src: client, Dst: server, Packets: packets})
+	fi.logged = logged && !allow
 	return allow
 }
 
 // logInspected emits ev, which names the flow or query, for a decision of
-// deep inspection that is logged: every drop and rules with log = true.
-func (e *Engine) logInspected(t *rules.Table, d *decision, facts *rules.Facts, reason string, ev Event) {
+// deep inspection that is logged: every drop and rules with log = true. It
+// reports whether the sink took the event.
+func (e *Engine) logInspected(t *rules.Table, d *decision, facts *rules.Facts, reason string, ev Event) bool {
 	if (d.m.Action != rules.Drop && !d.m.Log) || d.foreign {
-		return
+		return false
 	}
 	ev.Action, ev.RuleID, ev.Container, ev.Direction = d.m.Action, d.m.RuleID, d.m.Container, d.dir
 	if facts == nil && d.m.RuleID == rules.RuleIDUndecided {
@@ -422,7 +435,7 @@ func (e *Engine) logInspected(t *rules.Table, d *decision, facts *rules.Facts, r
 		ev.ECH = e.deep.hello.ECH // the hello facts were parsed from
 	}
 	describe(t, &ev)
-	e.sink.Emit(ev)
+	return e.sink.Emit(ev)
 }
 
 // describeFacts copies the facts a flow was judged by into its event. It
@@ -471,8 +484,11 @@ func (e *Engine) judgeQuery(t *rules.Table, p *Packet, data []byte, m Meta, from
 		d = e.undecided(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
 	}
 	allow := d.m.Action != rules.Drop
+	e.rules.count(&d.m, d.dir, 1)
 	if !allow {
 		e.stats.BlockedQueries.Add(1)
+		e.spare = flowInfo{} // each query is captured on its own
+		e.capture(t, &e.spare, data, now)
 	}
 	e.logInspected(t, &d, facts, reason, Event{
 		Time: now, Proto: p.Proto, Src: netip.AddrPortFrom(p.Src, p.SrcPort), Dst: netip.AddrPortFrom(p.Dst, p.DstPort),

@@ -165,6 +165,11 @@ type Stats struct {
 	Queries        atomic.Uint64 // DNS datagrams judged one by one
 	BlockedQueries atomic.Uint64
 	Resets         atomic.Uint64 // dropped flows cut with RSTs
+
+	FastPath atomic.Uint64 // flows allowed onto the connmark fast path
+	Rejudged atomic.Uint64 // flows whose verdict a reloaded table changed
+
+	heldNow, heldPacketsNow atomic.Int64 // gauges, for Counts
 }
 
 // Counts is a copy of Stats as plain numbers, plus the engine's gauges.
@@ -178,6 +183,7 @@ type Counts struct {
 	Inspected, HeldFlows, HeldPackets            uint64
 	HeldDuplicates, HoldFull, Decided, Undecided uint64
 	Queries, BlockedQueries, Resets              uint64
+	Rejudged                                     uint64 // flows whose verdict a reloaded table changed
 	FlowTableFlows, FlowTableSize                uint64 // gauges: live flows, slots
 	HeldNow, HeldPacketsNow                      uint64 // gauges: flows and packets held now
 }
@@ -194,6 +200,11 @@ type Engine struct {
 	pkt     Packet
 	stats   Stats
 	deep    *deep
+	rules   ruleCounters
+	capt    Capture
+	spare   flowInfo // for a flow or query that has no slot
+
+	nextSweep int64 // engine clock of the next sweep of the flow table
 }
 
 // New returns an Engine with a flow table of maxFlows slots.
@@ -204,15 +215,18 @@ func New(o Options, maxFlows int) *Engine {
 	if o.Sink == nil {
 		o.Sink = discard{}
 	}
-	return &Engine{
+	e := &Engine{
 		tables:  o.Tables,
 		bridges: o.Bridges,
 		sink:    o.Sink,
+		capt:    o.Capture,
 		dec:     NewDecoder(),
-		flows:   newFlowTable(maxFlows, rand.Uint64()),
 		base:    time.Now(),
 		deep:    newDeep(o.Tables.Load().Inspect, o.Resetter),
+		rules:   ruleCounters{index: map[ruleKey]uint32{}},
 	}
+	e.flows = newFlowTable(maxFlows, rand.Uint64(), e.ended)
+	return e
 }
 
 // Stats returns the engine's counters.
@@ -234,10 +248,19 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 	h := e.flows.hashOf(&k)
 	if f := e.flows.lookup(&k, h, clock); f != nil {
 		f.lastSeen = clock
+		fi := e.flows.infoOf(f)
+		fi.bytes += uint64(len(data))
 		switch f.state {
 		case stateAllowed, stateDropped:
+			if fi.gen != uint32(t.Generation) {
+				e.rejudge(t, f, fi, p, len(data), m, srcIsA, now)
+			}
 			f.packets++
+			e.seen(fi)
 			f.expires = clock + timeout(p, f.state)
+			if f.state == stateDropped {
+				e.capture(t, fi, data, now)
+			}
 			return e.count(e.verdict(t, f.state == stateAllowed))
 		case stateQuery:
 			f.expires = clock + timeout(p, f.state)
@@ -270,6 +293,8 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 		e.stats.Evictions.Add(1)
 	}
 	f.aIsInit = aIsInit
+	fi := e.flows.infoOf(f)
+	fi.bytes, fi.gen = uint64(len(data)), uint32(t.Generation)
 	if d.need != 0 {
 		return e.count(e.startInspection(t, f, &k, h, d, p, data, m, aIsInit == srcIsA, clock, now))
 	}
@@ -280,8 +305,12 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 	}
 	f.expires = clock + timeout(p, f.state)
 	e.stats.Flows.Add(1)
+	e.judged(fi, &d.m, d.dir, 1)
 	if d.m.Action == rules.Drop {
 		e.stats.Blocked.Add(1)
+		e.capture(t, fi, data, now)
+	} else if t.Engine.FastPath {
+		e.stats.FastPath.Add(1)
 	}
 	if (d.m.Action == rules.Drop || d.m.Log) && !d.foreign {
 		src := netip.AddrPortFrom(p.Src, p.SrcPort)
@@ -294,9 +323,64 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 			Direction: d.dir, Proto: p.Proto, Src: src, Dst: dst, Packets: 1,
 		}
 		describe(t, &ev)
-		e.sink.Emit(ev)
+		fi.logged = e.sink.Emit(ev) && d.m.Action == rules.Drop
 	}
 	return e.count(e.verdict(t, f.state == stateAllowed))
+}
+
+// rejudge judges flow f again by t, a table of another generation than the
+// one that judged it (a reloaded file): a dropped flow always, since the
+// new file may allow it; an allowed one when [engine] rejudge_on_reload is
+// set. A flow whose verdict waits for L7 facts by the new table keeps its
+// verdict: its facts are not kept. An allowed TCP flow that is now dropped
+// is cut with RSTs, like one dropped by deep inspection.
+func (e *Engine) rejudge(t *rules.Table, f *flow, fi *flowInfo, p *Packet, size int, m Meta, srcIsA bool, now time.Time) {
+	fi.gen = uint32(t.Generation)
+	if f.state == stateAllowed && !t.Engine.RejudgeOnReload {
+		return
+	}
+	src, dst, sport, dport, in, out := p.Src, p.Dst, p.SrcPort, p.DstPort, m.InDev, m.OutDev
+	fromInit := f.aIsInit == srcIsA
+	if !fromInit {
+		src, dst, sport, dport, in, out = dst, src, dport, sport, out, in
+	}
+	d := e.decide(t, src, dst, dport, p.Proto, in, out, nil)
+	allow := d.m.Action != rules.Drop
+	if d.need != 0 || allow == (f.state == stateAllowed) {
+		return
+	}
+	e.stats.Rejudged.Add(1)
+	e.ended(f, fi) // a dropped flow's blocked span ends here
+	clock := int64(now.Sub(e.base))
+	*fi = flowInfo{start: clock, bytes: uint64(size), gen: fi.gen}
+	f.packets = 0
+	e.judged(fi, &d.m, d.dir, 0)
+	if allow {
+		f.state = stateAllowed
+		if t.Engine.FastPath {
+			e.stats.FastPath.Add(1)
+		}
+	} else {
+		f.state = stateDropped
+		e.stats.Blocked.Add(1)
+		if p.Proto == rules.ProtoTCP && e.deep.resetter != nil && p.TCPFlags&TCPFlagRST == 0 {
+			clientSeq, serverSeq := p.Seq, p.Ack
+			if !fromInit {
+				clientSeq, serverSeq = p.Ack, p.Seq
+			}
+			e.deep.resetter.Reset(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), clientSeq, serverSeq)
+			e.stats.Resets.Add(1)
+		}
+	}
+	if (!allow || d.m.Log) && !d.foreign {
+		ev := Event{
+			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container, Direction: d.dir,
+			Proto: p.Proto, Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport), Packets: 1,
+			Reason: "rejudged after a reload",
+		}
+		describe(t, &ev)
+		fi.logged = e.sink.Emit(ev) && !allow
+	}
 }
 
 // describe adds Docker's metadata of the event's container end. It runs

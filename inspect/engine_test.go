@@ -301,7 +301,7 @@ func TestJudgeDoesNotAllocate(t *testing.T) {
 }
 
 func TestFlowTableEvictsLeastRecentlySeen(t *testing.T) {
-	ft := newFlowTable(ways, 1) // one bucket
+	ft := newFlowTable(ways, 1, func(*flow, *flowInfo) {}) // one bucket
 	keys := make([]flowKey, ways+1)
 	for i := range keys {
 		keys[i], _ = makeKey(mustAddr("10.0.0.1"), uint16(i), mustAddr("10.0.0.2"), 80, 6)
@@ -409,7 +409,7 @@ func TestFlowTableMemoryPerFlow(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	ft := newFlowTable(flows, 1)
+	ft := newFlowTable(flows, 1, func(*flow, *flowInfo) {})
 	dst := mustAddr("172.17.0.2")
 	live := 0
 	key := func(i int) flowKey {

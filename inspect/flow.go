@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"net/netip"
+	"sync/atomic"
+	"unsafe"
 )
 
 // flowKey identifies a flow independent of direction: endpoint a is the one
@@ -92,16 +94,48 @@ const ways = 8
 // of the 16 slots it may use. It is owned by one goroutine.
 type flowTable struct {
 	slots []flow
-	mask  uint64 // number of buckets - 1
+	info  []flowInfo // parallel to slots
+	mask  uint64     // number of buckets - 1
 	seed  uint64
+	live  atomic.Int64 // slots in use, expired ones not yet freed included
+	next  int          // where the sweep goes on
+	// ended is told of a flow before its slot is freed or reused.
+	ended func(*flow, *flowInfo)
 }
 
-func newFlowTable(size int, seed uint64) *flowTable {
+func newFlowTable(size int, seed uint64, ended func(*flow, *flowInfo)) *flowTable {
 	buckets := 1
 	for buckets*ways < size {
 		buckets <<= 1
 	}
-	return &flowTable{slots: make([]flow, buckets*ways), mask: uint64(buckets - 1), seed: seed}
+	n := buckets * ways
+	return &flowTable{slots: make([]flow, n), info: make([]flowInfo, n), mask: uint64(buckets - 1), seed: seed, ended: ended}
+}
+
+// infoOf returns the info of slot f.
+func (t *flowTable) infoOf(f *flow) *flowInfo {
+	i := (uintptr(unsafe.Pointer(f)) - uintptr(unsafe.Pointer(&t.slots[0]))) / unsafe.Sizeof(flow{})
+	return &t.info[i]
+}
+
+// free forgets the flow in slot f.
+func (t *flowTable) free(f *flow) {
+	t.ended(f, t.infoOf(f))
+	f.state = stateFree
+	t.live.Add(-1)
+}
+
+// sweep frees the expired slots among the next n.
+func (t *flowTable) sweep(n int, now int64) {
+	for range min(n, len(t.slots)) {
+		f := &t.slots[t.next]
+		if t.next++; t.next == len(t.slots) {
+			t.next = 0
+		}
+		if f.state != stateFree && f.expires <= now {
+			t.free(f)
+		}
+	}
 }
 
 // hashOf hashes k for lookup and insert; compute it once per packet.
@@ -125,20 +159,20 @@ func tagOf(h uint64) uint32 { return uint32(h >> 16) }
 func (t *flowTable) lookup(k *flowKey, h uint64, now int64) *flow {
 	b1, b2 := t.buckets(h)
 	tag := tagOf(h)
-	if f := find(b1, k, tag, now); f != nil {
+	if f := t.find(b1, k, tag, now); f != nil {
 		return f
 	}
-	return find(b2, k, tag, now)
+	return t.find(b2, k, tag, now)
 }
 
-func find(b []flow, k *flowKey, tag uint32, now int64) *flow {
+func (t *flowTable) find(b []flow, k *flowKey, tag uint32, now int64) *flow {
 	for i := range b {
 		f := &b[i]
 		// The tag filters out nearly every other key before the 37-byte
 		// comparison.
 		if f.tag == tag && f.state != stateFree && f.key == *k {
 			if f.expires <= now {
-				f.state = stateFree
+				t.free(f)
 				return nil
 			}
 			return f
@@ -165,7 +199,14 @@ func (t *flowTable) insert(k *flowKey, h uint64, now int64) (f *flow, evicted bo
 	default:
 		f, evicted = old2, true
 	}
+	fi := t.infoOf(f)
+	if f.state != stateFree {
+		t.ended(f, fi) // expired or evicted: reused, still counted live
+	} else {
+		t.live.Add(1)
+	}
 	*f = flow{key: *k, tag: tagOf(h), lastSeen: now}
+	*fi = flowInfo{start: now}
 	return f, evicted
 }
 

@@ -26,9 +26,32 @@ const (
 // enter the queue: installing the redirect must not cut them. It returns
 // how many connections it marked.
 func adoptExisting(bit uint32) (int, error) {
+	n, err := changeConnmarks(bit, true)
+	if err != nil {
+		return n, fmt.Errorf("adopt existing connections: %w", err)
+	}
+	return n, nil
+}
+
+// ReturnFastPathFlows clears bit, the bypass mark, from the connmark of
+// every connection conntrack knows, so that flows on the fast path come
+// back to the queue and are judged again (after a reload with [engine]
+// rejudge_on_reload). The engine marks again those it still allows. It
+// returns how many connections it changed.
+func ReturnFastPathFlows(bit uint32) (int, error) {
+	n, err := changeConnmarks(bit, false)
+	if err != nil {
+		return n, fmt.Errorf("return fast-path flows: %w", err)
+	}
+	return n, nil
+}
+
+// changeConnmarks sets (or clears) bit in the connmark of every
+// connection, and returns how many it changed.
+func changeConnmarks(bit uint32, set bool) (int, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
-		return 0, fmt.Errorf("adopt existing connections: open ctnetlink: %w", err)
+		return 0, fmt.Errorf("open ctnetlink: %w", err)
 	}
 	defer c.Close()
 	msgs, err := c.Execute(netlink.Message{
@@ -39,11 +62,11 @@ func adoptExisting(bit uint32) (int, error) {
 		Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
 	})
 	if err != nil {
-		return 0, fmt.Errorf("adopt existing connections: dump conntrack: %w", err)
+		return 0, fmt.Errorf("dump conntrack: %w", err)
 	}
-	adopted := 0
+	changed := 0
 	for _, m := range msgs {
-		req, ok := markRequest(m.Data, bit)
+		req, ok := markRequest(m.Data, bit, set)
 		if !ok {
 			continue
 		}
@@ -51,17 +74,17 @@ func adoptExisting(bit uint32) (int, error) {
 			if errors.Is(err, unix.ENOENT) {
 				continue // the connection ended meanwhile
 			}
-			return adopted, fmt.Errorf("adopt existing connections: set connmark: %w", err)
+			return changed, fmt.Errorf("set connmark: %w", err)
 		}
-		adopted++
+		changed++
 	}
-	return adopted, nil
+	return changed, nil
 }
 
-// markRequest builds the update that ORs bit into the connmark of the
-// connection a dump message describes, or reports false when there is
-// nothing to do.
-func markRequest(data []byte, bit uint32) (netlink.Message, bool) {
+// markRequest builds the update that sets (or clears) bit in the connmark
+// of the connection a dump message describes, or reports false when there
+// is nothing to do.
+func markRequest(data []byte, bit uint32, set bool) (netlink.Message, bool) {
 	if len(data) < 4 {
 		return netlink.Message{}, false
 	}
@@ -83,14 +106,19 @@ func markRequest(data []byte, bit uint32) (netlink.Message, bool) {
 			}
 		}
 	}
-	if ad.Err() != nil || tuple == nil || mark&bit != 0 {
+	if ad.Err() != nil || tuple == nil || (mark&bit != 0) == set {
 		return netlink.Message{}, false
+	}
+	// The kernel keeps the bits outside the mask and XORs in the mark:
+	// with mask = bit, mark = bit sets bit and mark = 0 clears it, leaving
+	// the rest alone.
+	value := uint32(0)
+	if set {
+		value = bit
 	}
 	attrs := []netlink.Attribute{
 		{Type: ctaTupleOrig | unix.NLA_F_NESTED, Data: tuple},
-		// The kernel keeps the bits outside the mask and XORs in the mark:
-		// with mark = mask = bit, that sets bit and leaves the rest alone.
-		{Type: ctaMark, Data: be32(bit)},
+		{Type: ctaMark, Data: be32(value)},
 		{Type: ctaMarkMask, Data: be32(bit)},
 	}
 	if zone != nil {

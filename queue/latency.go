@@ -96,3 +96,28 @@ func (h *Histogram) Merge(o *Histogram) {
 	h.total.Add(o.total.Load())
 	h.sum.Add(o.sum.Load())
 }
+
+// Cumulative returns, for each bound (in increasing order), the number of
+// observations whose bucket lies wholly at or below it, and the sum of
+// all observations. An observation is counted at the first bound at or
+// above its bucket's upper edge, so the counts are conservative: within
+// 25% of the value, never early.
+func (h *Histogram) Cumulative(bounds []time.Duration) (counts []uint64, sum time.Duration) {
+	counts = make([]uint64, len(bounds))
+	b := 0
+	var seen uint64
+	for i := range h.counts {
+		for b < len(bounds) && uint64(bounds[b]) < upperBound(i) {
+			counts[b] = seen
+			b++
+		}
+		if b == len(bounds) {
+			break
+		}
+		seen += h.counts[i].Load()
+	}
+	for ; b < len(bounds); b++ {
+		counts[b] = seen
+	}
+	return counts, time.Duration(h.sum.Load())
+}

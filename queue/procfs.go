@@ -54,3 +54,39 @@ func checkNoOtherEngine(fw *Firewall, first uint16, n int) error {
 	}
 	return nil
 }
+
+// drops are a queue's drop counters in /proc/net/netfilter/nfnetlink_queue.
+type drops struct {
+	queue uint64 // queue_dropped: the queue was full
+	user  uint64 // user_dropped: the packet could not be sent to the listener
+}
+
+// queueDrops reads the drop counters of the queues bound in this thread's
+// network namespace. The file's columns are: queue number, listener port
+// id, packets waiting, copy mode, copy range, queue_dropped, user_dropped,
+// last packet id, 1.
+func queueDrops() (map[uint16]drops, error) {
+	b, err := os.ReadFile("/proc/thread-self/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		return nil, fmt.Errorf("read queue drops: %w", err)
+	}
+	return parseQueueDrops(string(b)), nil
+}
+
+func parseQueueDrops(s string) map[uint16]drops {
+	out := map[uint16]drops{}
+	for _, line := range strings.Split(s, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		q, err1 := strconv.ParseUint(f[0], 10, 16)
+		qd, err2 := strconv.ParseUint(f[5], 10, 64)
+		ud, err3 := strconv.ParseUint(f[6], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		out[uint16(q)] = drops{queue: qd, user: ud}
+	}
+	return out
+}

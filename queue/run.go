@@ -26,6 +26,8 @@ const bridgeRefresh = 5 * time.Second
 type Options struct {
 	Tables   inspect.TableSource // the current table; Run reads the engine settings once at start
 	Sink     inspect.Sink        // blocked-flow events
+	Capture  inspect.Capture     // packets of blocked flows (a pcap file); may be nil
+	Monitor  *Monitor            // filled with the running engine's view; may be nil
 	Firewall FirewallOptions
 	Logger   *slog.Logger
 }
@@ -33,8 +35,11 @@ type Options struct {
 // status describes a running engine. Its counters are live.
 type status struct {
 	families []string
+	started  time.Time
+	tables   inspect.TableSource
 	workers  []*WorkerStats
 	engines  []*inspect.Engine
+	runners  []*worker
 }
 
 // Summary is what a run did, reported when it ends.
@@ -106,7 +111,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st := &status{families: fw.Families()}
+	st := &status{families: fw.Families(), tables: o.Tables}
 	var workers []*worker
 	var g errgroup.Group
 	// shutdown stops the workers, waits for them and unbinds the queues.
@@ -123,7 +128,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	resets := true
 	for i := 0; i < cfg.Workers; i++ {
 		q := cfg.Queue + uint16(i)
-		eo := inspect.Options{Tables: o.Tables, Bridges: bridges, Sink: o.Sink}
+		eo := inspect.Options{Tables: o.Tables, Bridges: bridges, Sink: o.Sink, Capture: o.Capture}
 		var rst *resetter
 		if resets {
 			if rst, err = newResetter(); err != nil {
@@ -147,6 +152,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		workers = append(workers, w)
 		st.workers = append(st.workers, w.stats)
 		st.engines = append(st.engines, eng)
+		st.runners = append(st.runners, w)
 	}
 	for _, w := range workers {
 		g.Go(func() error {
@@ -177,6 +183,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if err := fw.Install(spec); err != nil {
 		return nil, errors.Join(err, shutdown())
 	}
+	st.started = time.Now()
+	o.Monitor.attach(st)
 	log.Info("nfqguard running", "queues", queueRange(cfg.Queue, cfg.Workers), "firewall", strings.Join(st.families, "; "),
 		"fast_path", cfg.FastPath, "fail_open", cfg.FailOpen, "mark", fmt.Sprintf("0x%x", cfg.Mark),
 		"bypass_mark", fmt.Sprintf("0x%x", cfg.BypassMark), "bridge_nf_call_iptables", bridgeNF,
@@ -199,6 +207,7 @@ loop:
 	// no listener on the way out.
 	rmErr := fw.Remove()
 	runErr := shutdown()
+	o.Monitor.attach(nil)
 	sum := st.summary()
 	log.Info("nfqguard stopped", "packets", sum.Packets, "allowed", sum.Allowed, "dropped", sum.Dropped,
 		"flows", sum.Flows, "blocked_flows", sum.BlockedFlows, "malformed", sum.Malformed, "enobufs", sum.ENOBUFS,

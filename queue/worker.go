@@ -41,6 +41,7 @@ type worker struct {
 	bypass  uint32
 	stats   *WorkerStats
 	stopped atomic.Bool
+	calls   chan func() // run on the worker's goroutine between batches
 
 	handle  func(*packet) // w.judge, bound once so receiving allocates nothing
 	now     time.Time     // receive time of the current batch
@@ -71,7 +72,8 @@ func openWorker(c workerConfig) (*worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue %d: %w", c.queue, err)
 	}
-	w := &worker{q: q, engine: c.engine, reset: c.resetter, mark: c.mark, bypass: c.bypass, stats: &WorkerStats{Queue: c.queue}}
+	w := &worker{q: q, engine: c.engine, reset: c.resetter, mark: c.mark, bypass: c.bypass, stats: &WorkerStats{Queue: c.queue},
+		calls: make(chan func(), 1)}
 	w.handle = w.judge
 	return w, nil
 }
@@ -101,12 +103,15 @@ func (w *worker) run() error {
 			if w.answerReleased() {
 				_ = w.q.flush() // the queue is going away; nothing to retry
 			}
+			w.engine.EndAll()
+			w.drainCalls()
 			return nil
 		}
 		if err == errTimeout {
 			// Nothing arrived for a while: held flows may still time out.
 			w.now = time.Now()
 			w.tick()
+			w.runCalls()
 			continue
 		}
 		if err != nil {
@@ -142,6 +147,52 @@ func (w *worker) run() error {
 		}
 		// Every packet of the batch waited for the whole batch.
 		w.stats.Latency.ObserveN(time.Since(w.now), w.batchPackets())
+		w.runCalls()
+	}
+}
+
+// runCalls runs a function another goroutine asked to run on this one
+// (see call), if there is one.
+func (w *worker) runCalls() {
+	select {
+	case f := <-w.calls:
+		f()
+	default:
+	}
+}
+
+// drainCalls runs what is still asked of a worker that stops, so that no
+// caller waits for it forever.
+func (w *worker) drainCalls() {
+	for {
+		select {
+		case f := <-w.calls:
+			f()
+		default:
+			return
+		}
+	}
+}
+
+// call runs f on the worker's goroutine, between batches, where it may
+// read the engine's state, and waits for it; it gives up when the worker
+// does not get to it within timeout (it has stopped), and reports whether
+// f ran.
+func (w *worker) call(f func(), timeout time.Duration) bool {
+	done := make(chan struct{})
+	run := func() { f(); close(done) }
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case w.calls <- run:
+	case <-t.C:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 

@@ -1,0 +1,254 @@
+package inspect
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nfqguard/nfqguard/rules"
+)
+
+// Accounting: what the engine counts and remembers about each flow for
+// the metrics, the status view and the blocked-flow log's summaries, and
+// the periodic sweep that finds flows which ended.
+
+// flowInfo is what the engine keeps about a flow besides its slot (which
+// stays one cache line for the lookup): one per slot, in a parallel array.
+type flowInfo struct {
+	start    int64  // engine clock of the flow's first packet
+	bytes    uint64 // IP bytes of its packets seen
+	rule     uint32 // index+1 into the engine's rule counters; 0 until judged
+	gen      uint32 // low bits of the generation of the table that judged it
+	logged   bool   // its blocked verdict was logged: its end is wanted
+	captured uint8  // packets given to the capture
+}
+
+// Sweep: the flow table frees expired slots lazily; the sweep walks it a
+// little at a time so that the end of a blocked flow is logged within
+// about a second of its expiry even when no packet touches its slot.
+const (
+	sweepEvery = 10 * time.Millisecond
+	sweepSlots = 1024 // per sweep: a 65,536-slot table every 0.64 s
+)
+
+// RuleCount is what one rule judged in one engine: flows (and DNS queries)
+// and their packets that reached the queue.
+type RuleCount struct {
+	Container string // [[container]] entry; "" for RuleID "none"
+	RuleID    string // a rule id, "default", "undecided" or "none"
+	Direction rules.Direction
+	Action    rules.Action
+	Flows     uint64
+	Packets   uint64
+}
+
+type ruleKey struct {
+	container, rule string
+	dir             rules.Direction
+	action          rules.Action
+}
+
+type ruleCounter struct {
+	key            ruleKey
+	flows, packets atomic.Uint64
+}
+
+// ruleCounters counts flows and packets per rule. The engine's goroutine
+// is the only writer; RuleCounts may read from any goroutine.
+type ruleCounters struct {
+	index   map[ruleKey]uint32 // key → index+1; the engine's goroutine only
+	last    ruleKey            // cache of the last lookup: new flows come in runs
+	lastIdx uint32
+
+	mu   sync.Mutex
+	list []*ruleCounter // appended under mu
+}
+
+// of returns the index+1 of the counters of k, creating them the first
+// time (the only allocation, once per rule).
+func (r *ruleCounters) of(k ruleKey) uint32 {
+	if r.lastIdx != 0 && k == r.last {
+		return r.lastIdx
+	}
+	i, ok := r.index[k]
+	if !ok {
+		r.mu.Lock()
+		r.list = append(r.list, &ruleCounter{key: k})
+		i = uint32(len(r.list))
+		r.mu.Unlock()
+		r.index[k] = i
+	}
+	r.last, r.lastIdx = k, i
+	return i
+}
+
+// at returns counters i (an index+1 from of); the engine's goroutine only.
+func (r *ruleCounters) at(i uint32) *ruleCounter { return r.list[i-1] }
+
+// count adds a judged flow of match m with its packets, and returns the
+// index+1 of its counters.
+func (r *ruleCounters) count(m *rules.Match, dir rules.Direction, packets uint32) uint32 {
+	i := r.of(ruleKey{container: m.Container, rule: m.RuleID, dir: dir, action: m.Action})
+	c := r.at(i)
+	c.flows.Add(1)
+	c.packets.Add(uint64(packets))
+	return i
+}
+
+// RuleCounts appends the engine's per-rule counts to dst. It is safe to
+// call from any goroutine.
+func (e *Engine) RuleCounts(dst []RuleCount) []RuleCount {
+	r := &e.rules
+	r.mu.Lock()
+	list := r.list
+	r.mu.Unlock()
+	for _, c := range list {
+		dst = append(dst, RuleCount{
+			Container: c.key.container, RuleID: c.key.rule, Direction: c.key.dir, Action: c.key.action,
+			Flows: c.flows.Load(), Packets: c.packets.Load(),
+		})
+	}
+	return dst
+}
+
+// Counts returns the engine's counters and gauges. It is safe to call
+// from any goroutine.
+func (e *Engine) Counts() Counts {
+	s := &e.stats
+	return Counts{
+		Packets: s.Packets.Load(), Allowed: s.Allowed.Load(), Dropped: s.Dropped.Load(),
+		Flows: s.Flows.Load(), Blocked: s.Blocked.Load(), Midstream: s.Midstream.Load(), ICMPErrors: s.ICMPErrors.Load(),
+		Evictions: s.Evictions.Load(),
+		Malformed: s.Malformed.Load(), Truncated: s.Truncated.Load(), Fragments: s.Fragments.Load(), BadVersion: s.BadVersion.Load(),
+		NotConsumed: s.NotConsumed.Load(), FastPath: s.FastPath.Load(),
+		Inspected: s.Inspected.Load(), HeldFlows: s.HeldFlows.Load(), HeldPackets: s.HeldPackets.Load(),
+		HeldDuplicates: s.HeldDuplicates.Load(), HoldFull: s.HoldFull.Load(), Decided: s.Decided.Load(), Undecided: s.Undecided.Load(),
+		Queries: s.Queries.Load(), BlockedQueries: s.BlockedQueries.Load(), Resets: s.Resets.Load(),
+		Rejudged:       s.Rejudged.Load(),
+		FlowTableFlows: uint64(max(e.flows.live.Load(), 0)), FlowTableSize: uint64(len(e.flows.slots)),
+		HeldNow: uint64(max(s.heldNow.Load(), 0)), HeldPacketsNow: uint64(max(s.heldPacketsNow.Load(), 0)),
+	}
+}
+
+// judged records the verdict of a new flow in its info and counters.
+func (e *Engine) judged(fi *flowInfo, m *rules.Match, dir rules.Direction, packets uint32) {
+	fi.rule = e.rules.count(m, dir, packets)
+}
+
+// seen counts one more packet of a judged flow.
+func (e *Engine) seen(fi *flowInfo) {
+	if fi.rule != 0 {
+		e.rules.at(fi.rule).packets.Add(1)
+	}
+}
+
+// capture gives a packet of a blocked flow to the capture, for the first
+// [log] pcap_packets packets of the flow.
+func (e *Engine) capture(t *rules.Table, fi *flowInfo, data []byte, now time.Time) {
+	if e.capt == nil || int(fi.captured) >= t.Log.PcapPackets {
+		return
+	}
+	fi.captured++
+	e.capt.Capture(data, now)
+}
+
+// ended is called for a slot whose flow is about to be forgotten (expired,
+// evicted, or the engine stops): a blocked flow whose verdict was logged
+// gets its summary.
+func (e *Engine) ended(f *flow, fi *flowInfo) {
+	if f.state != stateDropped || !fi.logged || fi.rule == 0 {
+		return
+	}
+	fi.logged = false
+	c := e.rules.at(fi.rule)
+	a := netip.AddrPortFrom(netip.AddrFrom16(f.key.a).Unmap(), f.key.aPort)
+	b := netip.AddrPortFrom(netip.AddrFrom16(f.key.b).Unmap(), f.key.bPort)
+	if !f.aIsInit {
+		a, b = b, a
+	}
+	ev := Event{
+		Kind: EventEnd, Time: e.base.Add(time.Duration(f.lastSeen)), Start: e.base.Add(time.Duration(fi.start)),
+		Action: rules.Drop, RuleID: c.key.rule, Container: c.key.container, Direction: c.key.dir,
+		Proto: f.key.proto, Src: a, Dst: b, Packets: f.packets, Bytes: fi.bytes,
+	}
+	describe(e.tables.Load(), &ev)
+	e.sink.Emit(ev)
+}
+
+// sweep frees a slice of the flow table's expired slots, so that ended
+// flows are summarised soon after they expire.
+func (e *Engine) sweep(clock int64) {
+	if clock < e.nextSweep {
+		return
+	}
+	e.nextSweep = clock + int64(sweepEvery)
+	e.flows.sweep(sweepSlots, clock)
+}
+
+// EndAll summarises every blocked flow still in the table, for an engine
+// that stops: their ends would otherwise never be logged.
+func (e *Engine) EndAll() {
+	for i := range e.flows.slots {
+		if f := &e.flows.slots[i]; f.state != stateFree {
+			e.ended(f, &e.flows.info[i])
+		}
+	}
+}
+
+// BlockedFlow is a blocked flow in an engine's table, for the status view.
+type BlockedFlow struct {
+	Src, Dst  netip.AddrPort // initiator → responder
+	Proto     uint8
+	Container string
+	RuleID    string
+	Direction rules.Direction
+	Packets   uint32
+	Bytes     uint64
+	Start     time.Time
+	Last      time.Time
+}
+
+// TopBlocked returns up to n live blocked flows with the most packets.
+// It must be called on the engine's goroutine (the workers run it between
+// batches on request); it walks the whole flow table.
+func (e *Engine) TopBlocked(n int, now time.Time) []BlockedFlow {
+	if n <= 0 {
+		return nil
+	}
+	clock := int64(now.Sub(e.base))
+	top := make([]*flow, 0, n)
+	for i := range e.flows.slots {
+		f := &e.flows.slots[i]
+		if f.state != stateDropped || f.expires <= clock {
+			continue
+		}
+		if len(top) == n && f.packets <= top[n-1].packets {
+			continue
+		}
+		if len(top) < n {
+			top = append(top, f)
+		} else {
+			top[n-1] = f
+		}
+		for j := len(top) - 1; j > 0 && top[j].packets > top[j-1].packets; j-- {
+			top[j], top[j-1] = top[j-1], top[j]
+		}
+	}
+	out := make([]BlockedFlow, len(top))
+	for i, f := range top {
+		fi := e.flows.infoOf(f)
+		a := netip.AddrPortFrom(netip.AddrFrom16(f.key.a).Unmap(), f.key.aPort)
+		b := netip.AddrPortFrom(netip.AddrFrom16(f.key.b).Unmap(), f.key.bPort)
+		if !f.aIsInit {
+			a, b = b, a
+		}
+		out[i] = BlockedFlow{Src: a, Dst: b, Proto: f.key.proto, Packets: f.packets, Bytes: fi.bytes,
+			Start: e.base.Add(time.Duration(fi.start)), Last: e.base.Add(time.Duration(f.lastSeen))}
+		if fi.rule != 0 {
+			c := e.rules.at(fi.rule)
+			out[i].Container, out[i].RuleID, out[i].Direction = c.key.container, c.key.rule, c.key.dir
+		}
+	}
+	return out
+}
