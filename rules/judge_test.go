@@ -32,7 +32,11 @@ func TestJudgeExample(t *testing.T) {
 	if diff := cmp.Diff(want, tbl.Engine); diff != "" {
 		t.Errorf("Engine mismatch (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(LogConfig{Blocked: "stdout"}, tbl.Log); diff != "" {
+	wantLog := LogConfig{
+		Blocked: "stdout", Format: "json", Rate: 20, Burst: 100,
+		PcapPackets: 4, PcapMaxBytes: 64 << 20, PcapFiles: 5,
+	}
+	if diff := cmp.Diff(wantLog, tbl.Log); diff != "" {
 		t.Errorf("Log mismatch (-want +got):\n%s", diff)
 	}
 	webHTTP := Match{Action: Allow, RuleID: "web-http", Container: "web", Log: true}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path"
@@ -26,6 +27,16 @@ const (
 	DefaultMaxFlows          = 65536      // engine.max_flows
 	DefaultQueueLen          = 4096       // engine.queue_len
 	DefaultBlockedLog        = "stdout"   // log.blocked
+
+	DefaultLogFormat    = "json"   // log.format
+	DefaultLogRate      = 20       // log.rate: events per second per rule
+	DefaultLogBurst     = 100      // log.burst
+	DefaultPcapPackets  = 4        // log.pcap_packets
+	DefaultPcapMaxBytes = 64 << 20 // log.pcap_max_bytes: 64 MiB
+	DefaultPcapFiles    = 5        // log.pcap_files
+
+	DefaultMetricsListen = "127.0.0.1:9477"              // metrics.listen
+	DefaultStatusSocket  = "/run/nfqguard/nfqguard.sock" // status.socket
 
 	DefaultMaxPackets          = 8           // inspect.max_packets
 	DefaultMaxBytes            = 16384       // inspect.max_bytes
@@ -51,6 +62,17 @@ const (
 	MinMaxWait      = 10 * time.Millisecond // inspect.max_wait lower bound
 	MaxMaxWait      = 60 * time.Second      // inspect.max_wait upper bound
 	MaxMaxHeldFlows = 65536                 // inspect.max_held_flows upper bound
+)
+
+// Limits enforced on [log] keys; burst, pcap_packets and pcap_files are
+// at least 1, rate at least 0.
+const (
+	MaxLogRate      = 1e6     // log.rate upper bound
+	MaxLogBurst     = 1000000 // log.burst upper bound
+	MaxPcapPackets  = 64      // log.pcap_packets upper bound
+	MinPcapMaxBytes = 1 << 16 // log.pcap_max_bytes lower bound
+	MaxPcapMaxBytes = 1 << 40 // log.pcap_max_bytes upper bound
+	MaxPcapFiles    = 1000    // log.pcap_files upper bound
 )
 
 // Load reads the rule file at path and compiles it; see Parse.
@@ -140,10 +162,12 @@ func (p *parser) lineOf(key string) int {
 // table validates the whole document. The containers are returned for
 // compilation rather than compiled here, since only an error-free file is.
 func (p *parser) table(doc map[string]any) (*Table, []containerSpec) {
-	p.checkKeys(doc, "", "", "engine", "log", "docker", "inspect", "defaults", "container")
+	p.checkKeys(doc, "", "", "engine", "log", "metrics", "status", "docker", "inspect", "defaults", "container")
 	t := &Table{}
 	t.Engine, t.autoWorkers = p.engine(doc)
 	t.Log = p.log(doc)
+	t.Metrics = p.metrics(doc)
+	t.Status = p.status(doc)
 	t.Docker = p.docker(doc)
 	t.defaults[Ingress], t.defaults[Egress] = Allow, Allow
 	if m, ok := p.section(doc, "", "defaults"); ok {
@@ -175,7 +199,7 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 	}
 	const at = "engine"
 	p.checkKeys(m, at, "[engine]", "queue", "workers", "fail_open", "mark", "bypass_mark",
-		"fast_path", "malformed", "max_flows", "queue_len")
+		"fast_path", "malformed", "max_flows", "queue_len", "rejudge_on_reload")
 	queueOK, workersOK := true, true
 	if v, ok := p.intRange(m, at, "queue", 0, 65535); ok {
 		e.Queue = uint16(v)
@@ -223,6 +247,9 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 	} else {
 		p.badQueueLen = has(m, "queue_len")
 	}
+	if v, ok := p.boolean(m, at, "rejudge_on_reload"); ok {
+		e.RejudgeOnReload = v
+	}
 	auto := e.Workers == 0
 	if auto {
 		e.Workers = min(max(p.cpus, 1), MaxWorkers)
@@ -242,20 +269,157 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 }
 
 func (p *parser) log(doc map[string]any) LogConfig {
-	l := LogConfig{Blocked: DefaultBlockedLog}
+	l := LogConfig{
+		Blocked:      DefaultBlockedLog,
+		Format:       DefaultLogFormat,
+		Rate:         DefaultLogRate,
+		Burst:        DefaultLogBurst,
+		PcapPackets:  DefaultPcapPackets,
+		PcapMaxBytes: DefaultPcapMaxBytes,
+		PcapFiles:    DefaultPcapFiles,
+	}
 	m, ok := p.section(doc, "", "log")
 	if !ok {
-		return l
+		m = nil
 	}
-	p.checkKeys(m, "log", "[log]", "blocked")
-	if s, ok := p.str(m, "log", "blocked"); ok {
+	const at = "log"
+	p.checkKeys(m, at, "[log]", "blocked", "format", "rate", "burst",
+		"pcap", "pcap_packets", "pcap_max_bytes", "pcap_files")
+	if s, ok := p.str(m, at, "blocked"); ok {
 		if strings.TrimSpace(s) == "" {
 			p.errorf("log.blocked", `must be "stdout", "stderr" or a file path, not empty`)
 		} else {
 			l.Blocked = s
 		}
 	}
+	if s, ok := p.str(m, at, "format"); ok {
+		switch s {
+		case "json", "text":
+			l.Format = s
+		default:
+			p.errorf("log.format", `%q is not a log format; use "json" (JSON lines) or "text" (key=value lines)`, s)
+		}
+	}
+	if v, ok := m["rate"]; ok {
+		var r float64
+		isNum := true
+		switch v := v.(type) {
+		case int64:
+			r = float64(v)
+		case float64:
+			r = v
+		default:
+			isNum = false
+		}
+		switch {
+		case !isNum:
+			p.errorf("log.rate", "must be a number of events per second (20 or 0.5; 0 means no limit), got %s", describe(v))
+		case !(r >= 0 && r <= MaxLogRate): // NaN too
+			p.errorf("log.rate", "%s is out of range 0..%d (events per second; 0 means no limit)",
+				floatText(r), int64(MaxLogRate))
+		default:
+			l.Rate = r
+		}
+	}
+	if v, ok := p.intRange(m, at, "burst", 1, MaxLogBurst); ok {
+		l.Burst = int(v)
+	}
+	if s, ok := p.str(m, at, "pcap"); ok {
+		switch {
+		case strings.TrimSpace(s) == "":
+			p.errorf("log.pcap", "must be a file path, not empty; leave it out to capture nothing")
+		case strings.HasSuffix(s, "/"):
+			p.errorf("log.pcap", "%q ends in \"/\"; name a file, such as %q", s, s+"blocked.pcap")
+		default:
+			l.Pcap = s
+		}
+	}
+	if v, ok := p.intRange(m, at, "pcap_packets", 1, MaxPcapPackets); ok {
+		l.PcapPackets = int(v)
+	}
+	if v, ok := p.intRange(m, at, "pcap_max_bytes", MinPcapMaxBytes, MaxPcapMaxBytes); ok {
+		l.PcapMaxBytes = v
+	}
+	if v, ok := p.intRange(m, at, "pcap_files", 1, MaxPcapFiles); ok {
+		l.PcapFiles = int(v)
+	}
 	return l
+}
+
+// floatText writes a number as a file would: "20", "0.5", "1000000".
+func floatText(f float64) string {
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+// metrics validates [metrics]: listen is "" (off) or host:port with the
+// host an IP address, "localhost" or empty (all interfaces).
+func (p *parser) metrics(doc map[string]any) MetricsConfig {
+	c := MetricsConfig{Listen: DefaultMetricsListen}
+	m, ok := p.section(doc, "", "metrics")
+	if !ok {
+		return c
+	}
+	p.checkKeys(m, "metrics", "[metrics]", "listen")
+	s, ok := p.str(m, "metrics", "listen")
+	if !ok {
+		return c
+	}
+	const key = "metrics.listen"
+	const example = `write "127.0.0.1:9477", "[::1]:9477" or ":9477" (all interfaces), or "" to disable`
+	if s == "" {
+		c.Listen = ""
+		return c
+	}
+	host, port, err := net.SplitHostPort(s)
+	switch {
+	case err != nil && strings.Count(s, ":") > 1 && !strings.HasPrefix(s, "["):
+		p.errorf(key, "%q is not host:port: an IPv6 address must be in brackets; %s", s, example)
+		return c
+	case err != nil:
+		p.errorf(key, "%q is not host:port; %s", s, example)
+		return c
+	}
+	if n, ok := parsePort(port); !ok || n < 1 || n > 65535 {
+		p.errorf(key, "%q: port %q is not a number 1..65535; %s", s, port, example)
+		return c
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			p.errorf(key, "%q: host %q is not an IP address, \"localhost\" or empty; %s", s, host, example)
+			return c
+		}
+	}
+	c.Listen = s
+	return c
+}
+
+// status validates [status]: socket is "" (off) or an absolute path that
+// fits in a unix socket address.
+func (p *parser) status(doc map[string]any) StatusConfig {
+	c := StatusConfig{Socket: DefaultStatusSocket}
+	m, ok := p.section(doc, "", "status")
+	if !ok {
+		return c
+	}
+	p.checkKeys(m, "status", "[status]", "socket")
+	s, ok := p.str(m, "status", "socket")
+	if !ok {
+		return c
+	}
+	const key = "status.socket"
+	switch {
+	case s == "":
+		c.Socket = ""
+	case !strings.HasPrefix(s, "/"):
+		p.errorf(key, `%q is not an absolute path; write "/run/nfqguard/nfqguard.sock", or "" to disable`, s)
+	case strings.HasSuffix(s, "/"):
+		p.errorf(key, `%q ends in "/"; name the socket, such as %q`, s, s+"nfqguard.sock")
+	case len(s) > maxSocketPath:
+		p.errorf(key, `%q is %d bytes long; a unix socket path holds at most %d`, s, len(s), maxSocketPath)
+	default:
+		c.Socket = s
+	}
+	return c
 }
 
 // inspect validates [inspect]. Its limits bound the packets the engine

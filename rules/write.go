@@ -10,9 +10,10 @@ import (
 	"text/tabwriter"
 )
 
-// WriteTo prints the compiled table for `nfqguard check`: engine and
-// inspection settings, defaults, then per container its addresses, defaults
-// and rules in file order, one aligned line per rule, L7 fields last. It shows values after defaults were
+// WriteTo prints the compiled table for `nfqguard check`: engine,
+// inspection, log, metrics, status and Docker settings, defaults, then per
+// container its addresses, defaults and rules in file order, one aligned
+// line per rule, L7 fields last. It shows values after defaults were
 // applied, so the user sees what the engine will actually do. A dynamic
 // entry shows its Docker selector and, in a resolved table, the containers
 // it matches with the addresses it got from each.
@@ -26,12 +27,33 @@ func (t *Table) WriteTo(w io.Writer) (int64, error) {
 	}
 	fmt.Fprintf(tw, "engine\tqueues %d..%d (%s), queue_len %d, max_flows %d per worker\n",
 		e.Queue, int(e.Queue)+e.Workers-1, workers, e.QueueLen, e.MaxFlows)
-	fmt.Fprintf(tw, "\tmark 0x%08x, bypass_mark 0x%08x, fail_open %t, fast_path %t, malformed %s\n",
-		e.Mark, e.BypassMark, e.FailOpen, e.FastPath, e.Malformed)
+	fmt.Fprintf(tw, "\tmark 0x%08x, bypass_mark 0x%08x, fail_open %t, fast_path %t, malformed %s, rejudge_on_reload %t\n",
+		e.Mark, e.BypassMark, e.FailOpen, e.FastPath, e.Malformed, e.RejudgeOnReload)
 	in := t.Inspect
 	fmt.Fprintf(tw, "inspect\tmax_packets %d, max_bytes %d, max_wait %s, max_held_flows %d per worker, undecided %s\n",
 		in.MaxPackets, in.MaxBytes, durationText(in.MaxWait), in.MaxHeldFlows, in.Undecided)
-	fmt.Fprintf(tw, "log\tblocked %s\n", t.Log.Blocked)
+	l := t.Log
+	rate := "rate unlimited"
+	if l.Rate > 0 {
+		rate = fmt.Sprintf("rate %s per second per rule, burst %d", floatText(l.Rate), l.Burst)
+	}
+	fmt.Fprintf(tw, "log\tblocked %s, format %s, %s\n", l.Blocked, l.Format, rate)
+	if l.Pcap != "" {
+		fmt.Fprintf(tw, "\tpcap %s, pcap_packets %d per flow, pcap_max_bytes %d, pcap_files %d\n",
+			l.Pcap, l.PcapPackets, l.PcapMaxBytes, l.PcapFiles)
+	} else {
+		fmt.Fprintf(tw, "\tpcap off\n")
+	}
+	if t.Metrics.Listen != "" {
+		fmt.Fprintf(tw, "metrics\tlisten %s\n", t.Metrics.Listen)
+	} else {
+		fmt.Fprintf(tw, "metrics\toff\n")
+	}
+	if t.Status.Socket != "" {
+		fmt.Fprintf(tw, "status\tsocket %s\n", t.Status.Socket)
+	} else {
+		fmt.Fprintf(tw, "status\toff\n")
+	}
 	if t.Docker.Socket != "" {
 		fmt.Fprintf(tw, "docker\tsocket %s\n", t.Docker.Socket)
 	} else {
