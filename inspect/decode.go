@@ -3,6 +3,7 @@ package inspect
 import (
 	"errors"
 	"net/netip"
+	"strconv"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -402,4 +403,20 @@ func echoPorts(icmpType uint8, id uint16) (src, dst uint16) {
 		return 0, id
 	}
 	return 0, 0
+}
+
+// ProtoName names an IP protocol number as the rule file does ("tcp",
+// "udp", "icmp", "icmpv6"), else by its number.
+func ProtoName(p uint8) string {
+	switch p {
+	case rules.ProtoTCP:
+		return "tcp"
+	case rules.ProtoUDP:
+		return "udp"
+	case rules.ProtoICMP:
+		return "icmp"
+	case rules.ProtoICMPv6:
+		return "icmpv6"
+	}
+	return strconv.Itoa(int(p))
 }

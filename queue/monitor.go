@@ -122,6 +122,7 @@ func (st *status) snapshot() Snapshot {
 	s.Latency.Bounds = LatencyBounds
 	s.Latency.Buckets, s.Latency.Sum = lat.Cumulative(LatencyBounds)
 	s.Latency.Count = lat.Count()
+	s.Percentiles = lat.Summarize()
 	// Read after the buckets, the count may still trail them by the
 	// observations made in between.
 	s.Latency.Count = max(s.Latency.Count, s.Latency.Buckets[len(s.Latency.Buckets)-1])

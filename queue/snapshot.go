@@ -18,6 +18,9 @@ type Snapshot struct {
 	// over the queues, sorted by container, rule, direction and verdict.
 	Rules   []RuleStats
 	Latency LatencyStats
+	// Percentiles of the verdict latency since the start, from the same
+	// histogram at its full resolution.
+	Percentiles LatencySummary
 }
 
 // QueueStats are one queue's (one worker's) counters.

@@ -1,0 +1,292 @@
+package control
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/queue"
+)
+
+// Status is the daemon's state as "nfqguard status" shows it; --json
+// prints it as is.
+type Status struct {
+	Time          time.Time     `json:"time"`
+	PID           int           `json:"pid"`
+	Config        string        `json:"config"`
+	Started       time.Time     `json:"started"`
+	UptimeSeconds float64       `json:"uptime_seconds"`
+	Generation    uint64        `json:"generation"` // rule table generation: 0 at start, +1 per good reload
+	LastReload    *ReloadResult `json:"last_reload,omitempty"`
+
+	// PacketsPerSecond is the rate over the last RateWindowSeconds (up to
+	// ten seconds; 0 right after the start).
+	PacketsPerSecond  float64 `json:"packets_per_second"`
+	RateWindowSeconds float64 `json:"rate_window_seconds"`
+
+	Packets       uint64 `json:"packets"`
+	Allowed       uint64 `json:"allowed"`
+	Dropped       uint64 `json:"dropped"`
+	Flows         uint64 `json:"flows"`
+	BlockedFlows  uint64 `json:"blocked_flows"`
+	FastPathFlows uint64 `json:"fast_path_flows"`
+	HeldFlows     uint64 `json:"held_flows"`   // held for deep inspection now
+	HeldPackets   uint64 `json:"held_packets"` // their packets waiting for a verdict now
+
+	Latency Latency `json:"verdict_latency"`
+	Queues  []Queue `json:"queues"`
+	// TopBlocked are the live blocked flows with the most packets.
+	TopBlocked []Flow `json:"top_blocked_flows"`
+	// TopRules are the rules that blocked the most flows since the start.
+	TopRules []Rule `json:"top_blocking_rules"`
+}
+
+// Latency is the verdict latency (packet received → verdict sent) since
+// the start, in seconds; each percentile is an upper bound within 25%.
+type Latency struct {
+	Count uint64  `json:"count"`
+	P50   float64 `json:"p50_seconds"`
+	P90   float64 `json:"p90_seconds"`
+	P99   float64 `json:"p99_seconds"`
+	P999  float64 `json:"p999_seconds"`
+}
+
+// Queue is one NFQUEUE queue and its worker.
+type Queue struct {
+	Queue            uint16  `json:"queue"`
+	PacketsPerSecond float64 `json:"packets_per_second"`
+	Packets          uint64  `json:"packets"`
+	Allowed          uint64  `json:"allowed"`
+	Dropped          uint64  `json:"dropped"`
+	KernelDropped    uint64  `json:"kernel_dropped"` // queue full
+	UserDropped      uint64  `json:"user_dropped"`   // could not be sent to nfqguard
+	ENOBUFS          uint64  `json:"enobufs"`
+	Flows            uint64  `json:"flows"` // in the flow table now
+	Slots            uint64  `json:"slots"` // the flow table's size
+	Evictions        uint64  `json:"evictions"`
+	HeldFlows        uint64  `json:"held_flows"`
+}
+
+// Flow is a live blocked flow.
+type Flow struct {
+	Queue     uint16    `json:"queue"`
+	Src       string    `json:"src"` // initiator, address:port
+	Dst       string    `json:"dst"`
+	Proto     string    `json:"proto"`
+	Container string    `json:"container"`
+	Rule      string    `json:"rule"`
+	Direction string    `json:"direction"`
+	Packets   uint32    `json:"packets"`
+	Bytes     uint64    `json:"bytes"`
+	Start     time.Time `json:"start"`
+	Last      time.Time `json:"last"`
+}
+
+// Rule is what one rule judged since the start.
+type Rule struct {
+	Container string `json:"container"`
+	Rule      string `json:"rule"`
+	Direction string `json:"direction"`
+	Verdict   string `json:"verdict"`
+	Flows     uint64 `json:"flows"`
+	Packets   uint64 `json:"packets"`
+}
+
+// rateWindow is how far back Sampler keeps totals for the packet rates.
+const rateWindow = 10 * time.Second
+
+// Sampler records packet totals once a second, for rates over the last
+// ten seconds.
+type Sampler struct {
+	mon *queue.Monitor
+
+	mu      sync.Mutex
+	samples []sample // oldest first, at most rateWindow apart
+}
+
+type sample struct {
+	t       time.Time
+	packets map[uint16]uint64
+}
+
+// NewSampler returns a Sampler of mon; call Run to start it.
+func NewSampler(mon *queue.Monitor) *Sampler { return &Sampler{mon: mon} }
+
+// Run samples once a second until ctx ends.
+func (s *Sampler) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if snap, ok := s.mon.Snapshot(); ok {
+			s.add(snap)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Sampler) add(snap queue.Snapshot) {
+	p := make(map[uint16]uint64, len(snap.Queues))
+	for _, q := range snap.Queues {
+		p[q.Queue] = q.Engine.Packets
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.samples = append(s.samples, sample{t: snap.Time, packets: p})
+	for len(s.samples) > 1 && snap.Time.Sub(s.samples[0].t) > rateWindow {
+		s.samples = s.samples[1:]
+	}
+}
+
+// oldest is the oldest sample, if any.
+func (s *Sampler) oldest() (sample, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.samples) == 0 {
+		return sample{}, false
+	}
+	return s.samples[0], true
+}
+
+// Build assembles a Status from a snapshot, the top blocked flows, and the
+// sampler's oldest sample for rates (nil sampler: no rates).
+func Build(snap queue.Snapshot, top []queue.BlockedFlow, s *Sampler, n int) *Status {
+	st := &Status{
+		Time: snap.Time, Started: snap.Started, UptimeSeconds: snap.Time.Sub(snap.Started).Seconds(),
+		Generation: snap.Generation,
+		Latency: Latency{
+			Count: snap.Percentiles.Count,
+			P50:   seconds(snap.Percentiles.P50), P90: seconds(snap.Percentiles.P90),
+			P99: seconds(snap.Percentiles.P99), P999: seconds(snap.Percentiles.P999),
+		},
+		Queues: []Queue{}, TopBlocked: []Flow{}, TopRules: []Rule{},
+	}
+	var old sample
+	var dt float64
+	if s != nil {
+		if o, ok := s.oldest(); ok && snap.Time.Sub(o.t) > 0 {
+			old, dt = o, snap.Time.Sub(o.t).Seconds()
+		}
+	}
+	st.RateWindowSeconds = dt
+	for _, q := range snap.Queues {
+		e := &q.Engine
+		qs := Queue{
+			Queue: q.Queue, Packets: e.Packets, Allowed: e.Allowed, Dropped: e.Dropped,
+			KernelDropped: q.KernelDropped, UserDropped: q.UserDropped, ENOBUFS: q.ENOBUFS,
+			Flows: e.FlowTableFlows, Slots: e.FlowTableSize, Evictions: e.Evictions, HeldFlows: e.HeldNow,
+		}
+		if dt > 0 {
+			if before, ok := old.packets[q.Queue]; ok && e.Packets >= before {
+				qs.PacketsPerSecond = float64(e.Packets-before) / dt
+			}
+		}
+		st.Queues = append(st.Queues, qs)
+		st.PacketsPerSecond += qs.PacketsPerSecond
+		st.Packets += e.Packets
+		st.Allowed += e.Allowed
+		st.Dropped += e.Dropped
+		st.Flows += e.Flows
+		st.BlockedFlows += e.Blocked
+		st.FastPathFlows += e.FastPath
+		st.HeldFlows += e.HeldNow
+		st.HeldPackets += e.HeldPacketsNow
+	}
+	for _, f := range top {
+		st.TopBlocked = append(st.TopBlocked, Flow{
+			Queue: f.Queue, Src: f.Src.String(), Dst: f.Dst.String(), Proto: inspect.ProtoName(f.Proto),
+			Container: f.Container, Rule: f.RuleID, Direction: f.Direction.String(),
+			Packets: f.Packets, Bytes: f.Bytes, Start: f.Start, Last: f.Last,
+		})
+	}
+	for _, r := range snap.Rules {
+		if r.Verdict == "drop" && r.Flows > 0 {
+			st.TopRules = append(st.TopRules, Rule(r))
+		}
+	}
+	slices.SortStableFunc(st.TopRules, func(a, b Rule) int { return cmp.Compare(b.Flows, a.Flows) })
+	st.TopRules = st.TopRules[:min(n, len(st.TopRules))]
+	return st
+}
+
+func seconds(ns int64) float64 { return time.Duration(ns).Seconds() }
+
+// WriteText prints st for a terminal.
+func (st *Status) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "nfqguard pid %d, up %s, config %s (generation %d)\n",
+		st.PID, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second), st.Config, st.Generation)
+	if r := st.LastReload; r != nil {
+		if r.OK {
+			fmt.Fprintf(&b, "last reload: %s, ok\n", r.Time.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(&b, "last reload: %s, FAILED: %s (the previous rules stay in force)\n", r.Time.Format(time.RFC3339), r.Error)
+		}
+	}
+	window := "rate warming up"
+	if st.RateWindowSeconds > 0 {
+		window = fmt.Sprintf("over the last %.0fs", st.RateWindowSeconds)
+	}
+	fmt.Fprintf(&b, "\npackets/s  %.0f (%s)\n", st.PacketsPerSecond, window)
+	fmt.Fprintf(&b, "packets    %d: %d allowed, %d dropped\n", st.Packets, st.Allowed, st.Dropped)
+	fmt.Fprintf(&b, "flows      %d judged: %d blocked, %d on the fast path\n", st.Flows, st.BlockedFlows, st.FastPathFlows)
+	fmt.Fprintf(&b, "held       %d flows, %d packets waiting for deep inspection\n", st.HeldFlows, st.HeldPackets)
+	l := st.Latency
+	fmt.Fprintf(&b, "verdict latency since start (%d packets): p50 %s  p90 %s  p99 %s  p99.9 %s\n\n",
+		l.Count, dur(l.P50), dur(l.P90), dur(l.P99), dur(l.P999))
+
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "QUEUE\tPKTS/S\tPACKETS\tDROPPED\tKERNEL DROPS\tUSER DROPS\tENOBUFS\tFLOWS\tSLOTS\tEVICTIONS\tHELD\t")
+	for _, q := range st.Queues {
+		fmt.Fprintf(tw, "%d\t%.0f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", q.Queue, q.PacketsPerSecond, q.Packets, q.Dropped,
+			q.KernelDropped, q.UserDropped, q.ENOBUFS, q.Flows, q.Slots, q.Evictions, q.HeldFlows)
+	}
+	tw.Flush()
+
+	b.WriteString("\ntop blocked flows (live):\n")
+	if len(st.TopBlocked) == 0 {
+		b.WriteString("  none\n")
+	} else {
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  PACKETS\tBYTES\tPROTO\tSRC\tDST\tCONTAINER\tRULE\tDIRECTION\tFOR")
+		for _, f := range st.TopBlocked {
+			fmt.Fprintf(tw, "  %d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Packets, f.Bytes, f.Proto, f.Src, f.Dst,
+				orDash(f.Container), f.Rule, f.Direction, f.Last.Sub(f.Start).Round(time.Second))
+		}
+		tw.Flush()
+	}
+	b.WriteString("\nrules that blocked the most flows:\n")
+	if len(st.TopRules) == 0 {
+		b.WriteString("  none\n")
+	} else {
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  FLOWS\tPACKETS\tCONTAINER\tRULE\tDIRECTION")
+		for _, r := range st.TopRules {
+			fmt.Fprintf(tw, "  %d\t%d\t%s\t%s\t%s\n", r.Flows, r.Packets, orDash(r.Container), r.Rule, r.Direction)
+		}
+		tw.Flush()
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func dur(s float64) string {
+	return time.Duration(s * float64(time.Second)).String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
