@@ -228,5 +228,5 @@ func (e *cleanupError) Unwrap() error { return e.err }
 // it is running. Flow events go to stderr, which is drained.
 func startEngine(ctx context.Context, l *lab.Lab, name, bin, config, statsJSON string) (*consumer, error) {
 	return startConsumer(ctx, l, name, "nfqguard running", true, bin,
-		"run", "-c", config, "--blocked-log", "stderr", "--stats-json", statsJSON)
+		"run", "-c", config, "--blocked-log", "stderr", "--stats-json", statsJSON, "--status-socket", "off")
 }

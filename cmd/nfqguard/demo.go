@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/bench/lab"
+	"github.com/nfqguard/nfqguard/control"
 	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -78,7 +79,15 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		l.ServeDNS(l.Out, ap(l.Outside, 53))); err != nil {
 		return err
 	}
-	eng, err := startEngine(ctx, l, self, cfgPath, stderr)
+	// The lab's engine gets a status socket of its own: a daemon may be
+	// running on this host with the default one.
+	sockDir, err := os.MkdirTemp("", "nfqguard-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(sockDir)
+	sock := filepath.Join(sockDir, "status.sock")
+	eng, err := startEngine(ctx, l, self, cfgPath, sock, stderr)
 	if err != nil {
 		return err
 	}
@@ -139,6 +148,19 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tw.Flush()
 	fmt.Fprintf(stdout, "\n%d of %d exchanges reached their server.\n", reached, len(cases))
 
+	// What "nfqguard status" shows an operator about this run.
+	resp, err := control.Ask(sock, control.Request{Cmd: "status", Top: 5}, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	if !resp.OK {
+		return fmt.Errorf("status: %s", resp.Error)
+	}
+	fmt.Fprintf(stdout, "\n$ nfqguard status\n")
+	if err := resp.Status.WriteText(stdout); err != nil {
+		return err
+	}
+
 	if err := eng.stop(); err != nil {
 		return err
 	}
@@ -163,8 +185,8 @@ type demoEngine struct {
 	err     error
 }
 
-func startEngine(ctx context.Context, l *lab.Lab, self, config string, stderr io.Writer) (*demoEngine, error) {
-	cmd := l.Command(ctx, l.Host, self, "run", "-c", config, "--blocked-log", "stdout")
+func startEngine(ctx context.Context, l *lab.Lab, self, config, sock string, stderr io.Writer) (*demoEngine, error) {
+	cmd := l.Command(ctx, l.Host, self, "run", "-c", config, "--blocked-log", "stdout", "--status-socket", sock)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,10 +49,12 @@ func toRules(cs []docker.Container) []rules.Container {
 
 // tableUpdater turns Docker's container lists into rule tables: it
 // resolves the parsed table against each list, swaps the result in, and
-// logs what changed. It is used from one goroutine at a time (start-up,
-// then the watcher's).
+// logs what changed. The watcher calls apply, a reload calls rebase; they
+// are serialised.
 type tableUpdater struct {
+	mu     sync.Mutex
 	base   *rules.Table // as parsed: Resolve always starts from it
+	cs     []docker.Container
 	tables *atomic.Pointer[rules.Table]
 	log    *slog.Logger
 
@@ -70,6 +73,29 @@ func newTableUpdater(base *rules.Table, tables *atomic.Pointer[rules.Table], log
 // first time they are seen. Engines pick the new table up with their next
 // new flow; flows already judged keep their verdict.
 func (u *tableUpdater) apply(cs []docker.Container) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.cs = cs
+	u.resolve()
+}
+
+// rebase swaps in base, a reloaded file's table, resolved against the
+// containers last listed (or as is if Docker has not answered yet).
+func (u *tableUpdater) rebase(base *rules.Table) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.base = base
+	if !u.applied {
+		u.tables.Store(base)
+		return
+	}
+	u.resolve()
+}
+
+// resolve resolves u.base against u.cs, stores the result and logs what
+// changed; u.mu is held.
+func (u *tableUpdater) resolve() {
+	cs := u.cs
 	t, warns := u.base.Resolve(toRules(cs))
 	u.tables.Store(t)
 	if u.down {
@@ -132,6 +158,8 @@ func joinAddrs(c rules.ResolvedContainer) string {
 // failed is the watcher's OnError: the first failure in a row is a
 // warning, the retries after it are debug messages.
 func (u *tableUpdater) failed(err error, retry time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	if u.down {
 		u.log.Debug("docker still unreachable", "err", err, "retry_in", retry)
 		return
@@ -145,14 +173,15 @@ func (u *tableUpdater) failed(err error, retry time.Duration) {
 // that follows containers until ctx ends. It watches when the table has
 // entries resolved through Docker, or when the socket exists (then flow
 // logs name containers); otherwise it only reports that Docker is absent.
-// The returned channel is closed when the watcher has stopped.
-func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *atomic.Pointer[rules.Table]) <-chan struct{} {
+// The returned channel is closed when the watcher has stopped; the
+// updater, nil when Docker is not watched, takes reloaded tables.
+func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *atomic.Pointer[rules.Table]) (*tableUpdater, <-chan struct{}) {
 	done := make(chan struct{})
 	sock := dockerSocket(t)
 	if _, err := os.Stat(sock); errors.Is(err, fs.ErrNotExist) && !t.HasDynamic() {
 		log.Info("docker", "socket", sock, "unreachable", "no socket: not watched; flow logs carry no Docker names")
 		close(done)
-		return done
+		return nil, done
 	}
 	client := docker.NewClient(sock)
 	u := newTableUpdater(t, tables, log)
@@ -180,7 +209,7 @@ func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *
 		defer close(done)
 		_ = w.Run(ctx, u.apply) // returns ctx's error: the run is ending
 	}()
-	return done
+	return u, done
 }
 
 // refuseDockerNftables stops a run before it changes anything when Docker

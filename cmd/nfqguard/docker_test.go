@@ -301,7 +301,7 @@ func TestStartDocker(t *testing.T) {
 	log, buf := newTestLogger()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := startDocker(ctx, log, base, &tables)
+	_, done := startDocker(ctx, log, base, &tables)
 
 	web, redis := netip.MustParseAddr("172.18.0.2"), netip.MustParseAddr("172.18.0.3")
 	if !tables.Load().Listed(web) {
@@ -339,7 +339,7 @@ func TestStartDockerUnreachable(t *testing.T) {
 	log, buf := newTestLogger()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := startDocker(ctx, log, base, &tables)
+	_, done := startDocker(ctx, log, base, &tables)
 	l := buf.take()
 	if !strings.Contains(l, `level=WARN msg=docker socket=`+sock+` unreachable="docker: get version: dial unix `+sock) ||
 		!strings.Contains(l, `unresolved=web,caches,dbs,api note="rules keyed by ips work; these entries match nothing until Docker answers" retry="in the background"`) {
@@ -368,7 +368,7 @@ func TestStartDockerAbsent(t *testing.T) {
 	var tables atomic.Pointer[rules.Table]
 	tables.Store(base)
 	log, buf := newTestLogger()
-	done := startDocker(t.Context(), log, base, &tables)
+	_, done := startDocker(t.Context(), log, base, &tables)
 	select {
 	case <-done:
 	default:

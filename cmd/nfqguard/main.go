@@ -4,6 +4,8 @@
 //
 //	nfqguard run -c config.toml     install the redirect, inspect, clean up on exit
 //	nfqguard check -c config.toml   validate and print the compiled rule table
+//	nfqguard status [--json]        show the running daemon's state
+//	nfqguard reload                 make the running daemon load its rule file again
 //	nfqguard demo                   run the engine against a built-in lab
 //	nfqguard bench                  measure what the engine costs, against the kernel and two floors
 //	nfqguard floor-go               the bench's accept-all go-nfqueue consumer
@@ -24,8 +26,16 @@ const usage = `usage: nfqguard <command> [flags]
 
 commands:
   run    -c FILE [--create-chain] [--blocked-log DEST] [--stats-json FILE]
+         [--status-socket PATH|off] [--metrics-listen ADDR|off]
          install the DOCKER-USER redirect, judge traffic, log blocked flows;
-         SIGINT/SIGTERM remove the redirect and exit
+         SIGINT/SIGTERM remove the redirect and exit, SIGHUP reloads the
+         rule file, SIGUSR1 reopens the blocked-flow log and the pcap file
+  status [-c FILE | --socket PATH] [--json] [--top N]
+         show the running daemon's queues, packets/s, verdict latency, held
+         flows, top blocked flows and the rules they hit
+  reload [-c FILE | --socket PATH]
+         make the running daemon load its rule file again; a file that does
+         not load changes nothing (exit 1 with its file:line:col error)
   check  -c FILE
          validate the rule file and print the compiled table (exit 0 valid, 1 not)
   demo   [-c FILE]
@@ -73,6 +83,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCmd(ctx, args[1:], stdout, stderr)
 	case "check":
 		return checkCmd(args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(args[1:], stdout, stderr)
+	case "reload":
+		return reloadCmd(args[1:], stdout, stderr)
 	case "demo":
 		return demoCmd(ctx, args[1:], stdout, stderr)
 	case "bench":

@@ -7,10 +7,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"os/signal"
+	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
+	"github.com/nfqguard/nfqguard/control"
 	"github.com/nfqguard/nfqguard/flowlog"
+	"github.com/nfqguard/nfqguard/metrics"
+	"github.com/nfqguard/nfqguard/pcaplog"
 	"github.com/nfqguard/nfqguard/queue"
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -18,16 +26,17 @@ import (
 // defaultConfig is where a packaged nfqguard finds its rules.
 const defaultConfig = "/etc/nfqguard/config.toml"
 
-// eventBuffer is how many flow events may wait for the log writer before
-// new ones are dropped (and counted) rather than stalling a queue.
-const eventBuffer = 4096
-
+// runCmd is "nfqguard run". --status-socket and --metrics-listen override
+// the rule file so that the demo and the bench, which run a second engine
+// in a lab beside the host's, do not take the host daemon's socket.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	config := fs.String("c", defaultConfig, "rule file")
 	createChain := fs.Bool("create-chain", false, "create DOCKER-USER and the FORWARD jump when Docker has not (removed on exit)")
 	blockedLog := fs.String("blocked-log", "", `override [log] blocked: "stdout", "stderr" or a file path`)
 	statsJSON := fs.String("stats-json", "", "write the run's counters and verdict-latency percentiles to this file as JSON on exit")
+	statusSocket := fs.String("status-socket", "", `override [status] socket ("off" disables it)`)
+	metricsListen := fs.String("metrics-listen", "", `override [metrics] listen ("off" disables it)`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -36,41 +45,154 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	override(&t.Log.Blocked, *blockedLog)
+	override(&t.Status.Socket, *statusSocket)
+	override(&t.Metrics.Listen, *metricsListen)
 	if err := refuseDockerNftables(ctx, dockerSocket(t)); err != nil {
 		return err
 	}
-	dest := t.Log.Blocked
-	if *blockedLog != "" {
-		dest = *blockedLog
+	loaded := time.Now()
+
+	// Everything that can fail on bad settings (the log's file, the pcap
+	// file, the listeners) is opened before the firewall is touched.
+	var closers []func() error
+	closeAll := func() error {
+		var err error
+		for i := len(closers) - 1; i >= 0; i-- {
+			err = errors.Join(err, closers[i]())
+		}
+		return err
 	}
-	w, closeLog, err := openLog(dest, stdout, stderr)
+	dest, err := flowlog.OpenDest(t.Log.Blocked, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	events := flowlog.NewEventLog(w, eventBuffer)
-	var tables atomic.Pointer[rules.Table]
-	tables.Store(t)
-	// Docker is asked before the queues are bound, so that the first
-	// packets already meet rules keyed by container name; the watcher then
-	// swaps in a new table whenever containers change.
-	dockerCtx, stopDocker := context.WithCancel(ctx)
-	dockerDone := startDocker(dockerCtx, log, t, &tables)
-	sum, runErr := queue.Run(ctx, queue.Options{
-		Tables:   &tables,
+	lo := flowlog.OptionsFrom(t.Log)
+	lo.OnError = func(err error) { log.Error("blocked-flow log", "err", err) }
+	events, err := flowlog.New(dest, lo)
+	if err != nil {
+		return errors.Join(err, dest.Close())
+	}
+	closers = append(closers, events.Close)
+	mo := metrics.Options{Reloads: &metrics.Reloads{}, Log: logStats{events}}
+	mo.Reloads.SetLoaded(loaded)
+	qo := queue.Options{
 		Sink:     events,
 		Firewall: queue.FirewallOptions{CreateChain: *createChain},
 		Logger:   log,
-	})
-	stopDocker()
+		Monitor:  queue.NewMonitor(),
+	}
+	mo.Source = qo.Monitor
+	var capt *pcaplog.Writer
+	if t.Log.Pcap != "" {
+		capt, err = pcaplog.Open(t.Log.Pcap, pcaplog.Options{MaxBytes: t.Log.PcapMaxBytes, Files: t.Log.PcapFiles})
+		if err != nil {
+			return errors.Join(err, closeAll())
+		}
+		closers = append(closers, capt.Close)
+		qo.Capture = capt
+		mo.Pcap = pcapStats{capt}
+	}
+	var metricsLn net.Listener
+	ms := metrics.New(mo)
+	if t.Metrics.Listen != "" {
+		if metricsLn, err = ms.Listen(t.Metrics.Listen); err != nil {
+			return errors.Join(err, closeAll())
+		}
+		closers = append(closers, func() error { metricsLn.Close(); return nil })
+	}
+	var ctl *control.Server
+	if t.Status.Socket != "" {
+		if ctl, err = control.Listen(t.Status.Socket); err != nil {
+			return errors.Join(err, closeAll())
+		}
+		closers = append(closers, func() error { ctl.Close(); return nil })
+	}
+
+	var tables atomic.Pointer[rules.Table]
+	tables.Store(t)
+	qo.Tables = &tables
+	// Docker is asked before the queues are bound, so that the first
+	// packets already meet rules keyed by container name; the watcher then
+	// swaps in a new table whenever containers change.
+	side, stopSide := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	updater, dockerDone := startDocker(side, log, t, &tables)
+	d := &daemon{
+		path: *config, log: log, tables: &tables, updater: updater, mon: qo.Monitor,
+		sampler: control.NewSampler(qo.Monitor), reloads: mo.Reloads, running: t,
+	}
+	goSide := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	goSide(func() { d.sampler.Run(side) })
+	if metricsLn != nil {
+		goSide(func() {
+			if err := ms.Serve(side, metricsLn); err != nil {
+				log.Error("metrics endpoint stopped", "err", err)
+			}
+		})
+		log.Info("metrics", "listen", metricsLn.Addr().String(), "path", "/metrics")
+	}
+	if ctl != nil {
+		goSide(func() {
+			if err := ctl.Serve(side, d); err != nil {
+				log.Error("status socket stopped", "err", err)
+			}
+		})
+		log.Info("status socket", "path", ctl.Path())
+	}
+	goSide(func() { handleSignals(side, d, events, capt) })
+
+	sum, runErr := queue.Run(ctx, qo)
+	stopSide()
+	wg.Wait()
 	<-dockerDone
-	if n := events.Dropped(); n > 0 {
+	if n := events.Stats().Dropped; n > 0 {
 		log.Warn("flow log could not keep up", "events_dropped", n)
 	}
 	var statsErr error
 	if sum != nil && *statsJSON != "" {
 		statsErr = writeJSON(*statsJSON, sum)
 	}
-	return errors.Join(runErr, events.Close(), closeLog(), statsErr)
+	return errors.Join(runErr, closeAll(), statsErr)
+}
+
+// override sets *setting to flag when the flag was given; "off" empties it.
+func override(setting *string, flag string) {
+	switch flag {
+	case "":
+	case "off":
+		*setting = ""
+	default:
+		*setting = flag
+	}
+}
+
+// handleSignals reloads the rules on SIGHUP and reopens the log and the
+// capture on SIGUSR1 (after logrotate moved them), until ctx ends.
+func handleSignals(ctx context.Context, d *daemon, events *flowlog.Log, capt *pcaplog.Writer) {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-ch:
+			switch s {
+			case syscall.SIGHUP:
+				d.Reload()
+			case syscall.SIGUSR1:
+				events.Reopen()
+				if capt != nil {
+					capt.Reopen()
+				}
+				d.log.Info("reopening the blocked-flow log and the capture (SIGUSR1)")
+			}
+		}
+	}
 }
 
 func writeJSON(path string, v any) error {
@@ -82,19 +204,4 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("write stats: %w", err)
 	}
 	return nil
-}
-
-// openLog opens the blocked-flow log destination.
-func openLog(dest string, stdout, stderr io.Writer) (io.Writer, func() error, error) {
-	switch dest {
-	case "", "stdout", "-":
-		return stdout, func() error { return nil }, nil
-	case "stderr":
-		return stderr, func() error { return nil }, nil
-	}
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open blocked-flow log: %w", err)
-	}
-	return f, f.Close, nil
 }
