@@ -1,0 +1,15 @@
+// Package dist holds no code: this directory holds nfqguard's packaging
+// files, installed on a host as README ("Running it as a service") and
+// docs/fleet.md describe.
+//
+//   - nfqguard.service: the systemd unit (/etc/systemd/system/)
+//   - nfqguard.logrotate: rotation of the blocked-flow log (/etc/logrotate.d/nfqguard)
+//
+// The package's test checks them: the unit keeps nfqguard in the host's
+// network namespace with CAP_NET_ADMIN and CAP_NET_RAW only, read-only file
+// system but its runtime, log and lock paths, restarts on failure, and
+// reloads on SIGHUP; the logrotate file makes nfqguard reopen its log with
+// SIGUSR1 and leaves the self-rotating pcap capture alone. Where
+// systemd-analyze and logrotate are installed, the test also has them
+// check the files.
+package dist
