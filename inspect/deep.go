@@ -251,6 +251,11 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 		return Verdict{Hold: true}
 	}
 	e.finish(t, hd, facts, reason, now, clock)
+	if f.state == stateDropped {
+		// The packet that decided a drop (usually the whole request) is
+		// what a capture is for.
+		e.capture(t, e.flows.infoOf(f), data, now)
+	}
 	return Verdict{Hold: true}
 }
 

@@ -95,7 +95,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	t := o.Tables.Load()
 	cfg := t.Engine
-	if err := checkNetAdmin(); err != nil {
+	if err := CheckPrivileges(); err != nil {
 		return nil, err
 	}
 	bridgeNF := checkBridgeNF(log)
@@ -257,9 +257,11 @@ func (st *status) summary() *Summary {
 	return &sum
 }
 
-// checkNetAdmin fails early, before anything is touched, when the process
-// lacks CAP_NET_ADMIN in its effective set.
-func checkNetAdmin() error {
+// CheckPrivileges fails early, before anything is touched, when the
+// process lacks CAP_NET_ADMIN in its effective set (ErrNotPermitted). Run
+// calls it too; a caller that opens other things first (listeners, files)
+// calls it before them.
+func CheckPrivileges() error {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return nil // cannot tell; the kernel will say no later

@@ -25,7 +25,7 @@ import (
 func startDockerEngine(t testing.TB, d *dockerlab.Docker, cfgText string, extra ...string) *engine {
 	t.Helper()
 	cfg := writeConfig(t, cfgText)
-	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout"}, extra...)
+	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout", "--status-socket", testSocket(t)}, extra...)
 	// Registered first, so it runs after the engine's own cleanup.
 	t.Cleanup(func() { scrubOurRules(t, d) })
 	return runEngine(t, d.Command(context.Background(), binary(t), args...))

@@ -156,8 +156,21 @@ func (w engineStderr) Write(p []byte) (int, error) {
 func startTestEngine(t testing.TB, l *lab.Lab, cfgText string, extra ...string) *engine {
 	t.Helper()
 	cfg := writeConfig(t, cfgText)
-	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout"}, extra...)
+	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout", "--status-socket", testSocket(t)}, extra...)
 	return runEngine(t, l.Command(context.Background(), l.Host, binary(t), args...))
+}
+
+// testSocket returns a status socket path of the test's own (short: a
+// socket path is limited to 107 bytes), so that engines of several tests,
+// or a daemon on the host, never share one.
+func testSocket(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "nfqg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "s.sock")
 }
 
 // runEngine starts cmd (nfqguard run …, in a lab's or a private Docker's
@@ -339,7 +352,7 @@ func summary(t testing.TB, stderr string) map[string]uint64 {
 func runEngineExpectFail(t testing.TB, l *lab.Lab, cfgText string, args ...string) (stderr string, exitCode int) {
 	t.Helper()
 	cfg := writeConfig(t, cfgText)
-	return runExpectFail(t, l, append([]string{binary(t), "run", "-c", cfg}, args...)...)
+	return runExpectFail(t, l, append([]string{binary(t), "run", "-c", cfg, "--status-socket", testSocket(t)}, args...)...)
 }
 
 // runExpectFail runs argv in l's host namespace and expects a non-zero

@@ -40,6 +40,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// SIGHUP and SIGUSR1 would kill the process until handled: catch them
+	// from the start, and act on them once everything is set up.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	t, err := rules.Load(*config)
 	if err != nil {
@@ -48,6 +53,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	override(&t.Log.Blocked, *blockedLog)
 	override(&t.Status.Socket, *statusSocket)
 	override(&t.Metrics.Listen, *metricsListen)
+	if err := queue.CheckPrivileges(); err != nil {
+		return err
+	}
 	if err := refuseDockerNftables(ctx, dockerSocket(t)); err != nil {
 		return err
 	}
@@ -143,7 +151,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		})
 		log.Info("status socket", "path", ctl.Path())
 	}
-	goSide(func() { handleSignals(side, d, events, capt) })
+	goSide(func() { handleSignals(side, sigs, d, events, capt) })
 
 	sum, runErr := queue.Run(ctx, qo)
 	stopSide()
@@ -172,10 +180,7 @@ func override(setting *string, flag string) {
 
 // handleSignals reloads the rules on SIGHUP and reopens the log and the
 // capture on SIGUSR1 (after logrotate moved them), until ctx ends.
-func handleSignals(ctx context.Context, d *daemon, events *flowlog.Log, capt *pcaplog.Writer) {
-	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1)
-	defer signal.Stop(ch)
+func handleSignals(ctx context.Context, ch <-chan os.Signal, d *daemon, events *flowlog.Log, capt *pcaplog.Writer) {
 	for {
 		select {
 		case <-ctx.Done():
