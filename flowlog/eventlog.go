@@ -1,63 +1,46 @@
 package flowlog
 
 import (
-	"bufio"
-	"encoding/json"
-	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
-// EventLog writes events as JSON lines, one object per flow, on its own
-// goroutine so that a slow disk never stalls a queue. When its buffer is
-// full, Emit drops the event and counts it.
-type EventLog struct {
-	ch      chan inspect.Event
-	w       *bufio.Writer
-	done    chan struct{}
-	dropped atomic.Uint64
-	err     error // first write error; read after done is closed
-}
+// EventLog is the name Log had before it learnt rate limits and formats.
+type EventLog = Log
 
-// NewEventLog starts a writer to w holding up to buffer pending events.
-// Close must be called, after the last Emit, to flush and stop it.
+// NewEventLog starts a Log writing JSON lines to w, without a rate limit,
+// holding up to buffer pending events (4096 when buffer <= 0). Close must
+// be called, after the last Emit, to flush and stop it.
 func NewEventLog(w io.Writer, buffer int) *EventLog {
-	l := &EventLog{ch: make(chan inspect.Event, buffer), w: bufio.NewWriter(w), done: make(chan struct{})}
-	go l.run()
+	l, err := New(Writer(w), Options{Buffer: buffer})
+	if err != nil {
+		panic("flowlog: " + err.Error()) // the options above are valid
+	}
 	return l
 }
 
-// Emit queues ev for writing without blocking.
-func (l *EventLog) Emit(ev inspect.Event) bool {
-	select {
-	case l.ch <- ev:
-		return true
-	default:
-		l.dropped.Add(1)
-		return false
-	}
-}
+// The values of Record.Event.
+const (
+	EventBlocked    = "blocked"    // a blocked flow's verdict
+	EventAllowed    = "allowed"    // an allowed flow's verdict (rule with log = true)
+	EventEnd        = "end"        // a blocked flow's end
+	EventSuppressed = "suppressed" // verdicts left out by the rate limit
+)
 
-// Dropped returns the number of events lost to a full buffer.
-func (l *EventLog) Dropped() uint64 { return l.dropped.Load() }
-
-// Close flushes pending events and stops the writer. No Emit may follow.
-func (l *EventLog) Close() error {
-	close(l.ch)
-	<-l.done
-	return l.err
-}
-
-// Record is the JSON form of an Event: the blocked-flow log's schema. The
-// Docker fields are left out when empty.
+// Record is one line of the blocked-flow log: its JSON form, and the keys
+// and order of its text form. The fields marked omitempty are left out when
+// empty or zero.
+//
+// A "suppressed" record has only Time, Event, Rule, Container, Suppressed
+// and Since.
 type Record struct {
 	Time       time.Time `json:"time"`
-	Event      string    `json:"event"` // "blocked" or "allowed"
+	Event      string    `json:"event"` // EventBlocked, EventAllowed, EventEnd or EventSuppressed
 	Rule       string    `json:"rule"`  // rule id, "default", or a reason's name
 	Container  string    `json:"container"`
 	DockerName string    `json:"docker_name,omitempty"`
@@ -70,7 +53,14 @@ type Record struct {
 	DstPort    uint16    `json:"dport"`
 	Published  string    `json:"published,omitempty"` // "HOSTIP:HOSTPORT[,…]" the ingress port is published on
 	Packets    uint32    `json:"packets"`
-	Reason     string    `json:"reason,omitempty"`
+
+	// An "end" record's flow: its IP bytes, first packet's time (UTC), and
+	// the time from its first packet to its last (Time).
+	Bytes    uint64    `json:"bytes,omitempty"`
+	Start    time.Time `json:"start,omitzero"`
+	Duration float64   `json:"duration_seconds,omitempty"`
+
+	Reason string `json:"reason,omitempty"`
 
 	// The L7 fact the flow was judged by (see Event.L7).
 	L7         string `json:"l7,omitempty"` // "tls", "http" or "dns"
@@ -81,20 +71,51 @@ type Record struct {
 	HTTPMethod string `json:"http_method,omitempty"`
 	QName      string `json:"qname,omitempty"`
 	QueryID    uint16 `json:"query_id,omitempty"` // DNS message id, for a query judged on its own (UDP)
+
+	// A "suppressed" record: how many verdicts of Rule and Container were
+	// not written because of the rate limit, from Since (UTC) to Time.
+	Suppressed uint64    `json:"suppressed,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
 }
 
-// RecordOf converts an event to its log record.
+// RecordOf converts an event, a verdict or an end, to its log record.
 func RecordOf(ev inspect.Event) Record {
-	r := Record{
+	var r rec
+	r.fill(&ev)
+	r.Src = ev.Src.Addr().String()
+	r.Dst = ev.Dst.Addr().String()
+	return r.Record
+}
+
+// MarshalJSON writes r as the log does, without the newline. It is
+// encoding/json's output for the struct's tags, except that a
+// "suppressed" record leaves out the fields it does not have.
+func (r Record) MarshalJSON() ([]byte, error) {
+	e := encoder{b: make([]byte, 0, 256)}
+	x := rec{Record: r}
+	x.encode(&e)
+	return e.b[:len(e.b)-1], nil
+}
+
+// rec is a Record as the writer fills it: the addresses stay netip.Addr
+// (appended, not converted to strings) so that writing allocates nothing.
+// When src or dst is not valid, Src or Dst is written instead.
+type rec struct {
+	Record
+	src, dst netip.Addr
+}
+
+// fill sets r from ev, leaving Src and Dst to the caller, or r.src and
+// r.dst when the address is valid.
+func (r *rec) fill(ev *inspect.Event) {
+	r.Record = Record{
 		Time:      ev.Time.UTC(),
-		Event:     "allowed",
+		Event:     EventAllowed,
 		Rule:      ev.RuleID,
 		Container: ev.Container,
 		Direction: ev.Direction.String(),
 		Proto:     ProtoName(ev.Proto),
-		Src:       ev.Src.Addr().String(),
 		SrcPort:   ev.Src.Port(),
-		Dst:       ev.Dst.Addr().String(),
 		DstPort:   ev.Dst.Port(),
 		Packets:   ev.Packets,
 		Reason:    ev.Reason,
@@ -106,33 +127,34 @@ func RecordOf(ev inspect.Event) Record {
 		SNI: ev.SNI, ECH: ev.ECH, HTTPHost: ev.HTTPHost, HTTPPath: ev.HTTPPath, HTTPMethod: ev.HTTPMethod,
 		QName: ev.QName, QueryID: ev.QueryID,
 	}
+	r.src, r.dst = netip.Addr{}, netip.Addr{}
 	if ev.L7 != 0 {
-		r.L7 = ev.L7.String()
+		r.L7 = l7Name(ev.L7)
 	}
-	if ev.Action == rules.Drop {
-		r.Event = "blocked"
+	switch {
+	case ev.Kind == inspect.EventEnd:
+		r.Event = EventEnd
+		r.Bytes = ev.Bytes
+		if !ev.Start.IsZero() {
+			r.Start = ev.Start.UTC()
+			r.Duration = ev.Time.Sub(ev.Start).Seconds()
+		}
+	case ev.Action == rules.Drop:
+		r.Event = EventBlocked
 	}
-	return r
 }
 
-func (l *EventLog) run() {
-	defer close(l.done)
-	enc := json.NewEncoder(l.w)
-	for ev := range l.ch {
-		if err := enc.Encode(RecordOf(ev)); err != nil && l.err == nil {
-			l.err = fmt.Errorf("write flow log: %w", err)
-		}
-		// Flush when nothing else is waiting, so lines appear promptly but
-		// a burst is written in few syscalls.
-		if len(l.ch) == 0 {
-			if err := l.w.Flush(); err != nil && l.err == nil {
-				l.err = fmt.Errorf("write flow log: %w", err)
-			}
-		}
+// l7Name is L7.String without its allocation for the usual single values.
+func l7Name(l rules.L7) string {
+	switch l {
+	case rules.L7TLS:
+		return "tls"
+	case rules.L7HTTP:
+		return "http"
+	case rules.L7DNS:
+		return "dns"
 	}
-	if err := l.w.Flush(); err != nil && l.err == nil {
-		l.err = fmt.Errorf("write flow log: %w", err)
-	}
+	return l.String()
 }
 
 // ProtoName names an IP protocol number as the config does.
