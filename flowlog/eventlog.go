@@ -3,7 +3,6 @@ package flowlog
 import (
 	"io"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/nfqguard/nfqguard/inspect"
@@ -114,7 +113,7 @@ func (r *rec) fill(ev *inspect.Event) {
 		Rule:      ev.RuleID,
 		Container: ev.Container,
 		Direction: ev.Direction.String(),
-		Proto:     ProtoName(ev.Proto),
+		Proto:     inspect.ProtoName(ev.Proto),
 		SrcPort:   ev.Src.Port(),
 		DstPort:   ev.Dst.Port(),
 		Packets:   ev.Packets,
@@ -155,19 +154,4 @@ func l7Name(l rules.L7) string {
 		return "dns"
 	}
 	return l.String()
-}
-
-// ProtoName names an IP protocol number as the config does.
-func ProtoName(p uint8) string {
-	switch p {
-	case rules.ProtoTCP:
-		return "tcp"
-	case rules.ProtoUDP:
-		return "udp"
-	case rules.ProtoICMP:
-		return "icmp"
-	case rules.ProtoICMPv6:
-		return "icmpv6"
-	}
-	return strconv.Itoa(int(p))
 }

@@ -352,7 +352,10 @@ func summary(t testing.TB, stderr string) map[string]uint64 {
 func runEngineExpectFail(t testing.TB, l *lab.Lab, cfgText string, args ...string) (stderr string, exitCode int) {
 	t.Helper()
 	cfg := writeConfig(t, cfgText)
-	return runExpectFail(t, l, append([]string{binary(t), "run", "-c", cfg, "--status-socket", testSocket(t)}, args...)...)
+	// Its own status socket and no metrics listener: a test engine may be
+	// running in the same lab, and the failure under test must be the
+	// engine's, not a taken port.
+	return runExpectFail(t, l, append([]string{binary(t), "run", "-c", cfg, "--status-socket", testSocket(t), "--metrics-listen", "off"}, args...)...)
 }
 
 // runExpectFail runs argv in l's host namespace and expects a non-zero

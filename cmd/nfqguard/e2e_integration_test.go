@@ -1102,14 +1102,19 @@ func TestBlockedLogFile(t *testing.T) {
 	data, err := os.ReadFile(logPath)
 	must(t, err)
 	lines := nonEmptyLines(string(data))
-	if len(lines) != 2 || lines[0] != `{"event":"earlier"}` {
-		t.Fatalf("log file: want the earlier line and one record, got:\n%s", data)
+	// The earlier line, the flow's block, and its end when the engine stopped.
+	if len(lines) != 3 || lines[0] != `{"event":"earlier"}` {
+		t.Fatalf("log file: want the earlier line, the blocked record and its end, got:\n%s", data)
 	}
-	var r flowlog.Record
+	var r, end flowlog.Record
 	must(t, json.Unmarshal([]byte(lines[1]), &r))
 	c := flowCase{name: "web -> outside:25", proto: "tcp", src: web.Addr, sport: 52001, dst: ap(l.Outside, 25),
 		want: rec("blocked", "web-no-smtp", "web", "egress", "tcp", web.Addr, 52001, ap(l.Outside, 25))}
 	checkRecords(t, []flowCase{c}, []flowlog.Record{r})
+	must(t, json.Unmarshal([]byte(lines[2]), &end))
+	if end.Event != "end" || end.Rule != "web-no-smtp" || end.SrcPort != 52001 || end.Packets < 1 || end.Bytes < 40 || end.Start.IsZero() {
+		t.Errorf("end record = %s", lines[2])
+	}
 }
 
 func TestSecondEngineOnOtherQueuesRefused(t *testing.T) {
