@@ -78,6 +78,9 @@ deps:
 	  command -v gcc >/dev/null || missing="$$missing gcc"; \
 	  test -f $(NFQ_HEADER) || missing="$$missing libnetfilter-queue-dev"; \
 	  command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	  command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+	  command -v logrotate >/dev/null || missing="$$missing logrotate"; \
+	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
