@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -49,6 +50,25 @@ type ruleKey struct {
 	action          rules.Action
 }
 
+// ruleRef identifies a rule's counters by the addresses of its strings,
+// which the compiled table and its resolved copies share: hashing two
+// pointers is cheaper than hashing two strings, on every new flow. Two
+// different strings with the same contents (a reloaded file) get their own
+// entry in index, and share the counters through the key.
+type ruleRef struct {
+	container, rule *byte
+	nc, nr          int32
+	dir             rules.Direction
+	action          rules.Action
+}
+
+func refOf(k *ruleKey) ruleRef {
+	return ruleRef{
+		container: unsafe.StringData(k.container), rule: unsafe.StringData(k.rule),
+		nc: int32(len(k.container)), nr: int32(len(k.rule)), dir: k.dir, action: k.action,
+	}
+}
+
 type ruleCounter struct {
 	key            ruleKey
 	flows, packets atomic.Uint64
@@ -57,8 +77,9 @@ type ruleCounter struct {
 // ruleCounters counts flows and packets per rule. The engine's goroutine
 // is the only writer; RuleCounts may read from any goroutine.
 type ruleCounters struct {
-	index   map[ruleKey]uint32 // key → index+1; the engine's goroutine only
-	last    ruleKey            // cache of the last lookup: new flows come in runs
+	index   map[ruleRef]uint32 // → index+1; the engine's goroutine only
+	byKey   map[ruleKey]uint32 // → index+1, for a ruleRef not seen yet
+	last    ruleRef            // cache of the last lookup: new flows come in runs
 	lastIdx uint32
 
 	mu   sync.Mutex
@@ -68,18 +89,22 @@ type ruleCounters struct {
 // of returns the index+1 of the counters of k, creating them the first
 // time (the only allocation, once per rule).
 func (r *ruleCounters) of(k ruleKey) uint32 {
-	if r.lastIdx != 0 && k == r.last {
+	ref := refOf(&k)
+	if r.lastIdx != 0 && ref == r.last {
 		return r.lastIdx
 	}
-	i, ok := r.index[k]
+	i, ok := r.index[ref]
 	if !ok {
-		r.mu.Lock()
-		r.list = append(r.list, &ruleCounter{key: k})
-		i = uint32(len(r.list))
-		r.mu.Unlock()
-		r.index[k] = i
+		if i, ok = r.byKey[k]; !ok {
+			r.mu.Lock()
+			r.list = append(r.list, &ruleCounter{key: k})
+			i = uint32(len(r.list))
+			r.mu.Unlock()
+			r.byKey[k] = i
+		}
+		r.index[ref] = i
 	}
-	r.last, r.lastIdx = k, i
+	r.last, r.lastIdx = ref, i
 	return i
 }
 

@@ -223,7 +223,7 @@ func New(o Options, maxFlows int) *Engine {
 		dec:     NewDecoder(),
 		base:    time.Now(),
 		deep:    newDeep(o.Tables.Load().Inspect, o.Resetter),
-		rules:   ruleCounters{index: map[ruleKey]uint32{}},
+		rules:   ruleCounters{index: map[ruleRef]uint32{}, byKey: map[ruleKey]uint32{}},
 	}
 	e.flows = newFlowTable(maxFlows, rand.Uint64(), e.ended)
 	return e
