@@ -187,11 +187,7 @@ func (e *Engine) ended(f *flow, fi *flowInfo) {
 	}
 	fi.logged = false
 	c := e.rules.at(fi.rule)
-	a := netip.AddrPortFrom(netip.AddrFrom16(f.key.a).Unmap(), f.key.aPort)
-	b := netip.AddrPortFrom(netip.AddrFrom16(f.key.b).Unmap(), f.key.bPort)
-	if !f.aIsInit {
-		a, b = b, a
-	}
+	a, b := f.ends()
 	ev := Event{
 		Kind: EventEnd, Time: e.base.Add(time.Duration(f.lastSeen)), Start: e.base.Add(time.Duration(fi.start)),
 		Action: rules.Drop, RuleID: c.key.rule, Container: c.key.container, Direction: c.key.dir,
@@ -263,11 +259,7 @@ func (e *Engine) TopBlocked(n int, now time.Time) []BlockedFlow {
 	out := make([]BlockedFlow, len(top))
 	for i, f := range top {
 		fi := e.flows.infoOf(f)
-		a := netip.AddrPortFrom(netip.AddrFrom16(f.key.a).Unmap(), f.key.aPort)
-		b := netip.AddrPortFrom(netip.AddrFrom16(f.key.b).Unmap(), f.key.bPort)
-		if !f.aIsInit {
-			a, b = b, a
-		}
+		a, b := f.ends()
 		out[i] = BlockedFlow{Src: a, Dst: b, Proto: f.key.proto, Packets: f.packets, Bytes: fi.bytes,
 			Start: e.base.Add(time.Duration(fi.start)), Last: e.base.Add(time.Duration(f.lastSeen))}
 		if fi.rule != 0 {

@@ -82,6 +82,17 @@ type flow struct {
 	expires  int64 // nanoseconds, engine clock
 }
 
+// ends returns the flow's initiator and responder, for its log and the
+// status view (off the packet path).
+func (f *flow) ends() (initiator, responder netip.AddrPort) {
+	a := netip.AddrPortFrom(netip.AddrFrom16(f.key.a).Unmap(), f.key.aPort)
+	b := netip.AddrPortFrom(netip.AddrFrom16(f.key.b).Unmap(), f.key.bPort)
+	if !f.aIsInit {
+		return b, a
+	}
+	return a, b
+}
+
 // ways is the associativity of a bucket: a key lives in one of the ways
 // slots of one of its two buckets, so a lookup touches at most four cache
 // lines.
