@@ -84,12 +84,7 @@ func (st *status) snapshot() Snapshot {
 	s := Snapshot{Time: time.Now(), Started: st.started, Generation: st.tables.Load().Generation}
 	drops, _ := queueDrops() // unreadable: zeros
 	var lat Histogram
-	type rk struct {
-		container, rule string
-		dir             string
-		action          string
-	}
-	byRule := map[rk]*RuleStats{}
+	byRule := map[RuleStats]*RuleStats{} // keyed by the labels, counts zero
 	var counts []inspect.RuleCount
 	for i, w := range st.workers {
 		lat.Merge(&w.Latency)
@@ -102,10 +97,10 @@ func (st *status) snapshot() Snapshot {
 		})
 		counts = e.RuleCounts(counts[:0])
 		for _, c := range counts {
-			k := rk{c.Container, c.RuleID, c.Direction.String(), c.Action.String()}
+			k := RuleStats{Container: c.Container, Rule: c.RuleID, Direction: c.Direction.String(), Verdict: c.Action.String()}
 			r := byRule[k]
 			if r == nil {
-				r = &RuleStats{Container: k.container, Rule: k.rule, Direction: k.dir, Verdict: k.action}
+				r = &k
 				byRule[k] = r
 			}
 			r.Flows += c.Flows

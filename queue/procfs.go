@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"strconv"
@@ -11,23 +10,15 @@ import (
 // boundQueues reads which NFQUEUE queues have a listener in this thread's
 // network namespace, from /proc/net/netfilter/nfnetlink_queue.
 func boundQueues() (map[uint16]bool, error) {
-	f, err := os.Open("/proc/thread-self/net/netfilter/nfnetlink_queue")
+	qs, err := queueDrops()
 	if err != nil {
 		return nil, fmt.Errorf("read bound queues: %w", err)
 	}
-	defer f.Close()
-	bound := map[uint16]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 {
-			continue
-		}
-		if q, err := strconv.ParseUint(fields[0], 10, 16); err == nil {
-			bound[uint16(q)] = true
-		}
+	bound := make(map[uint16]bool, len(qs))
+	for q := range qs {
+		bound[q] = true
 	}
-	return bound, sc.Err()
+	return bound, nil
 }
 
 // checkNoOtherEngine refuses to take over DOCKER-USER while another live
@@ -55,7 +46,8 @@ func checkNoOtherEngine(fw *Firewall, first uint16, n int) error {
 	return nil
 }
 
-// drops are a queue's drop counters in /proc/net/netfilter/nfnetlink_queue.
+// drops are a queue's drop counters in /proc/net/netfilter/nfnetlink_queue,
+// which lists the queues that have a listener.
 type drops struct {
 	queue uint64 // queue_dropped: the queue was full
 	user  uint64 // user_dropped: the packet could not be sent to the listener
@@ -68,7 +60,7 @@ type drops struct {
 func queueDrops() (map[uint16]drops, error) {
 	b, err := os.ReadFile("/proc/thread-self/net/netfilter/nfnetlink_queue")
 	if err != nil {
-		return nil, fmt.Errorf("read queue drops: %w", err)
+		return nil, err
 	}
 	return parseQueueDrops(string(b)), nil
 }

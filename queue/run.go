@@ -231,29 +231,28 @@ func queueRange(first uint16, n int) string {
 	return fmt.Sprintf("%d-%d", first, int(first)+n-1)
 }
 
+// summary condenses the engine's last snapshot for the end of a run.
 func (st *status) summary() *Summary {
-	var lat Histogram
-	var sum Summary
-	for i, w := range st.workers {
-		lat.Merge(&w.Latency)
-		s := st.engines[i].Stats()
-		sum.Packets += s.Packets.Load()
-		sum.Allowed += s.Allowed.Load()
-		sum.Dropped += s.Dropped.Load()
-		sum.Flows += s.Flows.Load()
-		sum.BlockedFlows += s.Blocked.Load()
-		sum.Malformed += s.Malformed.Load()
-		sum.Evictions += s.Evictions.Load()
-		sum.Inspected += s.Inspected.Load()
-		sum.HeldPackets += s.HeldPackets.Load()
-		sum.Decided += s.Decided.Load()
-		sum.Undecided += s.Undecided.Load()
-		sum.BlockedQueries += s.BlockedQueries.Load()
-		sum.Resets += s.Resets.Load()
-		sum.ENOBUFS += w.ENOBUFS.Load()
-		sum.VerdictErrors += w.VerdictErrors.Load()
+	snap := st.snapshot()
+	sum := Summary{Latency: snap.Percentiles}
+	for _, q := range snap.Queues {
+		c := &q.Engine
+		sum.Packets += c.Packets
+		sum.Allowed += c.Allowed
+		sum.Dropped += c.Dropped
+		sum.Flows += c.Flows
+		sum.BlockedFlows += c.Blocked
+		sum.Malformed += c.Malformed
+		sum.Evictions += c.Evictions
+		sum.Inspected += c.Inspected
+		sum.HeldPackets += c.HeldPackets
+		sum.Decided += c.Decided
+		sum.Undecided += c.Undecided
+		sum.BlockedQueries += c.BlockedQueries
+		sum.Resets += c.Resets
+		sum.ENOBUFS += q.ENOBUFS
+		sum.VerdictErrors += q.VerdictErrors
 	}
-	sum.Latency = lat.Summarize()
 	return &sum
 }
 
