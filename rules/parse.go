@@ -351,16 +351,23 @@ func floatText(f float64) string {
 	return strconv.FormatFloat(f, 'f', -1, 64)
 }
 
+// soleString returns the string key of section [name], a section with no
+// other key, when the file sets it to a string; other keys and other
+// types are reported.
+func (p *parser) soleString(doc map[string]any, name, key string) (string, bool) {
+	m, ok := p.section(doc, "", name)
+	if !ok {
+		return "", false
+	}
+	p.checkKeys(m, name, "["+name+"]", key)
+	return p.str(m, name, key)
+}
+
 // metrics validates [metrics]: listen is "" (off) or host:port with the
 // host an IP address, "localhost" or empty (all interfaces).
 func (p *parser) metrics(doc map[string]any) MetricsConfig {
 	c := MetricsConfig{Listen: DefaultMetricsListen}
-	m, ok := p.section(doc, "", "metrics")
-	if !ok {
-		return c
-	}
-	p.checkKeys(m, "metrics", "[metrics]", "listen")
-	s, ok := p.str(m, "metrics", "listen")
+	s, ok := p.soleString(doc, "metrics", "listen")
 	if !ok {
 		return c
 	}
@@ -397,12 +404,7 @@ func (p *parser) metrics(doc map[string]any) MetricsConfig {
 // fits in a unix socket address.
 func (p *parser) status(doc map[string]any) StatusConfig {
 	c := StatusConfig{Socket: DefaultStatusSocket}
-	m, ok := p.section(doc, "", "status")
-	if !ok {
-		return c
-	}
-	p.checkKeys(m, "status", "[status]", "socket")
-	s, ok := p.str(m, "status", "socket")
+	s, ok := p.soleString(doc, "status", "socket")
 	if !ok {
 		return c
 	}
