@@ -419,18 +419,17 @@ func (e *Engine) conclude(t *rules.Table, f *flow, d *decision, facts *rules.Fac
 	} else if t.Engine.FastPath {
 		e.stats.FastPath.Add(1)
 	}
-	logged := e.logInspected(t, d, facts, reason, Event{Time: now, Proto: proto, Src: client, Dst: server, Packets: packets})
+	logged := d.logged() && e.logDecision(t, d, facts, reason, Event{Time: now, Proto: proto, Src: client, Dst: server, Packets: packets})
 	fi.logged = logged && !allow
 	return allow
 }
 
-// logInspected emits ev, which names the flow or query, for a decision of
-// deep inspection that is logged: every drop and rules with log = true. It
-// reports whether the sink took the event.
-func (e *Engine) logInspected(t *rules.Table, d *decision, facts *rules.Facts, reason string, ev Event) bool {
-	if (d.m.Action != rules.Drop && !d.m.Log) || d.foreign {
-		return false
-	}
+// logDecision emits ev, which names the flow or query, for decision d
+// (call it when d.logged()): the rule, the Docker names and the facts the
+// flow was judged by. reason is added when it was judged by [inspect]
+// undecided; a Reason already in ev is kept otherwise. It reports whether
+// the sink took the event.
+func (e *Engine) logDecision(t *rules.Table, d *decision, facts *rules.Facts, reason string, ev Event) bool {
 	ev.Action, ev.RuleID, ev.Container, ev.Direction = d.m.Action, d.m.RuleID, d.m.Container, d.dir
 	if facts == nil && d.m.RuleID == rules.RuleIDUndecided {
 		ev.Reason = reason
@@ -495,9 +494,11 @@ func (e *Engine) judgeQuery(t *rules.Table, p *Packet, data []byte, m Meta, from
 		e.spare = flowInfo{} // each query is captured on its own
 		e.capture(t, &e.spare, data, now)
 	}
-	e.logInspected(t, &d, facts, reason, Event{
-		Time: now, Proto: p.Proto, Src: netip.AddrPortFrom(p.Src, p.SrcPort), Dst: netip.AddrPortFrom(p.Dst, p.DstPort),
-		Packets: 1, QueryID: dp.dns.ID,
-	})
+	if d.logged() {
+		e.logDecision(t, &d, facts, reason, Event{
+			Time: now, Proto: p.Proto, Src: netip.AddrPortFrom(p.Src, p.SrcPort), Dst: netip.AddrPortFrom(p.Dst, p.DstPort),
+			Packets: 1, QueryID: dp.dns.ID,
+		})
+	}
 	return Verdict{Allow: allow}
 }

@@ -312,18 +312,14 @@ func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 	} else if t.Engine.FastPath {
 		e.stats.FastPath.Add(1)
 	}
-	if (d.m.Action == rules.Drop || d.m.Log) && !d.foreign {
+	if d.logged() {
 		src := netip.AddrPortFrom(p.Src, p.SrcPort)
 		dst := netip.AddrPortFrom(p.Dst, p.DstPort)
 		if aIsInit != srcIsA {
 			src, dst = dst, src
 		}
-		ev := Event{
-			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container,
-			Direction: d.dir, Proto: p.Proto, Src: src, Dst: dst, Packets: 1,
-		}
-		describe(t, &ev)
-		fi.logged = e.sink.Emit(ev) && d.m.Action == rules.Drop
+		ev := Event{Time: now, Proto: p.Proto, Src: src, Dst: dst, Packets: 1}
+		fi.logged = e.logDecision(t, &d, nil, "", ev) && d.m.Action == rules.Drop
 	}
 	return e.count(e.verdict(t, f.state == stateAllowed))
 }
@@ -372,14 +368,12 @@ func (e *Engine) rejudge(t *rules.Table, f *flow, fi *flowInfo, p *Packet, size 
 			e.stats.Resets.Add(1)
 		}
 	}
-	if (!allow || d.m.Log) && !d.foreign {
+	if d.logged() {
 		ev := Event{
-			Time: now, Action: d.m.Action, RuleID: d.m.RuleID, Container: d.m.Container, Direction: d.dir,
-			Proto: p.Proto, Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport), Packets: 1,
+			Time: now, Proto: p.Proto, Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport), Packets: 1,
 			Reason: "rejudged after a reload",
 		}
-		describe(t, &ev)
-		fi.logged = e.sink.Emit(ev) && !allow
+		fi.logged = e.logDecision(t, &d, nil, "", ev) && !allow
 	}
 }
 
@@ -406,6 +400,12 @@ type decision struct {
 	dir     rules.Direction
 	foreign bool     // neither end is a container
 	need    rules.L7 // the verdict waits for these L7 facts (m is the fallback)
+}
+
+// logged reports whether the flow's verdict is logged: every drop, and
+// allows by rules with log = true, of flows with a container at one end.
+func (d *decision) logged() bool {
+	return (d.m.Action == rules.Drop || d.m.Log) && !d.foreign
 }
 
 // decide judges a flow initiated by src towards dst on port dport. Each end
