@@ -104,11 +104,6 @@ func TestOperations(t *testing.T) {
 	writeOps("allow", "")
 	sock := testSocket(t)
 	e := runEngine(t, l.Command(context.Background(), l.Host, binary(t), "run", "-c", cfg, "--status-socket", sock))
-	// The log goes to a file here, not to stdout.
-	logRecords := func(path string) []flowlog.Record {
-		t.Helper()
-		return readRecords(t, path)
-	}
 
 	// An established, allowed connection, for the reload test: it must
 	// outlive a reload that drops its port.
@@ -236,7 +231,7 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("log reopened on SIGUSR1", func(t *testing.T) {
-		before := logRecords(logPath)
+		before := readRecords(t, logPath)
 		if countRecords(before, "blocked", "no-9000") != blockedFlows {
 			t.Fatalf("log before rotation:\n%s", fmtRecords(before))
 		}
@@ -246,10 +241,10 @@ func TestOperations(t *testing.T) {
 			t.Fatal("log file not recreated after SIGUSR1")
 		}
 		must(t, sendUDP(l, web.NS, 42000, ap(out, 9000), 1))
-		if !eventually(5*time.Second, func() bool { return countRecords(logRecords(logPath), "blocked", "no-9000") == 1 }) {
-			t.Errorf("new blocked flow not in the reopened log:\n%s", fmtRecords(logRecords(logPath)))
+		if !eventually(5*time.Second, func() bool { return countRecords(readRecords(t, logPath), "blocked", "no-9000") == 1 }) {
+			t.Errorf("new blocked flow not in the reopened log:\n%s", fmtRecords(readRecords(t, logPath)))
 		}
-		if got := logRecords(logPath + ".1"); countRecords(got, "blocked", "no-9000") != blockedFlows {
+		if got := readRecords(t, logPath+".1"); countRecords(got, "blocked", "no-9000") != blockedFlows {
 			t.Errorf("rotated log changed:\n%s", fmtRecords(got))
 		}
 	})
@@ -273,7 +268,7 @@ func TestOperations(t *testing.T) {
 		// Let the once-a-second suppression record come out.
 		time.Sleep(1500 * time.Millisecond)
 		elapsed := time.Since(start).Seconds()
-		recs := logRecords(logPath)
+		recs := readRecords(t, logPath)
 		written := countRecords(recs, "blocked", "flood")
 		suppressed := 0
 		for _, r := range recs {
@@ -363,7 +358,7 @@ func TestOperations(t *testing.T) {
 	}
 	// Ends: every blocked flow whose verdict was written gets its summary
 	// when the engine stops, and no other.
-	recs := logRecords(logPath)
+	recs := readRecords(t, logPath)
 	ends := map[string]flowlog.Record{}
 	for _, r := range recs {
 		if r.Event == "end" {

@@ -101,9 +101,10 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		qo.Capture = capt
 		mo.Pcap = pcapStats{capt}
 	}
+	var ms *metrics.Server
 	var metricsLn net.Listener
-	ms := metrics.New(mo)
 	if t.Metrics.Listen != "" {
+		ms = metrics.New(mo)
 		if metricsLn, err = ms.Listen(t.Metrics.Listen); err != nil {
 			return errors.Join(err, closeAll())
 		}
