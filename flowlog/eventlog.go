@@ -128,7 +128,7 @@ func (r *rec) fill(ev *inspect.Event) {
 	}
 	r.src, r.dst = netip.Addr{}, netip.Addr{}
 	if ev.L7 != 0 {
-		r.L7 = l7Name(ev.L7)
+		r.L7 = ev.L7.String()
 	}
 	switch {
 	case ev.Kind == inspect.EventEnd:
@@ -141,17 +141,4 @@ func (r *rec) fill(ev *inspect.Event) {
 	case ev.Action == rules.Drop:
 		r.Event = EventBlocked
 	}
-}
-
-// l7Name is L7.String without its allocation for the usual single values.
-func l7Name(l rules.L7) string {
-	switch l {
-	case rules.L7TLS:
-		return "tls"
-	case rules.L7HTTP:
-		return "http"
-	case rules.L7DNS:
-		return "dns"
-	}
-	return l.String()
 }

@@ -26,8 +26,15 @@ const l7All = L7TLS | L7HTTP | L7DNS
 // String returns the protocols as "tls", "http" and "dns" joined with "|"
 // ("tls|http"), and "none" for the empty set.
 func (l L7) String() string {
-	if l == 0 {
+	switch l { // one protocol, the common case, without allocating
+	case 0:
 		return "none"
+	case L7TLS:
+		return "tls"
+	case L7HTTP:
+		return "http"
+	case L7DNS:
+		return "dns"
 	}
 	var parts []string
 	for _, p := range [...]struct {
