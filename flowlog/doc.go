@@ -22,7 +22,4 @@
 //     bytes, start and duration_seconds;
 //   - "suppressed": suppressed verdicts of one rule and container were not
 //     written because of the rate limit, since the time in "since".
-//
-// NewEventLog, EventLog and RecordOf keep the names the package had before
-// the rate limit.
 package flowlog

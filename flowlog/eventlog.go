@@ -1,27 +1,12 @@
 package flowlog
 
 import (
-	"io"
 	"net/netip"
 	"time"
 
 	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/rules"
 )
-
-// EventLog is the name Log had before it learnt rate limits and formats.
-type EventLog = Log
-
-// NewEventLog starts a Log writing JSON lines to w, without a rate limit,
-// holding up to buffer pending events (4096 when buffer <= 0). Close must
-// be called, after the last Emit, to flush and stop it.
-func NewEventLog(w io.Writer, buffer int) *EventLog {
-	l, err := New(Writer(w), Options{Buffer: buffer})
-	if err != nil {
-		panic("flowlog: " + err.Error()) // the options above are valid
-	}
-	return l
-}
 
 // The values of Record.Event.
 const (

@@ -35,7 +35,10 @@ func TestRecordJSON(t *testing.T) {
 		}, docker},
 	} {
 		var buf bytes.Buffer
-		l := NewEventLog(&buf, 1)
+		l, err := New(Writer(&buf), Options{Buffer: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
 		l.Emit(tt.ev(ev))
 		if err := l.Close(); err != nil {
 			t.Fatal(err)

@@ -226,10 +226,6 @@ func (l *Log) Stats() Stats {
 	}
 }
 
-// Dropped returns the number of events lost to a full buffer
-// (Stats().Dropped).
-func (l *Log) Dropped() uint64 { return l.stats.dropped.Load() }
-
 // Close writes the pending events and "suppressed" records, stops the
 // writer, closes the destination's file (not a Writer's), and returns the
 // first write error. Emit after Close returns false; Close again returns
