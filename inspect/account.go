@@ -149,7 +149,7 @@ func (e *Engine) Counts() Counts {
 		NotConsumed: s.NotConsumed.Load(), FastPath: s.FastPath.Load(),
 		Inspected: s.Inspected.Load(), HeldFlows: s.HeldFlows.Load(), HeldPackets: s.HeldPackets.Load(),
 		HeldDuplicates: s.HeldDuplicates.Load(), HoldFull: s.HoldFull.Load(), Decided: s.Decided.Load(), Undecided: s.Undecided.Load(),
-		Queries: s.Queries.Load(), BlockedQueries: s.BlockedQueries.Load(), Resets: s.Resets.Load(),
+		Queries: s.Queries.Load(), AllowedQueries: s.AllowedQueries.Load(), BlockedQueries: s.BlockedQueries.Load(), Resets: s.Resets.Load(),
 		Rejudged:       s.Rejudged.Load(),
 		FlowTableFlows: uint64(max(e.flows.live.Load(), 0)), FlowTableSize: uint64(len(e.flows.slots)),
 		HeldNow: uint64(max(s.heldNow.Load(), 0)), HeldPacketsNow: uint64(max(s.heldPacketsNow.Load(), 0)),

@@ -489,7 +489,9 @@ func (e *Engine) judgeQuery(t *rules.Table, p *Packet, data []byte, m Meta, from
 	}
 	allow := d.m.Action != rules.Drop
 	e.rules.count(&d.m, d.dir, 1)
-	if !allow {
+	if allow {
+		e.stats.AllowedQueries.Add(1)
+	} else {
 		e.stats.BlockedQueries.Add(1)
 		e.spare = flowInfo{} // each query is captured on its own
 		e.capture(t, &e.spare, data, now)

@@ -482,8 +482,8 @@ func TestDeepDNSOverUDPPerQuery(t *testing.T) {
 	if ev := r.rec.events[0]; ev.QueryID != 2 || ev.L7 != rules.L7DNS {
 		t.Fatalf("event = %+v", ev)
 	}
-	if s := r.e.Stats(); s.Queries.Load() != 5 || s.BlockedQueries.Load() != 3 {
-		t.Fatalf("queries %d, blocked %d", s.Queries.Load(), s.BlockedQueries.Load())
+	if s := r.e.Stats(); s.Queries.Load() != 5 || s.BlockedQueries.Load() != 3 || s.AllowedQueries.Load() != 2 {
+		t.Fatalf("queries %d, blocked %d, allowed %d", s.Queries.Load(), s.BlockedQueries.Load(), s.AllowedQueries.Load())
 	}
 }
 

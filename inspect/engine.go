@@ -163,6 +163,7 @@ type Stats struct {
 	Decided        atomic.Uint64 // flows and queries judged by their L7 fact
 	Undecided      atomic.Uint64 // flows and queries judged by [inspect] undecided
 	Queries        atomic.Uint64 // DNS datagrams judged one by one
+	AllowedQueries atomic.Uint64
 	BlockedQueries atomic.Uint64
 	Resets         atomic.Uint64 // dropped flows cut with RSTs
 
@@ -182,7 +183,8 @@ type Counts struct {
 	FastPath                                     uint64 // flows handed to the connmark fast path
 	Inspected, HeldFlows, HeldPackets            uint64
 	HeldDuplicates, HoldFull, Decided, Undecided uint64
-	Queries, BlockedQueries, Resets              uint64
+	Queries, AllowedQueries, BlockedQueries      uint64
+	Resets                                       uint64
 	Rejudged                                     uint64 // flows whose verdict a reloaded table changed
 	FlowTableFlows, FlowTableSize                uint64 // gauges: live flows, slots
 	HeldNow, HeldPacketsNow                      uint64 // gauges: flows and packets held now

@@ -3,7 +3,6 @@ package metrics
 import (
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,8 +194,7 @@ var (
 // sources at scrape time and keeps no counters of its own, so nothing is
 // added to the packet path. It is safe for concurrent use.
 type Collector struct {
-	o   Options
-	dns monotonic // nfqguard_dns_queries_total{verdict="accept"}
+	o Options
 }
 
 // NewCollector returns a Collector of the sources in o. Nil sources are
@@ -252,7 +250,7 @@ func (c *Collector) collectSnapshot(ch chan<- prometheus.Metric, s *queue.Snapsh
 			continue // a queue has one worker; a second entry would fail the scrape
 		}
 		seen[qs.Queue] = true
-		c.collectQueue(ch, s.Started, qs)
+		c.collectQueue(ch, qs)
 	}
 	c.collectRules(ch, s.Rules)
 	collectLatency(ch, &s.Latency)
@@ -262,7 +260,7 @@ func (c *Collector) collectSnapshot(ch chan<- prometheus.Metric, s *queue.Snapsh
 	}
 }
 
-func (c *Collector) collectQueue(ch chan<- prometheus.Metric, started time.Time, qs *queue.QueueStats) {
+func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qs *queue.QueueStats) {
 	l := strconv.FormatUint(uint64(qs.Queue), 10)
 	e := &qs.Engine
 	counter(ch, descPackets, e.Allowed, l, "accept")
@@ -283,15 +281,7 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, started time.Time,
 	gauge(ch, descInspectHeldPacketsNow, float64(e.HeldPacketsNow), l)
 	counter(ch, descInspectHoldFull, e.HoldFull, l)
 	counter(ch, descInspectDuplicates, e.HeldDuplicates, l)
-	// The engine counts a query before its verdict, so Queries -
-	// BlockedQueries can step back by a query being blocked at the
-	// moment of the snapshot; monotonic keeps the counter from going
-	// backwards (which Prometheus would take for a reset).
-	var accepted uint64
-	if e.Queries > e.BlockedQueries {
-		accepted = e.Queries - e.BlockedQueries
-	}
-	counter(ch, descDNSQueries, c.dns.value(started, qs.Queue, accepted), l, "accept")
+	counter(ch, descDNSQueries, e.AllowedQueries, l, "accept")
 	counter(ch, descDNSQueries, e.BlockedQueries, l, "drop")
 	counter(ch, descResets, e.Resets, l)
 
@@ -375,26 +365,4 @@ func send(ch chan<- prometheus.Metric, d *prometheus.Desc, mk func() (prometheus
 		m = prometheus.NewInvalidMetric(d, err)
 	}
 	ch <- m
-}
-
-// monotonic keeps derived counters from going backwards within one run of
-// the engine (one Snapshot.Started).
-type monotonic struct {
-	mu    sync.Mutex
-	epoch time.Time
-	last  map[uint16]uint64
-}
-
-func (m *monotonic) value(epoch time.Time, q uint16, v uint64) uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.last == nil || !epoch.Equal(m.epoch) {
-		m.epoch = epoch
-		m.last = make(map[uint16]uint64)
-	}
-	if p, ok := m.last[q]; ok && v < p {
-		return p
-	}
-	m.last[q] = v
-	return v
 }

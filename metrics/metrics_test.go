@@ -79,7 +79,7 @@ func testSnapshot() queue.Snapshot {
 					NotConsumed: 8, FastPath: 40,
 					Inspected: 20, HeldFlows: 10, HeldPackets: 15,
 					HeldDuplicates: 1, HoldFull: 2, Decided: 18, Undecided: 2,
-					Queries: 30, BlockedQueries: 4, Resets: 3, Rejudged: 9,
+					Queries: 30, AllowedQueries: 26, BlockedQueries: 4, Resets: 3, Rejudged: 9,
 					FlowTableFlows: 45, FlowTableSize: 65536,
 					HeldNow: 1, HeldPacketsNow: 2,
 				},
@@ -90,7 +90,7 @@ func testSnapshot() queue.Snapshot {
 				Engine: inspect.Counts{
 					Packets: 2000, Allowed: 1999, Dropped: 1,
 					Flows: 70, FlowTableFlows: 60, FlowTableSize: 32768,
-					Queries: 5, BlockedQueries: 5,
+					Queries: 5, AllowedQueries: 0, BlockedQueries: 5,
 				},
 				KernelDropped: 24,
 			},
@@ -483,15 +483,16 @@ nfqguard_config_last_reload_successful 0
 	}
 }
 
-// A query being blocked while the snapshot is taken must not make the
-// accepted count go backwards: Prometheus would see a counter reset.
-func TestDNSAcceptMonotonic(t *testing.T) {
+// The accepted count is the engine's own, not Queries - BlockedQueries:
+// a query counted but not yet judged when the snapshot is taken must not
+// make it go backwards (Prometheus would see a counter reset).
+func TestDNSAcceptCounted(t *testing.T) {
 	src := &fakeSource{}
 	c := NewCollector(Options{Source: src})
-	accepted := func(queries, blocked uint64, start time.Time) float64 {
+	accepted := func(queries, allowed, blocked uint64) float64 {
 		t.Helper()
-		s := queue.Snapshot{Started: start, Queues: []queue.QueueStats{{Queue: 3,
-			Engine: inspect.Counts{Queries: queries, BlockedQueries: blocked}}}}
+		s := queue.Snapshot{Started: started, Queues: []queue.QueueStats{{Queue: 3,
+			Engine: inspect.Counts{Queries: queries, AllowedQueries: allowed, BlockedQueries: blocked}}}}
 		src.set(s)
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(c)
@@ -506,18 +507,16 @@ func TestDNSAcceptMonotonic(t *testing.T) {
 		return value(t, byName, "nfqguard_dns_queries_total", "queue", "3", "verdict", "accept")
 	}
 	for i, step := range []struct {
-		queries, blocked uint64
-		start            time.Time
-		want             float64
+		queries, allowed, blocked uint64
+		want                      float64
 	}{
-		{10, 2, started, 8},
-		{11, 3, started, 8},
-		{11, 4, started, 8}, // counted, then blocked: would be 7
-		{13, 4, started, 9},
-		{3, 1, started.Add(time.Hour), 2}, // a new engine starts from 0
-		{2, 3, started.Add(time.Hour), 2},
+		{10, 8, 2, 8},
+		{11, 8, 2, 8}, // counted, not judged yet
+		{11, 8, 3, 8}, // then blocked: Queries - BlockedQueries would say 8, then 7 below
+		{12, 8, 4, 8},
+		{13, 9, 4, 9},
 	} {
-		if got := accepted(step.queries, step.blocked, step.start); got != step.want {
+		if got := accepted(step.queries, step.allowed, step.blocked); got != step.want {
 			t.Errorf("step %d: accepted %v, want %v", i, got, step.want)
 		}
 	}
