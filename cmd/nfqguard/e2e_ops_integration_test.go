@@ -129,9 +129,13 @@ func TestOperations(t *testing.T) {
 		return mf
 	}
 	var mf map[string]*dto.MetricFamily
+	// The log and the capture are written by goroutines of their own: wait
+	// for them too.
 	if !eventually(5*time.Second, func() bool {
 		mf = scrape()
-		return metricValue(mf, "nfqguard_rule_packets_total", "rule", "no-9000") == blockedFlows*perFlow
+		return metricValue(mf, "nfqguard_rule_packets_total", "rule", "no-9000") == blockedFlows*perFlow &&
+			metricValue(mf, "nfqguard_log_records_total", "event", "blocked") >= blockedFlows &&
+			metricValue(mf, "nfqguard_pcap_packets_total") >= blockedFlows*2
 	}) {
 		t.Fatalf("no-9000 packets never reached %d: %v", blockedFlows*perFlow, metricValue(mf, "nfqguard_rule_packets_total", "rule", "no-9000"))
 	}
@@ -209,7 +213,9 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("pcap", func(t *testing.T) {
-		pkts := readPcap(t, pcapPath)
+		// The writer counts a packet before it flushes it to the file.
+		var pkts []gopacket.Packet
+		eventually(2*time.Second, func() bool { pkts = readPcap(t, pcapPath); return len(pkts) >= blockedFlows*2 })
 		perSport := map[uint16]int{}
 		for _, p := range pkts {
 			ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
@@ -231,7 +237,11 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("log reopened on SIGUSR1", func(t *testing.T) {
-		before := readRecords(t, logPath)
+		var before []flowlog.Record
+		eventually(2*time.Second, func() bool {
+			before = readRecords(t, logPath)
+			return countRecords(before, "blocked", "no-9000") >= blockedFlows
+		})
 		if countRecords(before, "blocked", "no-9000") != blockedFlows {
 			t.Fatalf("log before rotation:\n%s", fmtRecords(before))
 		}
