@@ -444,6 +444,12 @@ func (l *Lab) Resolve(ns string, server netip.AddrPort, network, name string, ti
 				c, err = d.DialContext(ctx, dialNet, server.String())
 				return err
 			})
+			if err == nil {
+				// The resolver's exchange reads until a deadline of its own
+				// (5 s), not until ctx is done: without this, a lookup given
+				// up on (a blocked query) leaves goroutines waiting that long.
+				context.AfterFunc(ctx, func() { c.Close() })
+			}
 			return c, err
 		},
 	}
