@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/nfqguard/nfqguard/bench/dockerlab"
 	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/flowlog"
@@ -63,11 +65,27 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	nfqBin = filepath.Join(dir, "nfqguard")
-	build := exec.Command("go", "build", "-o", nfqBin, ".")
+	args := []string{"build", "-o", nfqBin}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	if out, err := build.CombinedOutput(); err != nil {
 		buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 	}
-	return m.Run()
+	// Every engine the tests start checks, when it exits, that none of its
+	// goroutines outlived its shutdown (exit status 3 otherwise), and under
+	// -race reports data races (exit status 66).
+	os.Setenv(leakCheckEnv, "1")
+	code := m.Run()
+	if code == 0 {
+		// The tests' own goroutines (servers, log readers) must be gone too.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: goroutine leak in the tests:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 // Exchange timeouts: an allowed exchange must succeed within allowTimeout,
@@ -201,6 +219,7 @@ func runEngine(t testing.TB, cmd *exec.Cmd) *engine {
 			_ = e.cmd.Process.Signal(syscall.SIGKILL)
 			<-e.done
 		}
+		checkEngineHealth(t, e.stderr())
 		if t.Failed() {
 			t.Logf("engine stderr:\n%s", e.stderr())
 		}
@@ -215,6 +234,18 @@ func runEngine(t testing.TB, cmd *exec.Cmd) *engine {
 		}
 	}
 	return e
+}
+
+// checkEngineHealth fails t when an engine's stderr reports a data race
+// (the binary is built with -race when the tests are) or goroutines that
+// outlived its shutdown (NFQGUARD_LEAK_CHECK).
+func checkEngineHealth(t testing.TB, stderr string) {
+	t.Helper()
+	for _, bad := range []string{"WARNING: DATA RACE", "goroutines outlived the command"} {
+		if strings.Contains(stderr, bad) {
+			t.Errorf("engine stderr reports %q", bad)
+		}
+	}
 }
 
 // waitFor waits until cond (called with e.mu held) is true, the engine has
@@ -378,6 +409,7 @@ func runExpectFail(t testing.TB, l *lab.Lab, argv ...string) (stderr string, exi
 	if out.Len() > 0 {
 		t.Errorf("%v wrote to stdout: %q", argv, out.String())
 	}
+	checkEngineHealth(t, errb.String())
 	return errb.String(), ee.ExitCode()
 }
 

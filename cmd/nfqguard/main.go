@@ -60,9 +60,17 @@ Run "nfqguard <command> -h" for a command's flags.
 var errUsage = errors.New("usage")
 
 func main() {
+	leaks := leakCheck()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	if leakErr := leaks(); leakErr != nil {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "nfqguard: %v\n", err)
+		}
+		fmt.Fprintf(os.Stderr, "nfqguard: %v\n", leakErr)
+		os.Exit(exitLeak)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, errUsage):
