@@ -35,12 +35,15 @@ bench: require-root deps build
 	./bin/nfqguard bench -c config.toml --out bench-out
 
 # test: static checks, the whole suite (unit and real-traffic namespace
-# tests; run as root, they never skip under CI=true), the race detector on
-# the packages with concurrency, a quick bench run (keeps the tool working;
-# no thresholds), and a short run of every fuzz target.
+# tests; run as root, they never skip under CI=true), the whole suite again
+# under the race detector (the end-to-end tests then build the engine with
+# -race too), a quick bench run (keeps the tool working; no thresholds), and
+# a short run of every fuzz target. Every package's tests fail on leaked
+# goroutines, and every engine they start checks its own at exit
+# (NFQGUARD_LEAK_CHECK=1).
 test: require-root deps lint build
 	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race ./inspect/... ./queue/... ./rules/... ./bench/... ./docker/... ./flowlog/... ./pcaplog/... ./metrics/... ./control/...
+	$(GO) test -count=1 -race ./...
 	./bin/nfqguard bench --quick -c config.toml --out "$$(mktemp -d)"
 	$(MAKE) fuzz
 
@@ -51,13 +54,24 @@ lint:
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN)/staticcheck ./...
 
+# Fuzz targets, as package:function. A failing input is written by go test to
+# PACKAGE/testdata/fuzz/FUNCTION/ and printed here, so that it survives a CI
+# clone: commit it and every plain `go test` runs it as a regression seed.
+FUZZ_TARGETS := inspect:FuzzDecode rules:FuzzParse \
+  inspect/l7:FuzzParseClientHello inspect/l7:FuzzParseHTTPRequest \
+  inspect/l7:FuzzParseDNSQuery inspect/l7:FuzzParseDNSOverTCP
+
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' $(FUZZFLAGS) ./inspect/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' $(FUZZFLAGS) ./rules/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseClientHello$$' $(FUZZFLAGS) ./inspect/l7/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseHTTPRequest$$' $(FUZZFLAGS) ./inspect/l7/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDNSQuery$$' $(FUZZFLAGS) ./inspect/l7/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDNSOverTCP$$' $(FUZZFLAGS) ./inspect/l7/
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$fn (./$$pkg, $(FUZZTIME))"; \
+	  if ! $(GO) test -run='^$$' -fuzz="^$$fn\$$" $(FUZZFLAGS) ./$$pkg/; then \
+	    echo "fuzz $$fn failed. Its failing input, in $$pkg/testdata/fuzz/$$fn/, is a new regression seed: commit it."; \
+	    for f in $$(git ls-files --others --exclude-standard "$$pkg/testdata/fuzz/$$fn" 2>/dev/null); do \
+	      echo "--- $$f"; cat "$$f"; echo; done; \
+	    exit 1; \
+	  fi; \
+	done
 
 check: build
 	./bin/nfqguard check -c config.toml
