@@ -100,13 +100,13 @@ func TestDecodeMalformed(t *testing.T) {
 		data []byte
 		want error
 	}{
-		{"empty", nil, ErrEmpty},
+		{"empty", nil, ErrIPVersion},
 		{"version 5", mut(syn, func(b []byte) { b[0] = 0x55 }), ErrIPVersion},
 		{"ipv4 header cut", syn[:12], ErrTruncated},
 		{"ihl below 5", mut(syn, func(b []byte) { b[0] = 0x44 }), ErrTruncated},
 		{"tcp header cut", syn[:30], ErrTruncated},
 		{"tcp data offset below 5", mut(syn, func(b []byte) { b[32] = 0x20 }), ErrTruncated},
-		{"ipv4 total length beyond packet", mut(syn, func(b []byte) { b[2], b[3] = 0x05, 0xdc }), nil},
+		{"ipv4 total length beyond packet", mut(syn, func(b []byte) { b[2], b[3] = 0x05, 0xdc }), ErrTruncated},
 		{"ipv4 later fragment", mut(syn, func(b []byte) { b[6], b[7] = 0x00, 0x10 }), ErrFragment},
 		{"ipv6 header cut", udp6[:30], ErrTruncated},
 		{"ipv6 udp cut", udp6[:44], ErrTruncated},
