@@ -150,8 +150,15 @@ func FuzzDecode(f *testing.F) {
 	d := NewDecoder()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p Packet
-		if err := d.Decode(b, &p); err == nil && !p.Src.IsValid() {
+		err := d.Decode(b, &p)
+		if _, ok := err.(MalformedKind); err != nil && !ok {
+			t.Errorf("Decode returned %T %v, not a MalformedKind", err, err)
+		}
+		if err == nil && !p.Src.IsValid() {
 			t.Errorf("Decode succeeded without a source address: %+v", p)
+		}
+		if p.PayloadOff < 0 || p.PayloadLen < 0 || p.PayloadOff+p.PayloadLen > len(b) || (p.PayloadLen > 0 && p.PayloadOff == 0) {
+			t.Errorf("payload at %d+%d of a %d-byte packet", p.PayloadOff, p.PayloadLen, len(b))
 		}
 	})
 }
