@@ -141,11 +141,12 @@ func (e *Engine) RuleCounts(dst []RuleCount) []RuleCount {
 // from any goroutine.
 func (e *Engine) Counts() Counts {
 	s := &e.stats
-	return Counts{
+	c := Counts{
 		Packets: s.Packets.Load(), Allowed: s.Allowed.Load(), Dropped: s.Dropped.Load(),
 		Flows: s.Flows.Load(), Blocked: s.Blocked.Load(), Midstream: s.Midstream.Load(), ICMPErrors: s.ICMPErrors.Load(),
 		Evictions: s.Evictions.Load(),
 		Malformed: s.Malformed.Load(), Truncated: s.Truncated.Load(), Fragments: s.Fragments.Load(), BadVersion: s.BadVersion.Load(),
+		ICMPErrorsMatched: s.ICMPErrorsMatched.Load(), ICMPErrorsUnmatched: s.ICMPErrorsUnmatched.Load(), ICMPErrorsBadQuote: s.ICMPErrorsBadQuote.Load(),
 		NotConsumed: s.NotConsumed.Load(), FastPath: s.FastPath.Load(),
 		Inspected: s.Inspected.Load(), HeldFlows: s.HeldFlows.Load(), HeldPackets: s.HeldPackets.Load(),
 		HeldDuplicates: s.HeldDuplicates.Load(), HoldFull: s.HoldFull.Load(), Decided: s.Decided.Load(), Undecided: s.Undecided.Load(),
@@ -154,6 +155,10 @@ func (e *Engine) Counts() Counts {
 		FlowTableFlows: uint64(max(e.flows.live.Load(), 0)), FlowTableSize: uint64(len(e.flows.slots)),
 		HeldNow: uint64(max(s.heldNow.Load(), 0)), HeldPacketsNow: uint64(max(s.heldPacketsNow.Load(), 0)),
 	}
+	for i := range s.MalformedKinds {
+		c.MalformedKinds[i] = s.MalformedKinds[i].Load()
+	}
+	return c
 }
 
 // judged records the verdict of a new flow in its info and counters.

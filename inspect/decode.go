@@ -1,11 +1,11 @@
 package inspect
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"strconv"
 
-	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
 	"github.com/nfqguard/nfqguard/rules"
@@ -40,8 +40,9 @@ type Packet struct {
 	// handed to Decode (offsets rather than a slice, so that a Packet never
 	// keeps a packet's memory alive). PayloadLen is 0 for other protocols.
 	PayloadOff, PayloadLen int
-	// Inner is set for ICMP errors: the flow the quoted packet belongs to,
-	// seen from the quoted packet's sender.
+	// Inner is set for ICMP errors whose quoted packet could be read: the
+	// flow the quoted packet belongs to, seen from the quoted packet's
+	// sender. An ICMP error with Inner false quotes something unreadable.
 	Inner    bool
 	InnerSrc netip.AddrPort
 	InnerDst netip.AddrPort
@@ -64,8 +65,11 @@ func (p *Packet) IsICMPError() bool {
 	return false
 }
 
-// Errors returned by Decoder.Decode. They are sentinel values so that the
-// malformed-packet path does not allocate either.
+// Broad classes of the errors returned by Decoder.Decode: every
+// MalformedKind is ErrIPVersion, ErrTruncated or ErrFragment (errors.Is).
+// An empty packet is MalformedBadVersion, so ErrEmpty, like
+// ErrUnsupported, is never returned; both are kept for callers that name
+// them.
 var (
 	ErrEmpty       = errors.New("empty packet")
 	ErrIPVersion   = errors.New("not an IPv4 or IPv6 packet")
@@ -74,188 +78,258 @@ var (
 	ErrUnsupported = errors.New("unsupported transport protocol")
 )
 
-// Decoder decodes IP packets into Packets. It reuses its layers between
-// calls and is not safe for concurrent use: give each worker its own.
-type Decoder struct {
-	v4, v6  *gopacket.DecodingLayerParser
-	ip4     layers.IPv4
-	ip6     layers.IPv6
-	tcp     layers.TCP
-	udp     layers.UDP
-	icmp4   layers.ICMPv4
-	icmp6   layers.ICMPv6
-	echo6   layers.ICMPv6Echo
-	payload gopacket.Payload
-	decoded []gopacket.LayerType
+// MalformedKind says why a packet could not be judged by its transport
+// header. It is the error Decoder.Decode returns: a plain number, so that
+// returning it and counting it allocate nothing however many hostile
+// packets arrive.
+type MalformedKind uint8
+
+// The kinds of malformed packets. Lengths are checked against the bytes
+// handed to the decoder and never trusted: a length field that claims more
+// bytes than the packet has makes the packet malformed (the kernel drops
+// such IPv4 and IPv6 packets before PREROUTING, so on the queue they mean
+// a bug or a truncated copy, and a verdict on half a header would be a
+// guess). A length of 0 in the IPv4 total length or the IPv6 payload
+// length means "the packet's own length": the kernel's encoding of GSO
+// packets larger than 64 KiB (BIG TCP), which it validates itself.
+const (
+	// MalformedBadVersion: an empty packet, or an IP version other than 4
+	// or 6.
+	MalformedBadVersion MalformedKind = iota
+	// MalformedTruncatedIPv4: fewer than 20 bytes, or fewer than the
+	// header length (IHL) says.
+	MalformedTruncatedIPv4
+	// MalformedBadIHL: IPv4 header length below 5 words (20 bytes), or
+	// above the total length.
+	MalformedBadIHL
+	// MalformedBadIPLength: IPv4 total length or IPv6 payload length
+	// beyond the packet's bytes.
+	MalformedBadIPLength
+	// MalformedTruncatedIPv6: fewer than 40 bytes.
+	MalformedTruncatedIPv6
+	// MalformedIPv6ExtChain: an IPv6 extension header cut short, longer
+	// than the packet, a hop-by-hop header other than first, or a chain of
+	// more than maxIPv6Ext headers.
+	MalformedIPv6ExtChain
+	// MalformedFragment: an IPv4 or IPv6 fragment other than the first
+	// (no transport header), or a first fragment too short to hold its
+	// transport header.
+	MalformedFragment
+	// MalformedTruncatedTCP: fewer than 20 bytes of TCP header.
+	MalformedTruncatedTCP
+	// MalformedBadDataOffset: TCP data offset below 5 words, or beyond the
+	// segment.
+	MalformedBadDataOffset
+	// MalformedTruncatedUDP: fewer than 8 bytes of UDP header.
+	MalformedTruncatedUDP
+	// MalformedBadUDPLength: UDP length below 8 or beyond the datagram.
+	MalformedBadUDPLength
+	// MalformedTruncatedICMP: fewer than 8 bytes of ICMP or ICMPv6 header.
+	MalformedTruncatedICMP
+
+	// MalformedKinds is the number of kinds: Stats.MalformedKinds is
+	// indexed by MalformedKind.
+	MalformedKinds int = iota
+)
+
+var malformedNames = [MalformedKinds]string{
+	"bad_version", "truncated_ipv4", "bad_ihl", "bad_ip_length", "truncated_ipv6", "ipv6_ext_chain",
+	"fragment", "truncated_tcp", "bad_data_offset", "truncated_udp", "bad_udp_length", "truncated_icmp",
 }
+
+// String names the kind as the metrics do ("truncated_tcp", …).
+func (k MalformedKind) String() string {
+	if int(k) < MalformedKinds {
+		return malformedNames[k]
+	}
+	return "malformed_" + strconv.Itoa(int(k))
+}
+
+// Error implements error.
+func (k MalformedKind) Error() string { return "malformed packet: " + k.String() }
+
+// Is reports whether target is the broad class of k (ErrIPVersion,
+// ErrFragment or ErrTruncated).
+func (k MalformedKind) Is(target error) bool {
+	switch k {
+	case MalformedBadVersion:
+		return target == ErrIPVersion
+	case MalformedFragment:
+		return target == ErrFragment
+	}
+	return target == ErrTruncated
+}
+
+// Decoder decodes IP packets into Packets. It reads the headers itself,
+// checking every length against the bytes it has, and allocates nothing,
+// for well-formed and malformed packets alike. The zero value is ready
+// for use; it holds no state, but give each worker its own anyway.
+type Decoder struct{}
 
 // NewDecoder returns a Decoder ready for use.
-func NewDecoder() *Decoder {
-	d := &Decoder{decoded: make([]gopacket.LayerType, 0, 8)}
-	ls := []gopacket.DecodingLayer{&d.ip4, &d.ip6, &d.tcp, &d.udp, &d.icmp4, &d.icmp6, &d.echo6, &d.payload}
-	d.v4 = gopacket.NewDecodingLayerParser(layers.LayerTypeIPv4, ls...)
-	d.v6 = gopacket.NewDecodingLayerParser(layers.LayerTypeIPv6, ls...)
-	for _, p := range []*gopacket.DecodingLayerParser{d.v4, d.v6} {
-		// Unknown next headers end decoding quietly; Decode checks that a
-		// transport layer was reached.
-		p.IgnoreUnsupported = true
-	}
-	return d
-}
+func NewDecoder() *Decoder { return &Decoder{} }
 
 // Decode decodes data, which starts with an IPv4 or IPv6 header, into p.
-// It returns one of the package's sentinel errors when the packet cannot be
-// judged by its transport header.
+// It returns a MalformedKind when the packet cannot be judged by its
+// transport header; p then holds what could be read (addresses, protocol)
+// for logging. Another transport than TCP, UDP, ICMP and ICMPv6 (SCTP,
+// GRE, ESP, …) decodes without ports: it is judged on addresses and
+// protocol only.
 func (d *Decoder) Decode(data []byte, p *Packet) error {
 	*p = Packet{Length: len(data)}
 	if len(data) == 0 {
-		return ErrEmpty
+		return MalformedBadVersion
 	}
-	var parser *gopacket.DecodingLayerParser
+	var (
+		l4     []byte // the transport header and what follows, within the IP datagram
+		l4Off  int    // l4's offset in data
+		frag   bool   // data is the first fragment of a datagram
+		noLen  bool   // the IP length was 0 (BIG TCP): the packet's own length stands
+		isIPv6 bool
+	)
 	switch data[0] >> 4 {
 	case 4:
-		parser = d.v4
+		if len(data) < 20 {
+			return MalformedTruncatedIPv4
+		}
+		ihl := int(data[0]&0x0f) * 4
+		if ihl < 20 {
+			return MalformedBadIHL
+		}
+		if len(data) < ihl {
+			return MalformedTruncatedIPv4
+		}
+		total := int(binary.BigEndian.Uint16(data[2:4]))
+		if total == 0 {
+			total, noLen = len(data), true
+		}
+		if total < ihl {
+			return MalformedBadIHL
+		}
+		p.Src = netip.AddrFrom4([4]byte(data[12:16]))
+		p.Dst = netip.AddrFrom4([4]byte(data[16:20]))
+		p.Proto = data[9]
+		if total > len(data) {
+			return MalformedBadIPLength
+		}
+		ff := binary.BigEndian.Uint16(data[6:8])
+		if ff&0x1fff != 0 {
+			return MalformedFragment
+		}
+		frag = ff&0x2000 != 0
+		l4, l4Off = data[ihl:total], ihl
 	case 6:
-		parser = d.v6
+		if len(data) < 40 {
+			return MalformedTruncatedIPv6
+		}
+		isIPv6 = true
+		p.Src = netip.AddrFrom16([16]byte(data[8:24]))
+		p.Dst = netip.AddrFrom16([16]byte(data[24:40]))
+		p.Proto = data[6]
+		plen := int(binary.BigEndian.Uint16(data[4:6]))
+		if plen == 0 {
+			plen, noLen = len(data)-40, true
+		}
+		if 40+plen > len(data) {
+			return MalformedBadIPLength
+		}
+		next, rest, isFrag, kind := walkIPv6Ext(data[6], data[40:40+plen])
+		if kind != kindNone {
+			return kind
+		}
+		p.Proto, frag = next, isFrag
+		l4, l4Off = rest, 40+plen-len(rest)
 	default:
-		return ErrIPVersion
+		return MalformedBadVersion
 	}
-	if err := parser.DecodeLayers(data, &d.decoded); err != nil && !d.hasTransport() {
-		return ErrTruncated
+	return decodeTransport(l4, l4Off, frag, noLen, isIPv6, p)
+}
+
+// kindNone is the MalformedKind of "no error" for the internal helpers
+// that return a kind rather than an error.
+const kindNone MalformedKind = 0xff
+
+// decodeTransport reads the transport header at the start of l4, which
+// ends where the IP datagram does and starts at off in the packet; frag
+// says the datagram is a first fragment (the UDP length then covers bytes
+// not here, and a cut header is a tiny fragment rather than a truncation).
+func decodeTransport(l4 []byte, off int, frag, noLen, isIPv6 bool, p *Packet) error {
+	cut := func(k MalformedKind) error {
+		if frag {
+			return MalformedFragment
+		}
+		return k
 	}
-	ipSeen := false
-	for _, t := range d.decoded {
-		switch t {
-		case layers.LayerTypeIPv4:
-			ipSeen = true
-			p.Src = addr4(d.ip4.SrcIP)
-			p.Dst = addr4(d.ip4.DstIP)
-			p.Proto = uint8(d.ip4.Protocol)
-		case layers.LayerTypeIPv6:
-			ipSeen = true
-			p.Src = addr16(d.ip6.SrcIP)
-			p.Dst = addr16(d.ip6.DstIP)
-			p.Proto = uint8(d.ip6.NextHeader)
-		case layers.LayerTypeTCP:
-			p.Proto = rules.ProtoTCP
-			d.setTCP(data, p)
-			return nil
-		case layers.LayerTypeUDP:
-			p.Proto = rules.ProtoUDP
-			d.setUDP(data, p)
-			return nil
-		case layers.LayerTypeICMPv4:
-			p.Proto = rules.ProtoICMP
-			p.ICMPType, p.ICMPCode = d.icmp4.TypeCode.Type(), d.icmp4.TypeCode.Code()
-			if p.IsICMPError() {
-				decodeQuoted(d.icmp4.Payload, p)
-			} else {
-				p.SrcPort, p.DstPort = echoPorts(p.ICMPType, d.icmp4.Id)
-			}
-			return nil
-		case layers.LayerTypeICMPv6:
-			p.Proto = rules.ProtoICMPv6
-			p.ICMPType, p.ICMPCode = d.icmp6.TypeCode.Type(), d.icmp6.TypeCode.Code()
-			if p.IsICMPError() {
-				// ICMPv6 errors carry 4 bytes of message body before the quote.
-				if len(d.icmp6.Payload) > 4 {
-					decodeQuoted(d.icmp6.Payload[4:], p)
-				}
-				return nil
-			}
-		case layers.LayerTypeICMPv6Echo:
-			p.SrcPort, p.DstPort = echoPorts(p.ICMPType, d.echo6.Identifier)
+	switch p.Proto {
+	case rules.ProtoTCP:
+		if len(l4) < 20 {
+			return cut(MalformedTruncatedTCP)
+		}
+		doff := int(l4[12]>>4) * 4
+		if doff < 20 {
+			return MalformedBadDataOffset
+		}
+		if doff > len(l4) {
+			return cut(MalformedBadDataOffset)
+		}
+		p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
+		p.DstPort = binary.BigEndian.Uint16(l4[2:4])
+		p.Seq = binary.BigEndian.Uint32(l4[4:8])
+		p.Ack = binary.BigEndian.Uint32(l4[8:12])
+		p.TCPFlags = l4[13] & (TCPFlagFIN | TCPFlagSYN | TCPFlagRST | TCPFlagACK)
+		p.setPayload(off+doff, len(l4)-doff)
+	case rules.ProtoUDP:
+		if len(l4) < 8 {
+			return cut(MalformedTruncatedUDP)
+		}
+		n := int(binary.BigEndian.Uint16(l4[4:6]))
+		switch {
+		case n == 0 && noLen && isIPv6:
+			n = len(l4) // a jumbogram's UDP length (RFC 2675)
+		case n < 8:
+			return MalformedBadUDPLength
+		case frag:
+			n = len(l4) // the rest of the datagram is in later fragments
+		case n > len(l4):
+			return MalformedBadUDPLength
+		}
+		p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
+		p.DstPort = binary.BigEndian.Uint16(l4[2:4])
+		p.setPayload(off+8, n-8)
+	case rules.ProtoICMP, rules.ProtoICMPv6:
+		if len(l4) < 8 {
+			return cut(MalformedTruncatedICMP)
+		}
+		if (p.Proto == rules.ProtoICMP) == isIPv6 {
+			// ICMPv4 in IPv6 or ICMPv6 in IPv4: judged as another protocol
+			// would be, on addresses and protocol number.
 			return nil
 		}
+		p.ICMPType, p.ICMPCode = l4[0], l4[1]
+		if p.IsICMPError() {
+			// Both ICMP and ICMPv6 errors carry 4 bytes of message body
+			// before the quote.
+			decodeQuoted(l4[8:], p)
+		} else {
+			p.SrcPort, p.DstPort = echoPorts(p.ICMPType, binary.BigEndian.Uint16(l4[4:6]))
+		}
 	}
-	if !ipSeen {
-		return ErrTruncated
-	}
-	if d.decoded[0] == layers.LayerTypeIPv6 && isIPv6Ext(p.Proto) {
-		return d.decodeIPv6Ext(data, p)
-	}
-	switch {
-	case p.Proto == rules.ProtoICMPv6:
-		return nil // informational ICMPv6 without an identifier
-	case d.isFragment():
-		return ErrFragment
-	case p.Proto == rules.ProtoTCP || p.Proto == rules.ProtoUDP || p.Proto == rules.ProtoICMP:
-		return ErrTruncated // the IP header promised a transport header that did not decode
-	}
-	// Another transport (SCTP, GRE, ESP, ...): no ports, judged on addresses
-	// and protocol only.
 	return nil
 }
 
-func (d *Decoder) hasTransport() bool {
-	for _, t := range d.decoded {
-		switch t {
-		case layers.LayerTypeTCP, layers.LayerTypeUDP, layers.LayerTypeICMPv4, layers.LayerTypeICMPv6:
-			return true
-		}
+// setPayload records the transport payload's place in the packet.
+func (p *Packet) setPayload(off, n int) {
+	if n > 0 {
+		p.PayloadOff, p.PayloadLen = off, n
 	}
-	return false
-}
-
-func (d *Decoder) isFragment() bool {
-	if len(d.decoded) == 0 {
-		return false
-	}
-	switch d.decoded[0] {
-	case layers.LayerTypeIPv4:
-		return d.ip4.Flags&layers.IPv4MoreFragments != 0 || d.ip4.FragOffset != 0
-	case layers.LayerTypeIPv6:
-		return d.ip6.NextHeader == layers.IPProtocolIPv6Fragment
-	}
-	return false
-}
-
-// setTCP copies the decoded TCP header's fields into p; data is the
-// packet the header was decoded from.
-func (d *Decoder) setTCP(data []byte, p *Packet) {
-	p.SrcPort, p.DstPort = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
-	p.TCPFlags = tcpFlags(&d.tcp)
-	p.Seq, p.Ack = d.tcp.Seq, d.tcp.Ack
-	p.PayloadOff, p.PayloadLen = within(data, d.tcp.Payload)
-}
-
-// setUDP copies the decoded UDP header's fields into p.
-func (d *Decoder) setUDP(data []byte, p *Packet) {
-	p.SrcPort, p.DstPort = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
-	p.PayloadOff, p.PayloadLen = within(data, d.udp.Payload)
-}
-
-// within locates sub, a subslice of data made by the layer decoders
-// (which slice without limiting capacity), as an offset and length in
-// data; 0, 0 if it is empty or not within data.
-func within(data, sub []byte) (off, n int) {
-	off = cap(data) - cap(sub)
-	if len(sub) == 0 || off < 0 || off+len(sub) > len(data) {
-		return 0, 0
-	}
-	return off, len(sub)
-}
-
-func tcpFlags(t *layers.TCP) uint8 {
-	var f uint8
-	if t.FIN {
-		f |= TCPFlagFIN
-	}
-	if t.SYN {
-		f |= TCPFlagSYN
-	}
-	if t.RST {
-		f |= TCPFlagRST
-	}
-	if t.ACK {
-		f |= TCPFlagACK
-	}
-	return f
 }
 
 // decodeQuoted reads the IP header and the first transport bytes that an
 // ICMP error quotes, so the error can be matched to the flow it is about.
-// It checks every length itself: the quote is attacker-controlled.
+// The quote is cut short by design (an ICMPv4 error need quote only 8
+// bytes past the IP header), so the quoted lengths are not held against
+// it; but every byte read is checked to be there. A quote that cannot be
+// read leaves p.Inner false.
 func decodeQuoted(b []byte, p *Packet) {
 	if len(b) < 1 {
 		return
@@ -269,34 +343,43 @@ func decodeQuoted(b []byte, p *Packet) {
 			return
 		}
 		ihl := int(b[0]&0x0f) * 4
-		if ihl < 20 || len(b) < ihl+4 {
+		if ihl < 20 || len(b) < ihl {
 			return
+		}
+		if binary.BigEndian.Uint16(b[6:8])&0x1fff != 0 {
+			return // a later fragment quoted: it has no ports
 		}
 		src = netip.AddrFrom4([4]byte(b[12:16]))
 		dst = netip.AddrFrom4([4]byte(b[16:20]))
 		proto = b[9]
 		l4 = b[ihl:]
 	case 6:
-		if len(b) < 40+4 {
+		if len(b) < 40 {
 			return
 		}
 		src = netip.AddrFrom16([16]byte(b[8:24]))
 		dst = netip.AddrFrom16([16]byte(b[24:40]))
-		proto = b[6]
-		l4 = b[40:]
+		next, rest, _, kind := walkIPv6Ext(b[6], b[40:])
+		if kind != kindNone {
+			return
+		}
+		proto, l4 = next, rest
 	default:
 		return
 	}
 	var sp, dp uint16
 	switch proto {
 	case rules.ProtoTCP, rules.ProtoUDP:
-		sp = uint16(l4[0])<<8 | uint16(l4[1])
-		dp = uint16(l4[2])<<8 | uint16(l4[3])
+		if len(l4) < 4 {
+			return
+		}
+		sp = binary.BigEndian.Uint16(l4[0:2])
+		dp = binary.BigEndian.Uint16(l4[2:4])
 	case rules.ProtoICMP, rules.ProtoICMPv6:
 		if len(l4) < 6 {
 			return
 		}
-		sp, dp = echoPorts(l4[0], uint16(l4[4])<<8|uint16(l4[5]))
+		sp, dp = echoPorts(l4[0], binary.BigEndian.Uint16(l4[4:6]))
 	default:
 		return
 	}
@@ -304,20 +387,6 @@ func decodeQuoted(b []byte, p *Packet) {
 	p.InnerSrc = netip.AddrPortFrom(src, sp)
 	p.InnerDst = netip.AddrPortFrom(dst, dp)
 	p.InnerPro = proto
-}
-
-func addr4(ip []byte) netip.Addr {
-	if len(ip) != 4 {
-		return netip.Addr{}
-	}
-	return netip.AddrFrom4([4]byte(ip))
-}
-
-func addr16(ip []byte) netip.Addr {
-	if len(ip) != 16 {
-		return netip.Addr{}
-	}
-	return netip.AddrFrom16([16]byte(ip))
 }
 
 // isIPv6Ext reports whether next is an IPv6 extension header that can stand
@@ -334,63 +403,45 @@ func isIPv6Ext(next uint8) bool {
 // maxIPv6Ext bounds the extension header walk; real traffic has one or two.
 const maxIPv6Ext = 8
 
-// decodeIPv6Ext walks an IPv6 extension header chain that gopacket's
-// parser stopped at, so that a transport header behind a routing or
-// destination-options header is judged by its ports like any other.
-func (d *Decoder) decodeIPv6Ext(data []byte, p *Packet) error {
-	// gopacket decodes a hop-by-hop header as part of IPv6 and leaves
-	// Payload after it.
-	b, next := d.ip6.Payload, p.Proto
-	if d.ip6.HopByHop != nil {
-		next = uint8(d.ip6.HopByHop.NextHeader)
-	}
+// walkIPv6Ext walks the extension header chain that starts with header
+// type next at b, up to the transport header. It returns the transport's
+// protocol number and bytes, whether a fragment header (of a first
+// fragment) was crossed, and a MalformedKind, or kindNone. Headers are
+// skipped by their length fields, each checked against b.
+func walkIPv6Ext(next uint8, b []byte) (proto uint8, l4 []byte, frag bool, kind MalformedKind) {
 	for i := 0; isIPv6Ext(next); i++ {
+		bad := MalformedIPv6ExtChain
+		if frag {
+			// Headers missing from a first fragment are in a later one:
+			// a tiny fragment, like one whose transport header is cut.
+			bad = MalformedFragment
+		}
 		if i == maxIPv6Ext || len(b) < 8 {
-			return ErrTruncated
+			return 0, nil, frag, bad
 		}
 		var n int
 		switch layers.IPProtocol(next) {
-		case layers.IPProtocolIPv6Fragment:
-			if off := uint16(b[2])<<8 | uint16(b[3]); off&^7 != 0 {
-				return ErrFragment // not the first fragment: no transport header
+		case layers.IPProtocolIPv6HopByHop:
+			if i != 0 {
+				return 0, nil, frag, MalformedIPv6ExtChain // RFC 8200 4.1: only right after the IPv6 header
 			}
-			n = 8
+			n = (int(b[1]) + 1) * 8
+		case layers.IPProtocolIPv6Fragment:
+			if binary.BigEndian.Uint16(b[2:4])&^7 != 0 {
+				return 0, nil, true, MalformedFragment // not the first fragment: no transport header
+			}
+			frag, n = true, 8
 		case layers.IPProtocolAH:
 			n = (int(b[1]) + 2) * 4
 		default:
 			n = (int(b[1]) + 1) * 8
 		}
 		if len(b) < n {
-			return ErrTruncated
+			return 0, nil, frag, bad
 		}
 		next, b = b[0], b[n:]
 	}
-	p.Proto = next
-	switch next {
-	case rules.ProtoTCP:
-		if d.tcp.DecodeFromBytes(b, gopacket.NilDecodeFeedback) != nil {
-			return ErrTruncated
-		}
-		d.setTCP(data, p)
-	case rules.ProtoUDP:
-		if d.udp.DecodeFromBytes(b, gopacket.NilDecodeFeedback) != nil {
-			return ErrTruncated
-		}
-		d.setUDP(data, p)
-	case rules.ProtoICMPv6:
-		if len(b) < 4 {
-			return ErrTruncated
-		}
-		p.ICMPType, p.ICMPCode = b[0], b[1]
-		if p.IsICMPError() {
-			if len(b) > 8 {
-				decodeQuoted(b[8:], p)
-			}
-		} else if len(b) >= 8 && (p.ICMPType == layers.ICMPv6TypeEchoRequest || p.ICMPType == layers.ICMPv6TypeEchoReply) {
-			p.SrcPort, p.DstPort = echoPorts(p.ICMPType, uint16(b[4])<<8|uint16(b[5]))
-		}
-	}
-	return nil
+	return next, b, frag, kindNone
 }
 
 // echoPorts places an ICMP or ICMPv6 echo identifier on the requester's

@@ -100,13 +100,13 @@ func TestDecodeMalformed(t *testing.T) {
 		data []byte
 		want error
 	}{
-		{"empty", nil, ErrEmpty},
+		{"empty", nil, ErrIPVersion},
 		{"version 5", mut(syn, func(b []byte) { b[0] = 0x55 }), ErrIPVersion},
 		{"ipv4 header cut", syn[:12], ErrTruncated},
 		{"ihl below 5", mut(syn, func(b []byte) { b[0] = 0x44 }), ErrTruncated},
 		{"tcp header cut", syn[:30], ErrTruncated},
 		{"tcp data offset below 5", mut(syn, func(b []byte) { b[32] = 0x20 }), ErrTruncated},
-		{"ipv4 total length beyond packet", mut(syn, func(b []byte) { b[2], b[3] = 0x05, 0xdc }), nil},
+		{"ipv4 total length beyond packet", mut(syn, func(b []byte) { b[2], b[3] = 0x05, 0xdc }), ErrTruncated},
 		{"ipv4 later fragment", mut(syn, func(b []byte) { b[6], b[7] = 0x00, 0x10 }), ErrFragment},
 		{"ipv6 header cut", udp6[:30], ErrTruncated},
 		{"ipv6 udp cut", udp6[:44], ErrTruncated},
@@ -150,8 +150,15 @@ func FuzzDecode(f *testing.F) {
 	d := NewDecoder()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p Packet
-		if err := d.Decode(b, &p); err == nil && !p.Src.IsValid() {
+		err := d.Decode(b, &p)
+		if _, ok := err.(MalformedKind); err != nil && !ok {
+			t.Errorf("Decode returned %T %v, not a MalformedKind", err, err)
+		}
+		if err == nil && !p.Src.IsValid() {
 			t.Errorf("Decode succeeded without a source address: %+v", p)
+		}
+		if p.PayloadOff < 0 || p.PayloadLen < 0 || p.PayloadOff+p.PayloadLen > len(b) || (p.PayloadLen > 0 && p.PayloadOff == 0) {
+			t.Errorf("payload at %d+%d of a %d-byte packet", p.PayloadOff, p.PayloadLen, len(b))
 		}
 	})
 }

@@ -1,7 +1,6 @@
 package inspect
 
 import (
-	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"sync/atomic"
@@ -146,13 +145,21 @@ type Stats struct {
 	Flows       atomic.Uint64 // flows judged by rules
 	Blocked     atomic.Uint64 // flows judged drop
 	Midstream   atomic.Uint64 // TCP flows first seen after their SYN
-	ICMPErrors  atomic.Uint64
+	ICMPErrors  atomic.Uint64 // all ICMP and ICMPv6 errors: matched + unmatched + bad quote
 	Evictions   atomic.Uint64 // live flows pushed out of a full table
 	Malformed   atomic.Uint64 // packets that could not be decoded (all kinds)
-	Truncated   atomic.Uint64
-	Fragments   atomic.Uint64
-	BadVersion  atomic.Uint64
+	Truncated   atomic.Uint64 // malformed packets other than fragments and bad versions
+	Fragments   atomic.Uint64 // MalformedKinds[MalformedFragment]
+	BadVersion  atomic.Uint64 // MalformedKinds[MalformedBadVersion]
 	NotConsumed atomic.Uint64 // neither side is a container
+
+	// MalformedKinds counts malformed packets by MalformedKind; they sum
+	// to Malformed.
+	MalformedKinds [MalformedKinds]atomic.Uint64
+	// ICMP errors by what their quote led to: a live flow whose verdict
+	// they followed, no such flow (judged as ICMP), or a quote that could
+	// not be read (judged as ICMP).
+	ICMPErrorsMatched, ICMPErrorsUnmatched, ICMPErrorsBadQuote atomic.Uint64
 
 	// Deep inspection.
 	Inspected      atomic.Uint64 // flows whose verdict needed an L7 fact
@@ -179,6 +186,9 @@ type Counts struct {
 	Flows, Blocked, Midstream, ICMPErrors        uint64
 	Evictions                                    uint64
 	Malformed, Truncated, Fragments, BadVersion  uint64
+	MalformedKinds                               [MalformedKinds]uint64 // indexed by MalformedKind
+	ICMPErrorsMatched, ICMPErrorsUnmatched       uint64
+	ICMPErrorsBadQuote                           uint64
 	NotConsumed                                  uint64
 	FastPath                                     uint64 // flows handed to the connmark fast path
 	Inspected, HeldFlows, HeldPackets            uint64
@@ -461,13 +471,24 @@ func judge(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port 
 // allowed flow, and errors about unknown flows are judged as ICMP.
 func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) Verdict {
 	e.stats.ICMPErrors.Add(1)
-	if p.Inner {
+	switch {
+	case !p.Inner:
+		e.stats.ICMPErrorsBadQuote.Add(1)
+	case p.Dst != p.InnerSrc.Addr():
+		// An error goes back to the sender of the packet it quotes (after
+		// the kernel undid NAT on both). One sent elsewhere is not about
+		// that flow: following its verdict would let anyone who knows an
+		// allowed flow reach any container with ICMP.
+		e.stats.ICMPErrorsUnmatched.Add(1)
+	default:
 		k, _ := makeKey(p.InnerSrc.Addr(), p.InnerSrc.Port(), p.InnerDst.Addr(), p.InnerDst.Port(), p.InnerPro)
 		if f := e.flows.lookup(&k, e.flows.hashOf(&k), clock); f != nil {
+			e.stats.ICMPErrorsMatched.Add(1)
 			// A flow under inspection has not been dropped: its ICMP
 			// errors (fragmentation needed, …) go through.
 			return Verdict{Allow: f.state != stateDropped}
 		}
+		e.stats.ICMPErrorsUnmatched.Add(1)
 	}
 	d := e.decide(t, p.Src, p.Dst, 0, p.Proto, m.InDev, m.OutDev, nil)
 	// Never bypass on an ICMP error: its conntrack entry is the quoted
@@ -475,12 +496,20 @@ func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) 
 	return Verdict{Allow: d.m.Action == rules.Allow}
 }
 
+// malformed counts a packet the decoder refused, by kind, and answers
+// the [engine] malformed setting. Nothing else is known of the packet's
+// flow: it is not looked up, and its verdict is not bypassed.
 func (e *Engine) malformed(t *rules.Table, err error) Verdict {
 	e.stats.Malformed.Add(1)
-	switch {
-	case errors.Is(err, ErrFragment):
+	k, ok := err.(MalformedKind)
+	if !ok || int(k) >= MalformedKinds {
+		k = MalformedTruncatedIPv4 // not a decoder's error: unreachable, but counted
+	}
+	e.stats.MalformedKinds[k].Add(1)
+	switch k {
+	case MalformedFragment:
 		e.stats.Fragments.Add(1)
-	case errors.Is(err, ErrIPVersion), errors.Is(err, ErrEmpty):
+	case MalformedBadVersion:
 		e.stats.BadVersion.Add(1)
 	default:
 		e.stats.Truncated.Add(1)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/queue"
 )
 
@@ -106,11 +107,19 @@ var (
 		"Dropped TCP flows cut with RST packets.", q)
 
 	descMalformed = desc("malformed_packets_total",
-		"Packets that could not be decoded, by kind: truncated (short or bad header), "+
-			"fragment (IP fragment without transport header), bad_version (empty, or neither IPv4 nor IPv6). "+
+		"Packets that could not be decoded, by kind: bad_version (empty, or neither IPv4 nor IPv6), "+
+			"truncated_ipv4, truncated_ipv6, truncated_tcp, truncated_udp, truncated_icmp (header cut short), "+
+			"bad_ihl (IPv4 header length below 20 bytes or above the total length), "+
+			"bad_ip_length (IPv4 total length or IPv6 payload length beyond the packet), "+
+			"bad_data_offset (TCP data offset below 20 bytes or beyond the segment), "+
+			"bad_udp_length (UDP length below 8 or beyond the datagram), "+
+			"ipv6_ext_chain (IPv6 extension header cut, misplaced, or more than 8), "+
+			"fragment (IP fragment without its transport header). "+
 			"Their verdict is the [engine] malformed setting.", q, "kind")
 	descICMPErrors = desc("icmp_errors_total",
-		"ICMP error packets, judged by the verdict of the flow they quote.", q)
+		"ICMP and ICMPv6 error packets, by result: matched (the flow they quote is live; they get its verdict), "+
+			"unmatched (no such flow, or not sent to the quoted packet's sender; judged as ICMP by the rules), "+
+			"bad_quote (the quoted packet cannot be read; judged as ICMP by the rules).", q, "result")
 	descForeignFlows = desc("foreign_flows_total",
 		"Flows on the queue where neither end is a container (a too broad iptables rule); they are allowed, by the rule none.", q)
 
@@ -285,10 +294,12 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qs *queue.QueueSta
 	counter(ch, descDNSQueries, e.BlockedQueries, l, "drop")
 	counter(ch, descResets, e.Resets, l)
 
-	counter(ch, descMalformed, e.Truncated, l, "truncated")
-	counter(ch, descMalformed, e.Fragments, l, "fragment")
-	counter(ch, descMalformed, e.BadVersion, l, "bad_version")
-	counter(ch, descICMPErrors, e.ICMPErrors, l)
+	for k, n := range e.MalformedKinds {
+		counter(ch, descMalformed, n, l, inspect.MalformedKind(k).String())
+	}
+	counter(ch, descICMPErrors, e.ICMPErrorsMatched, l, "matched")
+	counter(ch, descICMPErrors, e.ICMPErrorsUnmatched, l, "unmatched")
+	counter(ch, descICMPErrors, e.ICMPErrorsBadQuote, l, "bad_quote")
 	counter(ch, descForeignFlows, e.NotConsumed, l)
 
 	counter(ch, descKernelDropped, qs.KernelDropped, l)

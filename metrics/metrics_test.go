@@ -76,6 +76,11 @@ func testSnapshot() queue.Snapshot {
 					Packets: 1000, Allowed: 900, Dropped: 100,
 					Flows: 50, Blocked: 5, Midstream: 2, ICMPErrors: 3, Evictions: 4,
 					Malformed: 6, Truncated: 3, Fragments: 2, BadVersion: 1,
+					MalformedKinds: [inspect.MalformedKinds]uint64{
+						inspect.MalformedBadVersion: 1, inspect.MalformedFragment: 2,
+						inspect.MalformedTruncatedTCP: 1, inspect.MalformedBadIHL: 1, inspect.MalformedIPv6ExtChain: 1,
+					},
+					ICMPErrorsMatched: 1, ICMPErrorsUnmatched: 0, ICMPErrorsBadQuote: 2,
 					NotConsumed: 8, FastPath: 40,
 					Inspected: 20, HeldFlows: 10, HeldPackets: 15,
 					HeldDuplicates: 1, HoldFull: 2, Decided: 18, Undecided: 2,
@@ -257,10 +262,22 @@ func TestScrape(t *testing.T) {
 		{"nfqguard_dns_queries_total", []string{"queue", "0", "verdict", "drop"}, 4},
 		{"nfqguard_dns_queries_total", []string{"queue", "1", "verdict", "accept"}, 0},
 		{"nfqguard_resets_total", []string{"queue", "0"}, 3},
-		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "truncated"}, 3},
-		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "fragment"}, 2},
 		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "bad_version"}, 1},
-		{"nfqguard_icmp_errors_total", []string{"queue", "0"}, 3},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "truncated_ipv4"}, 0},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "bad_ihl"}, 1},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "bad_ip_length"}, 0},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "truncated_ipv6"}, 0},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "ipv6_ext_chain"}, 1},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "fragment"}, 2},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "truncated_tcp"}, 1},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "bad_data_offset"}, 0},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "truncated_udp"}, 0},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "bad_udp_length"}, 0},
+		{"nfqguard_malformed_packets_total", []string{"queue", "0", "kind", "truncated_icmp"}, 0},
+		{"nfqguard_malformed_packets_total", []string{"queue", "1", "kind", "fragment"}, 0},
+		{"nfqguard_icmp_errors_total", []string{"queue", "0", "result", "matched"}, 1},
+		{"nfqguard_icmp_errors_total", []string{"queue", "0", "result", "unmatched"}, 0},
+		{"nfqguard_icmp_errors_total", []string{"queue", "0", "result", "bad_quote"}, 2},
 		{"nfqguard_foreign_flows_total", []string{"queue", "0"}, 8},
 		{"nfqguard_queue_kernel_dropped_total", []string{"queue", "0"}, 14},
 		{"nfqguard_queue_kernel_dropped_total", []string{"queue", "1"}, 24},
@@ -300,6 +317,13 @@ func TestScrape(t *testing.T) {
 	}
 	if n := len(mfs["nfqguard_packets_total"].GetMetric()); n != 4 {
 		t.Errorf("%d nfqguard_packets_total series, want 4", n)
+	}
+	// Every kind of every queue, zeros included, so that rates start at 0.
+	if n := len(mfs["nfqguard_malformed_packets_total"].GetMetric()); n != 2*inspect.MalformedKinds {
+		t.Errorf("%d nfqguard_malformed_packets_total series, want %d", n, 2*inspect.MalformedKinds)
+	}
+	if n := len(mfs["nfqguard_icmp_errors_total"].GetMetric()); n != 2*3 {
+		t.Errorf("%d nfqguard_icmp_errors_total series, want 6", n)
 	}
 	if n := len(mfs["nfqguard_rule_flows_total"].GetMetric()); n != 3 {
 		t.Errorf("%d nfqguard_rule_flows_total series, want 3", n)

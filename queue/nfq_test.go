@@ -118,3 +118,43 @@ func TestReceiveLoopDoesNotAllocate(t *testing.T) {
 		t.Errorf("parsing a batch and encoding its verdicts allocates %v times", a)
 	}
 }
+
+// FuzzParsePacket feeds netlink datagrams to the receive path's parser:
+// the message walk of packets and the attribute walk of parsePacket. Both
+// read what the kernel wrote, but trust no length; a packet handed out has
+// an id and a payload inside the datagram.
+func FuzzParsePacket(f *testing.F) {
+	f.Add(packetMsg(77, 0x4000, 3, 9, []byte{0x45, 0, 0, 20, 1, 2, 3}))
+	f.Add(append(packetMsg(1, 0, 1, 2, []byte{0x45}), packetMsg(2, 0, 1, 2, []byte{0x60})...))
+	f.Add(packetMsg(5, 0, 0, 0, nil)[:30])
+	n := &nfq{}
+	n.bufs[0] = make([]byte, recvBuf)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > recvBuf {
+			b = b[:recvBuf]
+		}
+		if len(b) >= nlmsgHdrLen {
+			var p packet
+			if parsePacket(b[nlmsgHdrLen:], &p) == nil && !within(b, p.payload) {
+				t.Fatalf("parsePacket: payload of %d bytes outside the message", len(p.payload))
+			}
+		}
+		n.hdrs[0].len = uint32(copy(n.bufs[0], b))
+		n.n = 1
+		buf := n.bufs[0][:len(b)]
+		n.packets(func(p *packet) {
+			if !within(buf, p.payload) {
+				t.Fatalf("packets: payload of %d bytes outside the datagram", len(p.payload))
+			}
+		})
+	})
+}
+
+// within reports whether sub lies inside b (or is empty).
+func within(b, sub []byte) bool {
+	if len(sub) == 0 {
+		return true
+	}
+	off := cap(b) - cap(sub)
+	return off >= 0 && off+len(sub) <= len(b)
+}
