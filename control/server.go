@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -70,6 +71,13 @@ type Server struct {
 // one that answers belongs to a running nfqguard, and Listen fails.
 func Listen(path string) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			// A user other than root cannot create /run/nfqguard: say how
+			// to give it a directory of its own.
+			return nil, fmt.Errorf("status socket %s: %w (as uid %d: create %s owned by that user, mode 0700 "+
+				"(systemd: RuntimeDirectory=nfqguard), or choose another [status] socket or --status-socket)",
+				path, err, os.Geteuid(), filepath.Dir(path))
+		}
 		return nil, fmt.Errorf("status socket %s: %w", path, err)
 	}
 	if fi, err := os.Lstat(path); err == nil {

@@ -20,6 +20,8 @@ import (
 const (
 	unitFile      = "nfqguard.service"
 	logrotateFile = "nfqguard.logrotate"
+	nonRootDropIn = "nfqguard-nonroot.conf"
+	sysusersFile  = "nfqguard.sysusers"
 
 	binary     = "/usr/local/bin/nfqguard"
 	configPath = "/etc/nfqguard/config.toml"
@@ -245,6 +247,64 @@ func TestUnit(t *testing.T) {
 	}
 }
 
+// TestNonRootDropIn: the drop-in runs nfqguard as a user of its own with
+// exactly the unit's two capabilities, ambient, and nothing to regain more;
+// the sysusers file creates that user without a login; the docker group
+// (root-equivalent) is not joined by default.
+func TestNonRootDropIn(t *testing.T) {
+	drop, err := parseUnit(readFile(t, nonRootDropIn))
+	if err != nil {
+		t.Fatalf("%s: %v", nonRootDropIn, err)
+	}
+	for section := range drop {
+		if section != "Service" {
+			t.Errorf("%s has a [%s] section: a drop-in for the user changes [Service] only", nonRootDropIn, section)
+		}
+	}
+	u, err := parseUnit(readFile(t, unitFile) + "\n" + readFile(t, nonRootDropIn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, _ := u.last("Service", "User")
+	group, _ := u.last("Service", "Group")
+	if user == "" || user == "root" || user == "0" || group == "" || group == "root" || group == "0" {
+		t.Fatalf("with %s: User=%q Group=%q, want a user and group other than root", nonRootDropIn, user, group)
+	}
+	want := []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}
+	for _, key := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
+		caps := u.list("Service", key)
+		slices.Sort(caps)
+		if !slices.Equal(caps, want) {
+			t.Errorf("with %s: %s = %q, want exactly %q", nonRootDropIn, key, caps, want)
+		}
+	}
+	if v, _ := u.last("Service", "NoNewPrivileges"); !truthy(v) {
+		t.Errorf("with %s: NoNewPrivileges = %q, want yes", nonRootDropIn, v)
+	}
+	if groups := u.list("Service", "SupplementaryGroups"); slices.Contains(groups, "docker") {
+		t.Errorf("with %s: SupplementaryGroups = %q: the docker group is root-equivalent; leave it to the operator", nonRootDropIn, groups)
+	}
+
+	var found bool
+	for _, line := range strings.Split(readFile(t, sysusersFile), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if f[0] != "u" || f[1] != user {
+			t.Errorf("%s: unexpected line %q", sysusersFile, line)
+			continue
+		}
+		found = true
+		if shell := f[len(f)-1]; !strings.HasSuffix(shell, "nologin") {
+			t.Errorf("%s: user %s gets shell %q, want nologin", sysusersFile, user, shell)
+		}
+	}
+	if !found || group != user {
+		t.Errorf("%s does not create user %s with its group %s (u creates a group of the same name)", sysusersFile, user, group)
+	}
+}
+
 // sendsSignal reports whether an Exec command is kill(1) sending sig to
 // $MAINPID.
 func sendsSignal(cmd, sig string) bool {
@@ -307,8 +367,19 @@ func TestParseUnit(t *testing.T) {
 }
 
 // TestUnitVerify has systemd-analyze check the unit, where it is installed,
-// on a copy whose commands exist on this machine.
+// on a copy whose commands exist on this machine; and the unit with the
+// non-root drop-in applied.
 func TestUnitVerify(t *testing.T) {
+	t.Run("unit", func(t *testing.T) { verifyUnit(t, readFile(t, unitFile)) })
+	t.Run("with "+nonRootDropIn, func(t *testing.T) {
+		// A drop-in's sections are merged into the unit's as if they came
+		// after them in one file, which systemd allows.
+		verifyUnit(t, readFile(t, unitFile)+"\n"+readFile(t, nonRootDropIn))
+	})
+}
+
+// verifyUnit runs systemd-analyze verify on text, as nfqguard.service.
+func verifyUnit(t *testing.T, text string) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -334,7 +405,7 @@ func TestUnitVerify(t *testing.T) {
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, unitFile)
-	if err := os.WriteFile(path, []byte(standInCommands(readFile(t, unitFile), trueBin)), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(standInCommands(text, trueBin)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"verify", "--man=no"}

@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,6 +154,7 @@ func (fw *Firewall) HasIPv6() bool {
 // A rule written to the other backend would silently do nothing.
 func findFamily(name string, proto iptables.Protocol, bins []string, create bool) (*family, error) {
 	var found []*family
+	var probeErr error // why a backend that may be in use could not be looked at
 	for _, bin := range bins {
 		path, err := exec.LookPath(bin)
 		if err != nil {
@@ -162,11 +164,18 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 		if containsBinary(found, path, backend) {
 			continue
 		}
-		if backend == "legacy" && !legacyFilterExists(proto) {
+		if backend == "legacy" {
 			// Even listing a legacy table instantiates it (and makes every
 			// iptables-nft command warn about legacy tables): look only
 			// where the legacy firewall is already in use.
-			continue
+			exists, err := legacyFilterExists(proto)
+			if err != nil && probeErr == nil {
+				probeErr = fmt.Errorf("%w; %s was not looked at: %v "+
+					"(run nfqguard as root where Docker uses iptables-legacy)", ErrNoChain, path, err)
+			}
+			if !exists {
+				continue
+			}
 		}
 		ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(path), iptables.Timeout(10))
 		if err != nil {
@@ -178,11 +187,20 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 		if !anyOnPath(bins) {
 			return nil, fmt.Errorf("%s: %w (install the iptables package)", strings.Join(bins, ", "), exec.ErrNotFound)
 		}
+		if probeErr != nil {
+			return nil, probeErr
+		}
 		return nil, ErrNoChain
 	}
 	var withChain *family
 	for _, f := range found {
 		ok, err := f.ipt.ChainExists(filterTable, dockerUserChain)
+		if err != nil && f.backend == "legacy" {
+			// The legacy filter table exists (checked above), so this
+			// backend is in use and its DOCKER-USER may be the one: say
+			// why it could not be read rather than that there is none.
+			probeErr = fmt.Errorf("%s: list chains: %w%s", f, err, legacyHint(err))
+		}
 		if err != nil || !ok {
 			continue
 		}
@@ -195,6 +213,11 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 	}
 	if withChain != nil {
 		return withChain, nil
+	}
+	if probeErr != nil {
+		// Creating DOCKER-USER in another backend would hide the one that
+		// could not be read.
+		return nil, probeErr
 	}
 	if dockerUsesNftables() {
 		return nil, ErrDockerNftables
@@ -229,6 +252,16 @@ func creationFamily(found []*family, plain string) *family {
 	return found[0]
 }
 
+// legacyHint explains the usual reason iptables-legacy fails for a user
+// other than root that holds the capabilities: it opens root's lock file.
+func legacyHint(err error) string {
+	if strings.Contains(err.Error(), "xtables.lock") {
+		return " (iptables-legacy must open /run/xtables.lock, root's, to serialise with Docker: " +
+			"run nfqguard as root where Docker uses iptables-legacy)"
+	}
+	return ""
+}
+
 func anyOnPath(bins []string) bool {
 	for _, b := range bins {
 		if _, err := exec.LookPath(b); err == nil {
@@ -255,22 +288,28 @@ func containsBinary(fs []*family, path, backend string) bool {
 }
 
 // legacyFilterExists reports whether the legacy (x_tables) filter table of
-// proto exists in this thread's network namespace, without creating it.
-func legacyFilterExists(proto iptables.Protocol) bool {
+// proto exists in this thread's network namespace, without creating it. The
+// file is missing when x_tables is not loaded (then no legacy table exists),
+// and readable only by root (mode 0440): a user other than root holding
+// CAP_NET_ADMIN cannot tell, and gets an error saying so.
+func legacyFilterExists(proto iptables.Protocol) (bool, error) {
 	file := "/proc/thread-self/net/ip_tables_names"
 	if proto == iptables.ProtocolIPv6 {
 		file = "/proc/thread-self/net/ip6_tables_names"
 	}
 	b, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrPermission) {
+		return false, fmt.Errorf("cannot tell whether the legacy firewall is in use: %w", err)
+	}
 	if err != nil {
-		return false
+		return false, nil
 	}
 	for _, name := range strings.Fields(string(b)) {
 		if name == filterTable {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 func backendOf(path string) string {

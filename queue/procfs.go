@@ -1,7 +1,10 @@
 package queue
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -24,7 +27,14 @@ func boundQueues() (map[uint16]bool, error) {
 // checkNoOtherEngine refuses to take over DOCKER-USER while another live
 // process listens on a queue an installed redirect sends to: that is a
 // running nfqguard (one per host), not leftovers of a killed one.
-func checkNoOtherEngine(fw *Firewall, first uint16, n int) error {
+//
+// The list of bound queues is readable only by root (mode 0440). A user
+// other than root cannot tell, and goes on with a warning: the redirect is
+// replaced, as after a killed run. Refusing would keep an unprivileged
+// engine from ever restarting after a crash, which with fail_open = false
+// stops container traffic until someone removes the rules by hand; and the
+// kernel still refuses a second engine on the same queues.
+func checkNoOtherEngine(fw *Firewall, first uint16, n int, log *slog.Logger) error {
 	qs, err := fw.installedQueues()
 	if err != nil {
 		return err
@@ -33,6 +43,12 @@ func checkNoOtherEngine(fw *Firewall, first uint16, n int) error {
 		return nil
 	}
 	bound, err := boundQueues()
+	if errors.Is(err, fs.ErrPermission) {
+		log.Warn("cannot tell whether another nfqguard listens on the queues the redirect left in DOCKER-USER sends to "+
+			"(the list of bound queues is readable by root only): replacing it, as after a killed run",
+			"queues", qs, "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

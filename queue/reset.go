@@ -2,6 +2,7 @@ package queue
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync/atomic"
@@ -31,15 +32,24 @@ type resetter struct {
 func newResetter() (*resetter, error) {
 	fd4, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
-		return nil, fmt.Errorf("raw IPv4 socket for TCP resets: %w", err)
+		return nil, fmt.Errorf("raw IPv4 socket for TCP resets: %w", rawSocketErr(err))
 	}
 	// IPPROTO_RAW implies a header supplied by us (IP_HDRINCL, IPV6_HDRINCL).
 	fd6, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
 		unix.Close(fd4)
-		return nil, fmt.Errorf("raw IPv6 socket for TCP resets: %w", err)
+		return nil, fmt.Errorf("raw IPv6 socket for TCP resets: %w", rawSocketErr(err))
 	}
 	return &resetter{fd4: fd4, fd6: fd6}, nil
+}
+
+// rawSocketErr names the capability a raw socket needs when the kernel
+// refused it for want of it, so that the start-up warning says what to grant.
+func rawSocketErr(err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("needs CAP_NET_RAW: %w", err)
+	}
+	return err
 }
 
 // Reset implements inspect.Resetter. It never blocks: a RST the socket

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"math/bits"
 	"os"
 	"strconv"
 	"strings"
@@ -16,7 +18,8 @@ import (
 )
 
 // ErrNotPermitted is returned when the process lacks CAP_NET_ADMIN.
-var ErrNotPermitted = errors.New("not permitted: nfqguard needs root or CAP_NET_ADMIN to bind NFQUEUE queues and change iptables rules")
+var ErrNotPermitted = errors.New("not permitted: nfqguard needs CAP_NET_ADMIN (root has it) to bind NFQUEUE queues, " +
+	"change iptables rules and update conntrack")
 
 // bridgeRefresh is how often the list of bridges is re-read, so that
 // networks Docker creates later are recognised.
@@ -132,7 +135,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		var rst *resetter
 		if resets {
 			if rst, err = newResetter(); err != nil {
-				log.Warn("flows dropped by deep inspection will not be reset: they are dropped until they expire", "err", err)
+				log.Warn("TCP flows dropped mid-stream (by deep inspection, or rejudged by a reload) cannot be cut with RSTs: "+
+					"they are dropped until they expire", "err", err)
 				resets = false
 			} else {
 				eo.Resetter = rst
@@ -164,8 +168,12 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		})
 	}
 
-	if err := checkNoOtherEngine(fw, cfg.Queue, cfg.Workers); err != nil {
+	if err := checkNoOtherEngine(fw, cfg.Queue, cfg.Workers, log); err != nil {
 		return nil, errors.Join(err, shutdown(), fw.UndoCreate())
+	}
+	if _, err := queueDrops(); errors.Is(err, fs.ErrPermission) {
+		log.Warn("the kernel's per-queue drop counters (queue full, could not be sent) are readable by root only: "+
+			"they read 0 in status and metrics", "err", err)
 	}
 
 	// Connections that exist now were never judged; they keep going as if
@@ -256,30 +264,70 @@ func (st *status) summary() *Summary {
 	return &sum
 }
 
+// Capabilities nfqguard uses, by their bit in the kernel's capability sets
+// (linux/capability.h).
+const (
+	capNetAdmin = 12 // NFQUEUE, conntrack (ctnetlink), iptables
+	capNetRaw   = 13 // raw sockets: TCP resets, and iptables-legacy
+)
+
 // CheckPrivileges fails early, before anything is touched, when the
-// process lacks CAP_NET_ADMIN in its effective set (ErrNotPermitted). Run
-// calls it too; a caller that opens other things first (listeners, files)
-// calls it before them.
+// process lacks CAP_NET_ADMIN in its effective set (an error wrapping
+// ErrNotPermitted that names what is missing and what the process has).
+// It looks at capabilities, not at the user id: root without CAP_NET_ADMIN
+// (a bounding set without it) fails, a user holding it as an ambient
+// capability passes. CAP_NET_RAW is optional (TCP resets); Run warns when
+// it is missing. Run calls CheckPrivileges too; a caller that opens other
+// things first (listeners, files) calls it before them.
 func CheckPrivileges() error {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return nil // cannot tell; the kernel will say no later
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	return checkCaps(string(b), os.Geteuid())
+}
+
+// checkCaps is CheckPrivileges on the text of /proc/self/status.
+func checkCaps(status string, euid int) error {
+	for _, line := range strings.Split(status, "\n") {
 		hex, ok := strings.CutPrefix(line, "CapEff:")
 		if !ok {
 			continue
 		}
-		caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+		eff, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
 		if err != nil {
 			return nil
 		}
-		const capNetAdmin = 12
-		if caps&(1<<capNetAdmin) == 0 {
-			return ErrNotPermitted
+		if eff&(1<<capNetAdmin) == 0 {
+			return fmt.Errorf("%w: CAP_NET_ADMIN is missing from the effective capabilities (uid %d has %s); "+
+				"as a user other than root, grant it as an ambient capability (systemd: AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW)",
+				ErrNotPermitted, euid, capNames(eff))
 		}
+		return nil
 	}
 	return nil
+}
+
+// capNames describes a capability set for error messages: the capabilities
+// nfqguard cares about by name, the rest as a count.
+func capNames(set uint64) string {
+	if set == 0 {
+		return "none"
+	}
+	var names []string
+	for _, c := range []struct {
+		bit  uint
+		name string
+	}{{capNetAdmin, "CAP_NET_ADMIN"}, {capNetRaw, "CAP_NET_RAW"}} {
+		if set&(1<<c.bit) != 0 {
+			names = append(names, c.name)
+			set &^= 1 << c.bit
+		}
+	}
+	if n := bits.OnesCount64(set); n > 0 {
+		names = append(names, fmt.Sprintf("%d other", n))
+	}
+	return strings.Join(names, ", ")
 }
 
 // checkBridgeNF returns net.bridge.bridge-nf-call-iptables for the start-up

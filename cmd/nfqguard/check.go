@@ -16,6 +16,10 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// A file run would refuse is not a valid one: check answers for run.
+	if err := checkConfigFile(*config); err != nil {
+		return err
+	}
 	t, err := rules.Load(*config)
 	if err != nil {
 		return err

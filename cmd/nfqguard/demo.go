@@ -38,9 +38,13 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := rules.Load(*config); err != nil {
 		return err
 	}
-	cfgPath, err := filepath.Abs(*config)
+	// The lab's engine runs a private copy: `nfqguard run` refuses a file
+	// that users other than root could change, and the demo's file is
+	// usually the repository's, owned by whoever cloned it. The engine only
+	// judges the lab's throwaway namespaces, so that copy is safe.
+	src, err := os.ReadFile(*config)
 	if err != nil {
-		return err
+		return fmt.Errorf("read %s: %w", *config, err)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -79,14 +83,18 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		l.ServeDNS(l.Out, ap(l.Outside, 53))); err != nil {
 		return err
 	}
-	// The lab's engine gets a status socket of its own: a daemon may be
-	// running on this host with the default one.
+	// The lab's engine gets a status socket of its own (a daemon may be
+	// running on this host with the default one) and its copy of the file.
 	sockDir, err := os.MkdirTemp("", "nfqguard-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(sockDir)
 	sock := filepath.Join(sockDir, "status.sock")
+	cfgPath := filepath.Join(sockDir, "config.toml")
+	if err := os.WriteFile(cfgPath, src, 0o600); err != nil {
+		return fmt.Errorf("copy %s for the lab's engine: %w", *config, err)
+	}
 	eng, err := startEngine(ctx, l, self, cfgPath, sock, stderr)
 	if err != nil {
 		return err

@@ -46,6 +46,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := checkConfigFile(*config); err != nil {
+		return err
+	}
 	t, err := rules.Load(*config)
 	if err != nil {
 		return err
@@ -143,6 +146,14 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		})
 		log.Info("metrics", "listen", metricsLn.Addr().String(), "path", "/metrics")
+		if !isLoopback(metricsLn.Addr()) {
+			// The operator's choice, so not an error; but the endpoint names
+			// containers, rules and traffic volumes, and has no
+			// authentication.
+			log.Warn("the metrics endpoint is reachable from other hosts: it serves container names, rule ids and "+
+				"traffic counts to anyone who can connect, without authentication; listen on 127.0.0.1 or [::1] "+
+				"unless a firewall or a scraper's network keeps others out", "listen", metricsLn.Addr().String())
+		}
 	}
 	if ctl != nil {
 		goSide(func() {
@@ -166,6 +177,14 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		statsErr = writeJSON(*statsJSON, sum)
 	}
 	return errors.Join(runErr, closeAll(), statsErr)
+}
+
+// isLoopback reports whether a listener's address is reachable from this
+// host only. An unspecified address (":9477", "0.0.0.0", "[::]") is every
+// interface, so not.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // override sets *setting to flag when the flag was given; "off" empties it.
