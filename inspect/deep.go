@@ -193,9 +193,21 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 		idx, hd = e.deep.holds.alloc()
 		if hd == nil {
 			e.stats.HoldFull.Add(1)
+			// What the server expects next from the client, for a reset: this
+			// packet's first byte, as nothing of the stream has passed.
+			clientSeq := p.Seq
+			if f.state == stateAwait {
+				clientSeq = f.packets
+			}
+			client, server := netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)
 			d := e.undecided(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
-			allow := e.conclude(t, f, &d, nil, reasonHoldFull, netip.AddrPortFrom(p.Src, p.SrcPort),
-				netip.AddrPortFrom(p.Dst, p.DstPort), p.Proto, 1, now, clock)
+			allow := e.conclude(t, f, &d, nil, reasonHoldFull, client, server, p.Proto, 1, now, clock)
+			// Dropped after its handshake like a held flow: reset both ends,
+			// or they retransmit into the drop until their own timeouts.
+			if !allow && e.deep.resetter != nil && p.TCPFlags&TCPFlagRST == 0 {
+				e.deep.resetter.Reset(client, server, clientSeq, p.Ack)
+				e.stats.Resets.Add(1)
+			}
 			return Verdict{Allow: allow, Bypass: allow && t.Engine.FastPath}
 		}
 		hd.key, hd.hash = *k, hash

@@ -416,8 +416,17 @@ func TestDeepBudgets(t *testing.T) {
 		if got.v.Hold || got.v.Allow {
 			t.Fatalf("third flow with two held: %+v, want undecided drop at once", got.v)
 		}
-		if ev := r.rec.events[len(r.rec.events)-1]; ev.Reason != reasonHoldFull || r.e.Stats().HoldFull.Load() != 1 {
+		ev := r.rec.events[len(r.rec.events)-1]
+		if ev.Reason != reasonHoldFull || r.e.Stats().HoldFull.Load() != 1 {
 			t.Fatalf("event = %+v", ev)
+		}
+		// Dropped after its handshake, like any inspected flow: both ends
+		// are reset rather than left retransmitting into the drop.
+		if want := (resetCall{ev.Src, ev.Dst, c.cseq, c.sseq}); len(r.rst.calls) != 1 || r.rst.calls[0] != want {
+			t.Fatalf("resets = %+v, want %+v", r.rst.calls, want)
+		}
+		if got := c.data(0, hello[:10], 0); got.v.Allow || got.v.Hold || len(r.rst.calls) != 1 {
+			t.Fatalf("retransmission of the dropped flow: %+v, %d resets; want dropped, no new reset", got.v, len(r.rst.calls))
 		}
 		r.e.ReleaseAll(r.now)
 		if n := len(r.e.Released()); n != 2 || r.e.Held() != 0 {
