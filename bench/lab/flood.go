@@ -13,6 +13,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -233,6 +236,8 @@ type mmsghdr struct {
 // namespace. Its methods are safe for concurrent use.
 type UDPCounter struct {
 	pc       *net.UDPConn
+	nsPath   string
+	inode    uint64 // the socket's, to find it in /proc/net/udp
 	received atomic.Uint64
 	done     chan struct{}
 }
@@ -252,17 +257,20 @@ func (l *Lab) CountUDP(ns string, addr netip.AddrPort) (*UDPCounter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: UDP counter on %s in %s: %w", addr, ns, err)
 	}
+	var st unix.Stat_t
 	raw, err := pc.SyscallConn()
 	if err == nil {
 		var serr error
-		err = raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20) })
+		err = raw.Control(func(fd uintptr) {
+			serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20), unix.Fstat(int(fd), &st))
+		})
 		err = errors.Join(err, serr)
 	}
 	if err != nil {
 		pc.Close()
 		return nil, fmt.Errorf("lab: UDP counter on %s in %s: receive buffer: %w", addr, ns, err)
 	}
-	c := &UDPCounter{pc: pc, done: make(chan struct{})}
+	c := &UDPCounter{pc: pc, nsPath: l.NSPath(ns), inode: st.Ino, done: make(chan struct{})}
 	if !l.addCloser(c, pc.Close) {
 		pc.Close()
 		return nil, fmt.Errorf("lab: UDP counter on %s in %s: lab closed", addr, ns)
@@ -297,6 +305,40 @@ func (c *UDPCounter) count() {
 
 // Received returns the number of datagrams received so far.
 func (c *UDPCounter) Received() uint64 { return c.received.Load() }
+
+// Drops returns the datagrams the kernel dropped because the sink's
+// receive buffer was full: the drops column of its line in /proc/net/udp
+// (or udp6). Received + Drops is what reached the socket.
+func (c *UDPCounter) Drops() (uint64, error) {
+	var drops uint64
+	found := false
+	err := InNetNS(c.nsPath, func() error {
+		for _, name := range []string{"udp", "udp6"} {
+			b, err := os.ReadFile("/proc/thread-self/net/" + name)
+			if err != nil {
+				return err
+			}
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+			for _, line := range strings.Split(string(b), "\n") {
+				f := strings.Fields(line)
+				if len(f) < 13 || f[9] != strconv.FormatUint(c.inode, 10) {
+					continue
+				}
+				drops, err = strconv.ParseUint(f[12], 10, 64)
+				found = err == nil
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("socket inode %d not in /proc/net/udp", c.inode)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("lab: UDP counter drops: %w", err)
+	}
+	return drops, nil
+}
 
 // Close stops the sink and waits for its goroutine.
 func (c *UDPCounter) Close() error {

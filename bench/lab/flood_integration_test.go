@@ -60,6 +60,9 @@ func TestFlood(t *testing.T) {
 	if got != count {
 		t.Errorf("received %d of %d datagrams sent (%.0f pps), want all", got, res.Sent, float64(res.Sent)/res.Elapsed.Seconds())
 	}
+	if drops, err := sink.Drops(); err != nil || drops != 0 {
+		t.Errorf("sink drops = %d, %v; want 0", drops, err)
+	}
 	t.Logf("flood: %d datagrams in %v (%.0f pps), %d received", res.Sent, res.Elapsed, float64(res.Sent)/res.Elapsed.Seconds(), got)
 
 	// A rate cap is kept to (a lower bound on the time only: a loaded
