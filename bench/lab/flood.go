@@ -9,11 +9,13 @@ package lab
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -377,4 +379,39 @@ func (l *Lab) AddOutsideAddrs(n int) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("lab: add outside addresses: %w", err)
 	}
 	return addrs, nil
+}
+
+// LinkStats are an interface's packet counters.
+type LinkStats struct {
+	RxPackets, RxDropped uint64
+	TxPackets, TxDropped uint64
+}
+
+// ContainerLinkStats reads the counters of the host's end of container i's
+// veth (0-based, as Lab.Containers), in the host namespace. Its TxDropped
+// counts packets forwarded to the container that the container's side
+// could not take (its backlog was full): lost on the way, after every
+// firewall decision.
+func (l *Lab) ContainerLinkStats(i int) (LinkStats, error) {
+	if i < 0 || i >= len(l.Containers) {
+		return LinkStats{}, fmt.Errorf("lab: container %d of %d", i, len(l.Containers))
+	}
+	dev := fmt.Sprintf("vc%d", i+1)
+	ctx, cancel := context.WithTimeout(l.ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "-n", l.Host, "-j", "-s", "link", "show", "dev", dev).Output()
+	if err != nil {
+		return LinkStats{}, fmt.Errorf("lab: counters of %s in %s: %w", dev, l.Host, err)
+	}
+	var links []struct {
+		Stats struct {
+			Rx struct{ Packets, Dropped uint64 }
+			Tx struct{ Packets, Dropped uint64 }
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		return LinkStats{}, fmt.Errorf("lab: counters of %s in %s: %q: %w", dev, l.Host, out, err)
+	}
+	s := links[0].Stats
+	return LinkStats{RxPackets: s.Rx.Packets, RxDropped: s.Rx.Dropped, TxPackets: s.Tx.Packets, TxDropped: s.Tx.Dropped}, nil
 }

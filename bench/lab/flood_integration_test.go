@@ -44,6 +44,8 @@ func TestFlood(t *testing.T) {
 	// container port whatever address was dialled.
 	flows = append(flows, lab.FloodFlow{Src: ap(l.Outside, 30000), Dst: ap(c1.Addr, 9999)})
 	const count = 20000
+	link0, err := l.ContainerLinkStats(0)
+	must(t, err)
 	res, err := l.Flood(context.Background(), l.Out, lab.Flood{Flows: flows, Count: count, Senders: 2})
 	must(t, err)
 	if res.Sent != count {
@@ -62,6 +64,15 @@ func TestFlood(t *testing.T) {
 	}
 	if drops, err := sink.Drops(); err != nil || drops != 0 {
 		t.Errorf("sink drops = %d, %v; want 0", drops, err)
+	}
+	// The host forwarded every datagram to c1 through its veth.
+	link, err := l.ContainerLinkStats(0)
+	must(t, err)
+	if sent, dropped := link.TxPackets-link0.TxPackets, link.TxDropped-link0.TxDropped; sent < count || dropped != 0 {
+		t.Errorf("host's veth to c1: %d packets sent, %d dropped during the flood; want at least %d, none dropped", sent, dropped, count)
+	}
+	if _, err := l.ContainerLinkStats(len(l.Containers)); err == nil {
+		t.Error("ContainerLinkStats of a container that does not exist: no error")
 	}
 	t.Logf("flood: %d datagrams in %v (%.0f pps), %d received", res.Sent, res.Elapsed, float64(res.Sent)/res.Elapsed.Seconds(), got)
 
