@@ -450,15 +450,23 @@ func (d *Decoder) decodeLayers(data []byte, f *frame, p *Packet) (MalformedKind,
 	want, l4P := d.transport(f)
 	d.decoded = d.decoded[:0]
 	if !f.ipByHand {
-		ipP, ipType := d.ip4P, layers.LayerTypeIPv4
+		ipP, ip, ipType := d.ip4P, gopacket.DecodingLayer(&d.ip4), layers.LayerTypeIPv4
 		if f.ipv6 {
-			ipP, ipType = d.ip6P, layers.LayerTypeIPv6
+			ipP, ip, ipType = d.ip6P, &d.ip6, layers.LayerTypeIPv6
 		}
-		if err := ipP.DecodeLayers(data, &d.decoded); err != nil {
-			if !d.has(ipType) {
-				return refusedKind(ipType), err
+		if want != gopacket.LayerTypeZero {
+			if err := ipP.DecodeLayers(data, &d.decoded); err != nil {
+				if !d.has(ipType) {
+					return refusedKind(ipType), err
+				}
+				return refusedKind(want), err
 			}
-			return refusedKind(want), err
+		} else if err := ip.DecodeFromBytes(data, gopacket.NilDecodeFeedback); err != nil {
+			// Nothing behind the IP header is decoded, so its layer is
+			// decoded alone: the parser would go on into a tunnelled
+			// packet (protocol 4, 41 or 94), decoding its header into the
+			// layer that holds the outer one's.
+			return refusedKind(ipType), err
 		}
 		if f.ipv6 {
 			p.Src = netip.AddrFrom16([16]byte(d.ip6.SrcIP))
