@@ -57,7 +57,7 @@ lint:
 # Fuzz targets, as package:function. A failing input is written by go test to
 # PACKAGE/testdata/fuzz/FUNCTION/ and printed here, so that it survives a CI
 # clone: commit it and every plain `go test` runs it as a regression seed.
-FUZZ_TARGETS := inspect:FuzzDecode inspect:FuzzJudge queue:FuzzParsePacket \
+FUZZ_TARGETS := inspect:FuzzDecode inspect:FuzzGopacketAgrees inspect:FuzzJudge queue:FuzzParsePacket \
   rules:FuzzParse rules:FuzzParseAddr \
   inspect/l7:FuzzParseClientHello inspect/l7:FuzzParseHTTPRequest \
   inspect/l7:FuzzParseDNSQuery inspect/l7:FuzzParseDNSOverTCP
