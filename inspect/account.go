@@ -69,6 +69,11 @@ func refOf(k *ruleKey) ruleRef {
 	}
 }
 
+// indexSlack bounds ruleCounters.index to this many entries per rule: room
+// for the tables of a few reloads at once (flows judged by the old table
+// and the new one meet in the same worker for a moment).
+const indexSlack = 4
+
 type ruleCounter struct {
 	key            ruleKey
 	flows, packets atomic.Uint64
@@ -101,6 +106,15 @@ func (r *ruleCounters) of(k ruleKey) uint32 {
 			i = uint32(len(r.list))
 			r.mu.Unlock()
 			r.byKey[k] = i
+		}
+		// Every reload brings new strings, hence new entries, and the
+		// entries' pointers keep the old tables' strings alive: a daemon
+		// reloaded every hour would grow for ever. Once the index holds
+		// indexSlack entries per rule, it starts again empty; the rules in
+		// use find their counters through byKey again. clear keeps the
+		// map's memory, so refilling it does not allocate.
+		if len(r.index) >= indexSlack*len(r.byKey) {
+			clear(r.index)
 		}
 		r.index[ref] = i
 	}

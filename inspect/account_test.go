@@ -283,3 +283,30 @@ func TestAccountingDoesNotAllocate(t *testing.T) {
 		t.Errorf("%v allocations per round", n)
 	}
 }
+
+// TestRuleCountersBoundedAcrossReloads: each reload's table has strings of
+// its own; the counters still add up per rule, and the index of string
+// pointers does not grow with the number of reloads.
+func TestRuleCountersBoundedAcrossReloads(t *testing.T) {
+	r := ruleCounters{index: map[ruleRef]uint32{}, byKey: map[ruleKey]uint32{}}
+	names := []string{"web-http", "db-from-web", "default"}
+	const reloads = 1000
+	for range reloads {
+		for _, n := range names {
+			// strings.Clone: a new copy, as a reloaded file's table has.
+			m := rules.Match{Container: strings.Clone("web"), RuleID: strings.Clone(n), Action: rules.Allow}
+			r.count(&m, rules.Ingress, 2)
+		}
+	}
+	if len(r.list) != len(names) {
+		t.Fatalf("%d counters for %d rules", len(r.list), len(names))
+	}
+	for _, c := range r.list {
+		if c.flows.Load() != reloads || c.packets.Load() != 2*reloads {
+			t.Errorf("%s: %d flows, %d packets; want %d and %d", c.key.rule, c.flows.Load(), c.packets.Load(), reloads, 2*reloads)
+		}
+	}
+	if limit := indexSlack * len(names); len(r.index) > limit {
+		t.Errorf("index holds %d entries after %d reloads of %d rules, want at most %d", len(r.index), reloads, len(names), limit)
+	}
+}

@@ -394,50 +394,84 @@ func (f *family) deleteCreated() error {
 	return nil
 }
 
-// Install removes rules a previous run left behind and inserts the redirect
-// and, with the fast path, its companion at the top of DOCKER-USER. On error
-// it removes whatever it had inserted, in every family.
+// Install inserts the redirect and, with the fast path, its companion at
+// the top of DOCKER-USER, then removes the rules a previous run left
+// behind. On error it removes whatever it had inserted, in every family.
 func (fw *Firewall) Install(spec RuleSpec) error {
 	for _, f := range fw.families {
-		if err := f.install(spec); err != nil {
+		if err := installRules(f.ipt, f.name, spec); err != nil {
 			return errors.Join(err, fw.Remove())
 		}
 	}
 	return nil
 }
 
-func (f *family) install(spec RuleSpec) error {
-	if err := f.removeOurs(); err != nil {
+// chainEditor is what installRules needs of *iptables.IPTables: a seam for
+// the test that checks the chain after every step.
+type chainEditor interface {
+	List(table, chain string) ([]string, error)
+	Insert(table, chain string, pos int, rulespec ...string) error
+	DeleteIfExists(table, chain string, rulespec ...string) error
+}
+
+// installRules puts spec's rules at the top of DOCKER-USER, above those a
+// killed run left, and only then deletes the old ones. The other order
+// would leave DOCKER-USER without a redirect for the few milliseconds of
+// the iptables calls, and a restart of a fail-closed engine would let new
+// flows through unjudged meanwhile; this way the old redirect keeps
+// sending them to the queues, which the new run has already bound.
+func installRules(ipt chainEditor, name string, spec RuleSpec) error {
+	stale, err := listOurs(ipt, name)
+	if err != nil {
 		return err
 	}
 	if spec.FastPath {
-		if err := f.ipt.Insert(filterTable, dockerUserChain, 1, spec.companion()...); err != nil {
-			return fmt.Errorf("%s: insert fast-path rule in %s: %w", f.name, dockerUserChain, err)
+		if err := ipt.Insert(filterTable, dockerUserChain, 1, spec.companion()...); err != nil {
+			return fmt.Errorf("%s: insert fast-path rule in %s: %w", name, dockerUserChain, err)
 		}
 	}
-	if err := f.ipt.Insert(filterTable, dockerUserChain, 1, spec.redirect()...); err != nil {
-		return fmt.Errorf("%s: insert NFQUEUE rule in %s: %w", f.name, dockerUserChain, err)
+	if err := ipt.Insert(filterTable, dockerUserChain, 1, spec.redirect()...); err != nil {
+		return fmt.Errorf("%s: insert NFQUEUE rule in %s: %w", name, dockerUserChain, err)
 	}
-	return nil
+	// An old rule identical to a new one is deleted by its spec, which
+	// takes the first match (the new one): the old one, just below, stays
+	// in its place, and the chain ends the same.
+	return deleteRules(ipt, name, stale)
 }
 
 // removeOurs deletes every redirect and companion rule in DOCKER-USER,
 // whoever's run wrote them.
 func (f *family) removeOurs() error {
-	rules, err := f.ipt.List(filterTable, dockerUserChain)
+	ours, err := listOurs(f.ipt, f.name)
 	if err != nil {
-		return fmt.Errorf("%s: list %s: %w", f.name, dockerUserChain, err)
+		return err
 	}
+	return deleteRules(f.ipt, f.name, ours)
+}
+
+// listOurs returns the specs of the redirect and companion rules in
+// DOCKER-USER.
+func listOurs(ipt chainEditor, name string) ([][]string, error) {
+	rules, err := ipt.List(filterTable, dockerUserChain)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list %s: %w", name, dockerUserChain, err)
+	}
+	var ours [][]string
 	for _, r := range rules {
 		if !strings.Contains(r, commentRedirect) && !strings.Contains(r, commentFastPath) {
 			continue
 		}
-		spec := ruleSpecOf(r)
-		if len(spec) == 0 {
-			continue
+		if spec := ruleSpecOf(r); len(spec) > 0 {
+			ours = append(ours, spec)
 		}
-		if err := f.ipt.DeleteIfExists(filterTable, dockerUserChain, spec...); err != nil {
-			return fmt.Errorf("%s: remove old rule %q: %w", f.name, r, err)
+	}
+	return ours, nil
+}
+
+func deleteRules(ipt chainEditor, name string, specs [][]string) error {
+	for _, spec := range specs {
+		if err := ipt.DeleteIfExists(filterTable, dockerUserChain, spec...); err != nil {
+			return fmt.Errorf("%s: remove old rule %q: %w", name, strings.Join(spec, " "), err)
 		}
 	}
 	return nil
