@@ -259,12 +259,16 @@ func testFlood(t *testing.T, failOpen bool) {
 	}
 	// The flood is over: the engine's goroutines and descriptors are back
 	// to what they were.
+	// Goroutines that end on their own (a scrape's connection, a timer's
+	// callback) may outlast the flood by seconds on this loaded machine;
+	// a leak stays for good. One full-suite run in seven still saw 17 for
+	// 16 after 5 s, hence the longer wait.
 	var goroutines float64
-	if !eventually(5*time.Second, func() bool {
+	if !eventually(20*time.Second, func() bool {
 		goroutines = metricValue(scrapeOK(t, l), "go_goroutines")
 		return goroutines == goroutines0
 	}) {
-		t.Errorf("go_goroutines = %v five seconds after the flood, %v before", goroutines, goroutines0)
+		t.Errorf("go_goroutines = %v twenty seconds after the flood, %v before", goroutines, goroutines0)
 	}
 	var fds int
 	if !eventually(5*time.Second, func() bool { fds = openFDs(t, pid); return fds == fds0 }) {
