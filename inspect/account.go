@@ -158,8 +158,8 @@ func (e *Engine) Counts() Counts {
 	c := Counts{
 		Packets: s.Packets.Load(), Allowed: s.Allowed.Load(), Dropped: s.Dropped.Load(),
 		Flows: s.Flows.Load(), Blocked: s.Blocked.Load(), Midstream: s.Midstream.Load(), ICMPErrors: s.ICMPErrors.Load(),
-		Evictions: s.Evictions.Load(),
-		Malformed: s.Malformed.Load(), Truncated: s.Truncated.Load(), Fragments: s.Fragments.Load(), BadVersion: s.BadVersion.Load(),
+		Evictions:         s.Evictions.Load(),
+		Malformed:         s.Malformed.Load(),
 		ICMPErrorsMatched: s.ICMPErrorsMatched.Load(), ICMPErrorsUnmatched: s.ICMPErrorsUnmatched.Load(), ICMPErrorsBadQuote: s.ICMPErrorsBadQuote.Load(),
 		NotConsumed: s.NotConsumed.Load(), FastPath: s.FastPath.Load(),
 		Inspected: s.Inspected.Load(), HeldFlows: s.HeldFlows.Load(), HeldPackets: s.HeldPackets.Load(),
@@ -170,7 +170,16 @@ func (e *Engine) Counts() Counts {
 		HeldNow: uint64(max(s.heldNow.Load(), 0)), HeldPacketsNow: uint64(max(s.heldPacketsNow.Load(), 0)),
 	}
 	for i := range s.MalformedKinds {
-		c.MalformedKinds[i] = s.MalformedKinds[i].Load()
+		n := s.MalformedKinds[i].Load()
+		c.MalformedKinds[i] = n
+		switch MalformedKind(i) {
+		case MalformedFragment:
+			c.Fragments = n
+		case MalformedBadVersion:
+			c.BadVersion = n
+		default:
+			c.Truncated += n
+		}
 	}
 	return c
 }

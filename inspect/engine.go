@@ -148,9 +148,6 @@ type Stats struct {
 	ICMPErrors  atomic.Uint64 // all ICMP and ICMPv6 errors: matched + unmatched + bad quote
 	Evictions   atomic.Uint64 // live flows pushed out of a full table
 	Malformed   atomic.Uint64 // packets that could not be decoded (all kinds)
-	Truncated   atomic.Uint64 // malformed packets other than fragments and bad versions
-	Fragments   atomic.Uint64 // MalformedKinds[MalformedFragment]
-	BadVersion  atomic.Uint64 // MalformedKinds[MalformedBadVersion]
 	NotConsumed atomic.Uint64 // neither side is a container
 
 	// MalformedKinds counts malformed packets by MalformedKind; they sum
@@ -182,10 +179,13 @@ type Stats struct {
 
 // Counts is a copy of Stats as plain numbers, plus the engine's gauges.
 type Counts struct {
-	Packets, Allowed, Dropped                    uint64
-	Flows, Blocked, Midstream, ICMPErrors        uint64
-	Evictions                                    uint64
-	Malformed, Truncated, Fragments, BadVersion  uint64
+	Packets, Allowed, Dropped             uint64
+	Flows, Blocked, Midstream, ICMPErrors uint64
+	Evictions                             uint64
+	Malformed                             uint64
+	// Truncated, Fragments and BadVersion condense MalformedKinds:
+	// fragments, bad versions, and every other kind.
+	Truncated, Fragments, BadVersion             uint64
 	MalformedKinds                               [MalformedKinds]uint64 // indexed by MalformedKind
 	ICMPErrorsMatched, ICMPErrorsUnmatched       uint64
 	ICMPErrorsBadQuote                           uint64
@@ -506,14 +506,6 @@ func (e *Engine) malformed(t *rules.Table, err error) Verdict {
 		k = MalformedTruncatedIPv4 // not a decoder's error: unreachable, but counted
 	}
 	e.stats.MalformedKinds[k].Add(1)
-	switch k {
-	case MalformedFragment:
-		e.stats.Fragments.Add(1)
-	case MalformedBadVersion:
-		e.stats.BadVersion.Add(1)
-	default:
-		e.stats.Truncated.Add(1)
-	}
 	return Verdict{Allow: t.Engine.Malformed == rules.Allow}
 }
 

@@ -263,8 +263,8 @@ func TestJudgeMalformedPolicy(t *testing.T) {
 			if v.Allow != (policy == "allow") || v.Bypass {
 				t.Errorf("truncated packet: %+v under malformed = %q", v, policy)
 			}
-			if e.Stats().Truncated.Load() != 1 {
-				t.Errorf("Truncated = %d, want 1", e.Stats().Truncated.Load())
+			if n := e.Counts().Truncated; n != 1 {
+				t.Errorf("Truncated = %d, want 1", n)
 			}
 		})
 	}
