@@ -204,9 +204,8 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 			allow := e.conclude(t, f, &d, nil, reasonHoldFull, client, server, p.Proto, 1, now, clock)
 			// Dropped after its handshake like a held flow: reset both ends,
 			// or they retransmit into the drop until their own timeouts.
-			if !allow && e.deep.resetter != nil && p.TCPFlags&TCPFlagRST == 0 {
-				e.deep.resetter.Reset(client, server, clientSeq, p.Ack)
-				e.stats.Resets.Add(1)
+			if !allow && p.TCPFlags&TCPFlagRST == 0 {
+				e.reset(client, server, clientSeq, p.Ack)
 			}
 			return Verdict{Allow: allow, Bypass: allow && t.Engine.FastPath}
 		}
@@ -383,9 +382,8 @@ func (e *Engine) finish(t *rules.Table, hd *hold, facts *rules.Facts, reason str
 		e.deep.released = append(e.deep.released, Released{ID: p.id, Mark: p.mark, Verdict: v})
 		e.count(v)
 	}
-	if !allow && e.deep.resetter != nil {
-		e.deep.resetter.Reset(hd.client, hd.server, hd.base, hd.ack)
-		e.stats.Resets.Add(1)
+	if !allow {
+		e.reset(hd.client, hd.server, hd.base, hd.ack)
 	}
 	e.stats.heldPacketsNow.Add(-int64(len(hd.pkts)))
 	e.stats.heldNow.Add(-1)
@@ -515,4 +513,14 @@ func (e *Engine) judgeQuery(t *rules.Table, p *Packet, data []byte, m Meta, from
 		})
 	}
 	return Verdict{Allow: allow}
+}
+
+// reset cuts a TCP flow dropped after its handshake: a RST to each end,
+// with the sequence numbers each expects, when the engine has a Resetter.
+func (e *Engine) reset(client, server netip.AddrPort, clientSeq, serverSeq uint32) {
+	if e.deep.resetter == nil {
+		return
+	}
+	e.deep.resetter.Reset(client, server, clientSeq, serverSeq)
+	e.stats.Resets.Add(1)
 }

@@ -371,13 +371,12 @@ func (e *Engine) rejudge(t *rules.Table, f *flow, fi *flowInfo, p *Packet, size 
 	} else {
 		f.state = stateDropped
 		e.stats.Blocked.Add(1)
-		if p.Proto == rules.ProtoTCP && e.deep.resetter != nil && p.TCPFlags&TCPFlagRST == 0 {
+		if p.Proto == rules.ProtoTCP && p.TCPFlags&TCPFlagRST == 0 {
 			clientSeq, serverSeq := p.Seq, p.Ack
 			if !fromInit {
 				clientSeq, serverSeq = p.Ack, p.Seq
 			}
-			e.deep.resetter.Reset(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), clientSeq, serverSeq)
-			e.stats.Resets.Add(1)
+			e.reset(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), clientSeq, serverSeq)
 		}
 	}
 	if d.logged() {
