@@ -17,10 +17,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// A file run would refuse is not a valid one: check answers for run.
-	if err := checkConfigFile(*config); err != nil {
-		return err
-	}
-	t, err := rules.Load(*config)
+	t, err := loadRuleFile(*config)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/nfqguard/nfqguard/rules"
 )
 
 // errInsecureConfig marks a rule file refused because users other than root
@@ -46,6 +48,15 @@ const maxConfigLinks = 40
 // accepts exactly the files run would.
 func checkConfigFile(path string) error {
 	return configPolicy{euid: os.Geteuid()}.check(path)
+}
+
+// loadRuleFile loads the rule file at path once checkConfigFile accepts
+// it: how run, reload and check read it.
+func loadRuleFile(path string) (*rules.Table, error) {
+	if err := checkConfigFile(path); err != nil {
+		return nil, err
+	}
+	return rules.Load(path)
 }
 
 // configPolicy is checkConfigFile for a given effective user.

@@ -53,11 +53,7 @@ func (d *daemon) Reload() control.ReloadResult {
 func (d *daemon) reload(now time.Time) control.ReloadResult {
 	// A file others could have changed since the start is refused like a
 	// malformed one: the rules in force stay.
-	err := checkConfigFile(d.path)
-	var t *rules.Table
-	if err == nil {
-		t, err = rules.Load(d.path)
-	}
+	t, err := loadRuleFile(d.path)
 	if err != nil {
 		d.log.Error("reload refused: the rules in force stay", "err", err)
 		return control.ReloadResult{Time: now, Error: err.Error(), Generation: d.gen}

@@ -46,10 +46,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if err := checkConfigFile(*config); err != nil {
-		return err
-	}
-	t, err := rules.Load(*config)
+	t, err := loadRuleFile(*config)
 	if err != nil {
 		return err
 	}
