@@ -250,12 +250,7 @@ type UDPCounter struct {
 // is counted rather than overflowing it. It runs until Close (its own or
 // the lab's).
 func (l *Lab) CountUDP(ns string, addr netip.AddrPort) (*UDPCounter, error) {
-	var pc *net.UDPConn
-	err := l.Do(ns, func() error {
-		var err error
-		pc, err = net.ListenUDP(udpNet(addr.Addr()), net.UDPAddrFromAddrPort(addr))
-		return err
-	})
+	pc, err := l.listenUDP(ns, addr)
 	if err != nil {
 		return nil, fmt.Errorf("lab: UDP counter on %s in %s: %w", addr, ns, err)
 	}

@@ -101,12 +101,7 @@ func (l *Lab) ServeUDPEcho(ns string, addr netip.AddrPort) error {
 // each datagram with what answer returns for it (nothing when ok is false).
 // It runs until Close; the socket is returned for callers that must undo it.
 func (l *Lab) serveUDP(ns string, addr netip.AddrPort, kind string, answer func(req []byte) (resp []byte, ok bool)) (*net.UDPConn, error) {
-	var pc *net.UDPConn
-	err := l.Do(ns, func() error {
-		var err error
-		pc, err = net.ListenUDP(udpNet(addr.Addr()), net.UDPAddrFromAddrPort(addr))
-		return err
-	})
+	pc, err := l.listenUDP(ns, addr)
 	if err != nil {
 		return nil, fmt.Errorf("lab: UDP %s server on %s in %s: %w", kind, addr, ns, err)
 	}
@@ -132,6 +127,17 @@ func (l *Lab) serveUDP(ns string, addr netip.AddrPort, kind string, answer func(
 		}
 	}()
 	return pc, nil
+}
+
+// listenUDP opens a UDP socket bound to addr in namespace ns.
+func (l *Lab) listenUDP(ns string, addr netip.AddrPort) (*net.UDPConn, error) {
+	var pc *net.UDPConn
+	err := l.Do(ns, func() error {
+		var err error
+		pc, err = net.ListenUDP(udpNet(addr.Addr()), net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	return pc, err
 }
 
 // TCPConn opens a TCP connection from namespace ns to dst, giving up after
