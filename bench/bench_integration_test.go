@@ -1,7 +1,7 @@
 package bench_test
 
 // The whole bench, once, with tiny workloads: real traffic through the lab
-// under every setup. Needs root (see labtest.Require).
+// under every setup. Needs root (see netlabtest.Require).
 
 import (
 	"encoding/json"
@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/bench"
-	"github.com/nfqguard/nfqguard/bench/lab/labtest"
+	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
 )
 
 func TestRunIntegration(t *testing.T) {
-	labtest.Require(t)
+	netlabtest.Require(t)
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "nfqguard")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/nfqguard").CombinedOutput(); err != nil {

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nfqguard/nfqguard/bench/lab"
+	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/queue"
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -143,7 +143,7 @@ type bencher struct {
 	configs    [2]string // nfqguard configs with fast_path false and true
 	floorC     string    // floor-c binary, "" when skipped
 	floorCSkip string
-	l          *lab.Lab
+	l          *netlab.Lab
 	clients    *clients
 }
 
@@ -151,7 +151,7 @@ type bencher struct {
 // gone when it returns.
 func (b *bencher) measure(ctx context.Context, r *Report) (err error) {
 	fmt.Fprintf(b.progress, "bench: building the lab (%d repetitions × %d setups)\n", b.o.Reps, len(SetupNames))
-	l, err := lab.New(ctx, lab.Options{Containers: 1, Publish: publish})
+	l, err := netlab.New(ctx, netlab.Options{Containers: 1, Publish: publish})
 	if err != nil {
 		return fmt.Errorf("build lab: %w", err)
 	}

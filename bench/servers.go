@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nfqguard/nfqguard/bench/lab"
+	"github.com/nfqguard/nfqguard/internal/netlab"
 )
 
 // Container ports of the servers, published by the lab (see publish).
@@ -30,7 +30,7 @@ const (
 )
 
 // publish is the lab's port mapping: every server on c1 (web).
-var publish = []lab.Publish{
+var publish = []netlab.Publish{
 	{HostPort: echoHostPort, Container: 0, ContainerPort: echoPort, Proto: "tcp"},
 	{HostPort: sinkHostPort, Container: 0, ContainerPort: sinkPort, Proto: "tcp"},
 	{HostPort: oneShotHostPort, Container: 0, ContainerPort: oneShotPort, Proto: "tcp"},
@@ -57,7 +57,7 @@ type servers struct {
 }
 
 // startServers starts the four servers in namespace ns on addr.
-func startServers(l *lab.Lab, ns string, addr netip.Addr) (*servers, error) {
+func startServers(l *netlab.Lab, ns string, addr netip.Addr) (*servers, error) {
 	s := &servers{conns: map[net.Conn]struct{}{}}
 	for _, tcp := range []struct {
 		port   uint16

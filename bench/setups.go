@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nfqguard/nfqguard/bench/lab"
+	"github.com/nfqguard/nfqguard/internal/netlab"
 )
 
 // Setup names, in the order they are measured and reported.
@@ -72,7 +72,7 @@ type consumer struct {
 // startConsumer starts bin with args in the lab's host namespace and waits
 // until a line containing marker appears on its stdout (or stderr, if
 // markerOnStderr).
-func startConsumer(ctx context.Context, l *lab.Lab, name, marker string, markerOnStderr bool, bin string, args ...string) (*consumer, error) {
+func startConsumer(ctx context.Context, l *netlab.Lab, name, marker string, markerOnStderr bool, bin string, args ...string) (*consumer, error) {
 	cmd := l.Command(ctx, l.Host, bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -197,7 +197,7 @@ func (t *lineTail) String() string {
 // startFloor starts a floor consumer and, once it has bound its queue,
 // inserts the bench's redirect at the top of DOCKER-USER; stop removes the
 // redirect before the consumer, so no packet meets an unbound queue.
-func startFloor(ctx context.Context, l *lab.Lab, name, bin string, args ...string) (*consumer, error) {
+func startFloor(ctx context.Context, l *netlab.Lab, name, bin string, args ...string) (*consumer, error) {
 	c, err := startConsumer(ctx, l, name, "ready", false, bin, args...)
 	if err != nil {
 		return nil, err
@@ -226,7 +226,7 @@ func (e *cleanupError) Unwrap() error { return e.err }
 
 // startEngine starts "nfqguard run" with config and waits until it says
 // it is running. Flow events go to stderr, which is drained.
-func startEngine(ctx context.Context, l *lab.Lab, name, bin, config, statsJSON string) (*consumer, error) {
+func startEngine(ctx context.Context, l *netlab.Lab, name, bin, config, statsJSON string) (*consumer, error) {
 	return startConsumer(ctx, l, name, "nfqguard running", true, bin,
 		"run", "-c", config, "--blocked-log", "stderr", "--stats-json", statsJSON, "--status-socket", "off")
 }

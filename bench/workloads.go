@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nfqguard/nfqguard/bench/lab"
+	"github.com/nfqguard/nfqguard/internal/netlab"
 )
 
 // Workload names, as keys of RepResult.Errors and in progress output.
@@ -102,7 +102,7 @@ type BulkResult struct {
 // clients runs the workloads from the outside namespace to the host's
 // published ports.
 type clients struct {
-	l    *lab.Lab
+	l    *netlab.Lab
 	srv  *servers
 	host netip.Addr // the host's outside address, DNATed to web
 	d    Durations

@@ -13,35 +13,35 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/nfqguard/nfqguard/docker"
-	"github.com/nfqguard/nfqguard/docker/dockertest"
+	"github.com/nfqguard/nfqguard/docker/fakedocker"
 )
 
 var (
-	web = dockertest.Container{
+	web = fakedocker.Container{
 		ID: "aaaaaaaaaaaa1111", Name: "web", Image: "nginx:1.27",
 		Labels: map[string]string{"com.example.tier": "front"},
-		Networks: map[string]dockertest.Endpoint{
+		Networks: map[string]fakedocker.Endpoint{
 			"bridge": {IPv4: "172.17.0.2"},
 			"app6":   {IPv4: "172.20.0.5", IPv6: "fd00:20::5"},
 		},
-		Ports: map[string][]dockertest.Binding{
+		Ports: map[string][]fakedocker.Binding{
 			"80/tcp":  {{HostIP: "0.0.0.0", HostPort: "8080"}, {HostIP: "::", HostPort: "8080"}},
 			"53/udp":  {{HostIP: "127.0.0.1", HostPort: "5353"}},
 			"443/tcp": nil, // exposed, not published
 			"9/tcp":   {{HostIP: "", HostPort: "9009"}},
 		},
 	}
-	db = dockertest.Container{
+	db = fakedocker.Container{
 		ID: "bbbbbbbbbbbb2222", Name: "db", Image: "postgres",
-		Networks: map[string]dockertest.Endpoint{"bridge": {IPv4: "172.17.0.3"}},
+		Networks: map[string]fakedocker.Endpoint{"bridge": {IPv4: "172.17.0.3"}},
 	}
-	hostNet = dockertest.Container{
+	hostNet = fakedocker.Container{
 		ID: "cccccccccccc3333", Name: "agent", Image: "agent:2",
-		Networks: map[string]dockertest.Endpoint{"host": {}},
+		Networks: map[string]fakedocker.Endpoint{"host": {}},
 	}
-	gone    = dockertest.Container{ID: "dddddddddddd4444", Name: "gone", Gone: true}
-	stopped = dockertest.Container{ID: "eeeeeeeeeeee5555", Name: "stopped", Stopped: true,
-		Networks: map[string]dockertest.Endpoint{"bridge": {IPv4: "172.17.0.9"}}}
+	gone    = fakedocker.Container{ID: "dddddddddddd4444", Name: "gone", Gone: true}
+	stopped = fakedocker.Container{ID: "eeeeeeeeeeee5555", Name: "stopped", Stopped: true,
+		Networks: map[string]fakedocker.Endpoint{"bridge": {IPv4: "172.17.0.9"}}}
 )
 
 var (
@@ -69,7 +69,7 @@ var (
 var cmpAddrs = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
 
 func TestContainers(t *testing.T) {
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	srv.SetContainers(web, gone, db, stopped, hostNet)
 	got, err := docker.NewClient(srv.Path).Containers(t.Context())
 	if err != nil {
@@ -88,7 +88,7 @@ func TestContainers(t *testing.T) {
 }
 
 func TestContainersEmpty(t *testing.T) {
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	got, err := docker.NewClient(srv.Path).Containers(t.Context())
 	if err != nil || len(got) != 0 {
 		t.Errorf("Containers of an empty daemon = %v, %v; want none, nil", got, err)
@@ -96,7 +96,7 @@ func TestContainersEmpty(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	got, err := docker.NewClient(srv.Path).Version(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestInfoFirewallBackend(t *testing.T) {
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	c := docker.NewClient(srv.Path)
 	for _, driver := range []string{"", "iptables", "nftables"} {
 		srv.SetFirewallBackend(driver)
@@ -123,7 +123,7 @@ func TestInfoFirewallBackend(t *testing.T) {
 }
 
 func TestAPIError(t *testing.T) {
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	srv.FailList(http.StatusInternalServerError)
 	_, err := docker.NewClient(srv.Path).Containers(t.Context())
 	ae, ok := errors.AsType[*docker.APIError](err)
@@ -196,7 +196,7 @@ func TestEventChanges(t *testing.T) {
 }
 
 func TestEventsStream(t *testing.T) {
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	s, err := docker.NewClient(srv.Path).Events(t.Context())
 	if err != nil {
 		t.Fatal(err)

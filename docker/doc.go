@@ -21,7 +21,7 @@
 // and distribution packages, ...), a larger binary and a dependency whose
 // API changes with every Docker release. The wire format of these three
 // endpoints has been stable since API 1.41, and a fake daemon for tests
-// (package dockertest) is a few dozen lines of net/http.
+// (package fakedocker) is a few dozen lines of net/http.
 //
 // What it does not do: it never changes anything in Docker, does not talk
 // TCP or TLS to remote daemons (nfqguard judges the local host's traffic,

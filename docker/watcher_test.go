@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/docker"
-	"github.com/nfqguard/nfqguard/docker/dockertest"
+	"github.com/nfqguard/nfqguard/docker/fakedocker"
 )
 
 // Short enough to keep tests fast, long enough that a loaded CI machine
@@ -130,7 +130,7 @@ func names(cs []docker.Container) string {
 
 func TestWatcherFollowsEvents(t *testing.T) {
 	checkGoroutines(t)
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	srv.SetContainers(web)
 	w := startWatch(t, srv.Path, nil)
 	if got := names(w.next(t)); got != "web" {
@@ -164,7 +164,7 @@ func TestWatcherFollowsEvents(t *testing.T) {
 	}
 }
 
-func waitStreams(t *testing.T, srv *dockertest.Server, n int) {
+func waitStreams(t *testing.T, srv *fakedocker.Server, n int) {
 	t.Helper()
 	deadline := time.Now().Add(waitLong)
 	for srv.Streams() != n {
@@ -177,7 +177,7 @@ func waitStreams(t *testing.T, srv *dockertest.Server, n int) {
 
 func TestWatcherReconnectsAfterRestart(t *testing.T) {
 	checkGoroutines(t)
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	srv.SetContainers(web)
 	w := startWatch(t, srv.Path, nil)
 	w.next(t)
@@ -205,7 +205,7 @@ func TestWatcherReconnectsAfterRestart(t *testing.T) {
 
 func TestWatcherStreamCut(t *testing.T) {
 	checkGoroutines(t)
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	w := startWatch(t, srv.Path, nil)
 	w.next(t)
 	waitStreams(t, srv, 1)
@@ -244,7 +244,7 @@ func TestWatcherUnreachableRetried(t *testing.T) {
 	mu.Unlock()
 
 	// The daemon appears: the watcher finds it by itself.
-	dockertest.NewAt(t, path, db)
+	fakedocker.NewAt(t, path, db)
 	if got := names(w.next(t)); got != "db" {
 		t.Errorf("list once the daemon is up = %q, want db", got)
 	}
@@ -252,7 +252,7 @@ func TestWatcherUnreachableRetried(t *testing.T) {
 
 func TestWatcherListRefused(t *testing.T) {
 	checkGoroutines(t)
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	srv.FailList(500)
 	w := startWatch(t, srv.Path, nil)
 	if err := w.nextErr(t); !strings.Contains(err.Error(), "500 list refused") {
@@ -264,7 +264,7 @@ func TestWatcherListRefused(t *testing.T) {
 
 func TestWatcherListTimeout(t *testing.T) {
 	checkGoroutines(t)
-	srv := dockertest.New(t)
+	srv := fakedocker.New(t)
 	srv.DelayList(time.Hour)
 	w := startWatch(t, srv.Path, func(dw *docker.Watcher) { dw.ListTimeout = 50 * time.Millisecond })
 	if err := w.nextErr(t); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no answer within 50ms") {
@@ -278,7 +278,7 @@ func TestWatcherListTimeout(t *testing.T) {
 func TestWatcherCancel(t *testing.T) {
 	checkGoroutines(t)
 	t.Run("streaming", func(t *testing.T) {
-		srv := dockertest.New(t)
+		srv := fakedocker.New(t)
 		w := startWatch(t, srv.Path, nil)
 		w.next(t)
 		waitStreams(t, srv, 1)
@@ -293,7 +293,7 @@ func TestWatcherCancel(t *testing.T) {
 		w.stop(t)
 	})
 	t.Run("listing", func(t *testing.T) {
-		srv := dockertest.New(t)
+		srv := fakedocker.New(t)
 		srv.DelayList(time.Hour)
 		w := startWatch(t, srv.Path, nil)
 		waitStreams(t, srv, 1)

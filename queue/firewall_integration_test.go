@@ -10,15 +10,15 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/nfqguard/nfqguard/bench/lab"
-	"github.com/nfqguard/nfqguard/bench/lab/labtest"
+	"github.com/nfqguard/nfqguard/internal/netlab"
+	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
 	"github.com/nfqguard/nfqguard/queue"
 )
 
 var spec = queue.RuleSpec{FirstQueue: 0, Queues: 2, Mark: 0x10000000, BypassMark: 0x20000000, FastPath: true}
 
 // in runs fn inside the lab's host namespace; iptables children inherit it.
-func in(t *testing.T, l *lab.Lab, fn func() error) {
+func in(t *testing.T, l *netlab.Lab, fn func() error) {
 	t.Helper()
 	if err := l.Do(l.Host, fn); err != nil {
 		t.Fatal(err)
@@ -27,7 +27,7 @@ func in(t *testing.T, l *lab.Lab, fn func() error) {
 
 // save returns iptables-save (or ip6tables-save) output without counters
 // and comments, to compare the firewall before and after.
-func save(t *testing.T, l *lab.Lab, bin string) string {
+func save(t *testing.T, l *netlab.Lab, bin string) string {
 	t.Helper()
 	out, err := l.Command(t.Context(), l.Host, bin).Output()
 	if err != nil {
@@ -43,7 +43,7 @@ func save(t *testing.T, l *lab.Lab, bin string) string {
 	return strings.Join(keep, "\n")
 }
 
-func chain(t *testing.T, l *lab.Lab, bin, name string) []string {
+func chain(t *testing.T, l *netlab.Lab, bin, name string) []string {
 	t.Helper()
 	out, err := l.Command(t.Context(), l.Host, bin, "-w", "-S", name).Output()
 	if err != nil {
@@ -53,7 +53,7 @@ func chain(t *testing.T, l *lab.Lab, bin, name string) []string {
 }
 
 func TestFirewallInstallReplaceRemove(t *testing.T) {
-	l := labtest.New(t, lab.Options{})
+	l := netlabtest.New(t, netlab.Options{})
 	before := save(t, l, "iptables-save")
 	var fw *queue.Firewall
 	in(t, l, func() (err error) { fw, err = queue.OpenFirewall(queue.FirewallOptions{}); return err })
@@ -100,7 +100,7 @@ func TestFirewallInstallReplaceRemove(t *testing.T) {
 }
 
 func TestFirewallPerPacketHasNoCompanion(t *testing.T) {
-	l := labtest.New(t, lab.Options{})
+	l := netlabtest.New(t, netlab.Options{})
 	s := spec
 	s.FastPath = false
 	in(t, l, func() error {
@@ -119,7 +119,7 @@ func TestFirewallPerPacketHasNoCompanion(t *testing.T) {
 func TestFirewallUsesDockersBackend(t *testing.T) {
 	// Docker's rules live in iptables-legacy here; a rule written with
 	// iptables-nft would silently do nothing.
-	l := labtest.New(t, lab.Options{Backend: lab.BackendLegacy})
+	l := netlabtest.New(t, netlab.Options{Backend: netlab.BackendLegacy})
 	var fw *queue.Firewall
 	in(t, l, func() (err error) {
 		fw, err = queue.OpenFirewall(queue.FirewallOptions{})
@@ -141,7 +141,7 @@ func TestFirewallUsesDockersBackend(t *testing.T) {
 }
 
 func TestFirewallMissingChain(t *testing.T) {
-	l := labtest.New(t, lab.Options{NoDockerUser: true})
+	l := netlabtest.New(t, netlab.Options{NoDockerUser: true})
 	before := save(t, l, "iptables-save")
 	in(t, l, func() error {
 		_, err := queue.OpenFirewall(queue.FirewallOptions{})
@@ -176,7 +176,7 @@ func TestFirewallMissingChain(t *testing.T) {
 }
 
 func TestFirewallIPv6(t *testing.T) {
-	l := labtest.New(t, lab.Options{IPv6: true})
+	l := netlabtest.New(t, netlab.Options{IPv6: true})
 	var fw *queue.Firewall
 	in(t, l, func() (err error) {
 		fw, err = queue.OpenFirewall(queue.FirewallOptions{})
@@ -201,7 +201,7 @@ func TestFirewallIPv6(t *testing.T) {
 }
 
 func TestBridges(t *testing.T) {
-	l := labtest.New(t, lab.Options{})
+	l := netlabtest.New(t, netlab.Options{})
 	var b queue.Bridges
 	var docker0, ext0 *net.Interface
 	in(t, l, func() (err error) {

@@ -201,3 +201,10 @@ func TestCLIRefusesInsecureConfig(t *testing.T) {
 		t.Errorf("check printed a table for a refused file:\n%s", stdout)
 	}
 }
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

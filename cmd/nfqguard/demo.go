@@ -16,9 +16,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nfqguard/nfqguard/bench/lab"
 	"github.com/nfqguard/nfqguard/control"
 	"github.com/nfqguard/nfqguard/flowlog"
+	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -53,7 +53,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	fmt.Fprintln(stdout, "Building the lab: a Docker-shaped host (docker0, DOCKER-USER, DNAT 8080→web:80 and 5353→web:53/udp),")
 	fmt.Fprintln(stdout, "containers web (172.17.0.2) and db (172.17.0.3), and an outside client (203.0.113.2).")
-	l, err := lab.New(ctx, lab.Options{})
+	l, err := netlab.New(ctx, netlab.Options{})
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ type demoEngine struct {
 	err     error
 }
 
-func startEngine(ctx context.Context, l *lab.Lab, self, config, sock string, stderr io.Writer) (*demoEngine, error) {
+func startEngine(ctx context.Context, l *netlab.Lab, self, config, sock string, stderr io.Writer) (*demoEngine, error) {
 	cmd := l.Command(ctx, l.Host, self, "run", "-c", config, "--blocked-log", "stdout", "--status-socket", sock)
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -1,7 +1,7 @@
 package main
 
 // In-process tests of the Docker wiring against a fake daemon
-// (docker/dockertest): `check` with and without Docker, and the run's
+// (docker/fakedocker): `check` with and without Docker, and the run's
 // "containers changed → resolve → swap → log" step. No root, no dockerd.
 
 import (
@@ -21,7 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nfqguard/nfqguard/docker"
-	"github.com/nfqguard/nfqguard/docker/dockertest"
+	"github.com/nfqguard/nfqguard/docker/fakedocker"
 	"github.com/nfqguard/nfqguard/queue"
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -62,12 +62,12 @@ name = "api"
 `
 
 var (
-	fakeWeb = dockertest.Container{ID: "1111111111111111aaaa", Name: "web", Image: "nginx:1.27",
-		Networks: map[string]dockertest.Endpoint{"bridge": {IPv4: "172.17.0.2"}, "app": {IPv4: "172.18.0.2", IPv6: "fd00:18::2"}},
-		Ports:    map[string][]dockertest.Binding{"80/tcp": {{HostIP: "0.0.0.0", HostPort: "8080"}, {HostIP: "::", HostPort: "8080"}}}}
-	fakeRedis = dockertest.Container{ID: "2222222222222222bbbb", Name: "redis-1", Image: "redis:7",
+	fakeWeb = fakedocker.Container{ID: "1111111111111111aaaa", Name: "web", Image: "nginx:1.27",
+		Networks: map[string]fakedocker.Endpoint{"bridge": {IPv4: "172.17.0.2"}, "app": {IPv4: "172.18.0.2", IPv6: "fd00:18::2"}},
+		Ports:    map[string][]fakedocker.Binding{"80/tcp": {{HostIP: "0.0.0.0", HostPort: "8080"}, {HostIP: "::", HostPort: "8080"}}}}
+	fakeRedis = fakedocker.Container{ID: "2222222222222222bbbb", Name: "redis-1", Image: "redis:7",
 		Labels:   map[string]string{"tier": "db"},
-		Networks: map[string]dockertest.Endpoint{"app": {IPv4: "172.18.0.3"}}}
+		Networks: map[string]fakedocker.Endpoint{"app": {IPv4: "172.18.0.3"}}}
 )
 
 func writeDockerRules(t *testing.T, socket string) string {
@@ -83,7 +83,7 @@ func TestRunRefusesDockerNftables(t *testing.T) {
 	// Docker 29's nftables backend has no DOCKER-USER chain: run must stop
 	// before it touches anything, with a message that says why (no root is
 	// needed to get that far).
-	srv := dockertest.New(t, fakeWeb)
+	srv := fakedocker.New(t, fakeWeb)
 	srv.SetFirewallBackend("nftables")
 	cfg := writeDockerRules(t, srv.Path)
 	_, _, err := runCLI(t, "run", "-c", cfg)
@@ -97,7 +97,7 @@ func TestRunRefusesDockerNftables(t *testing.T) {
 }
 
 func TestCLICheckDocker(t *testing.T) {
-	srv := dockertest.New(t, fakeWeb, fakeRedis)
+	srv := fakedocker.New(t, fakeWeb, fakeRedis)
 	cfg := writeDockerRules(t, srv.Path)
 	stdout, stderr, err := runCLI(t, "check", "-c", cfg)
 	if err != nil {
@@ -291,7 +291,7 @@ func TestTableUpdater(t *testing.T) {
 // TestStartDocker runs the run's Docker wiring against a fake daemon:
 // resolved before it returns, then following events, until cancelled.
 func TestStartDocker(t *testing.T) {
-	srv := dockertest.New(t, fakeWeb)
+	srv := fakedocker.New(t, fakeWeb)
 	base, err := rules.Load(writeDockerRules(t, srv.Path))
 	if err != nil {
 		t.Fatal(err)
@@ -350,7 +350,7 @@ func TestStartDockerUnreachable(t *testing.T) {
 	}
 
 	// Docker starts: the watcher finds it on its next retry (1s).
-	dockertest.NewAt(t, sock, fakeWeb)
+	fakedocker.NewAt(t, sock, fakeWeb)
 	waitFor(t, func() bool { return tables.Load().Listed(netip.MustParseAddr("172.18.0.2")) }, "web resolved once Docker is up")
 	if l := buf.take(); !strings.Contains(l, `msg="docker reachable again"`) || strings.Count(l, "level=WARN msg=\"docker unreachable") > 0 {
 		t.Errorf("after Docker came up: log\n%s", l)

@@ -1,0 +1,155 @@
+// Package dockerlabtest adapts package dockerlab to Go tests: a private Docker
+// engine per test (or per group of subtests), and containers, networks and
+// servers that are removed when the test that made them ends.
+package dockerlabtest
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nfqguard/nfqguard/internal/dockerlab"
+	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
+)
+
+// cleanupTimeout bounds each removal done in cleanup (a fresh context: the
+// test's own is already canceled by then).
+const cleanupTimeout = 30 * time.Second
+
+// Require fails the test (t.Fatal) when CI=true and the process is not
+// root, cannot create a network namespace or lacks dockerd, docker and
+// their helpers; outside CI it skips (t.Skip) with the reason.
+func Require(t testing.TB) {
+	t.Helper()
+	netlabtest.RequireBinaries(t, "ip", "iptables", "nsenter", "dockerd", "docker", "containerd", "runc")
+}
+
+// Start starts a private Docker with opts, registers Close with t.Cleanup
+// (it runs even when the test fails) and fails the test on error. It calls
+// Require first. On failure, dockerd's log is printed.
+func Start(t testing.TB, opts dockerlab.Options) *dockerlab.Docker {
+	t.Helper()
+	Require(t)
+	d, err := dockerlab.Start(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("dockerlabtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(d.LogPath()); err == nil {
+				t.Logf("dockerd log (%s):\n%s", d.LogPath(), tail(string(b), 60))
+			}
+		}
+		if err := d.Close(); err != nil {
+			t.Errorf("dockerlabtest: close Docker %s: %v", d.Prefix(), err)
+		}
+	})
+	return d
+}
+
+// Image returns the test image's reference, building it if needed.
+func Image(t testing.TB, d *dockerlab.Docker) string {
+	t.Helper()
+	img, err := d.Image(t.Context())
+	if err != nil {
+		t.Fatalf("dockerlabtest: %v", err)
+	}
+	return img
+}
+
+// Run starts a container (see dockerlab.Docker.Run) and force-removes it
+// when the test ends.
+func Run(t testing.TB, d *dockerlab.Docker, name string, args ...string) *dockerlab.Container {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		// The container may not exist if run failed early.
+		if _, err := d.Inspect(ctx, name); err != nil {
+			return
+		}
+		if err := d.Remove(ctx, name); err != nil {
+			t.Errorf("dockerlabtest: %v", err)
+		}
+	})
+	c, err := d.Run(t.Context(), name, args...)
+	if err != nil {
+		t.Fatalf("dockerlabtest: %v", err)
+	}
+	return c
+}
+
+// RunServer starts a container of the test image serving on its default
+// ports, with the extra run options opts (before the image), waits until
+// its servers listen and removes it when the test ends.
+func RunServer(t testing.TB, d *dockerlab.Docker, name string, opts ...string) *dockerlab.Container {
+	t.Helper()
+	img := Image(t, d)
+	c := Run(t, d, name, slices.Concat(opts, []string{img})...)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := c.WaitListening(ctx, "tcp", 80, 81, 8000, 9000); err != nil {
+		t.Fatalf("dockerlabtest: %v", err)
+	}
+	if err := c.WaitListening(ctx, "udp", 53); err != nil {
+		t.Fatalf("dockerlabtest: %v", err)
+	}
+	return c
+}
+
+// Network creates a Docker network (see dockerlab.Docker.NetworkCreate)
+// and removes it when the test ends. Register it before the containers
+// attached to it, so that they are removed first.
+func Network(t testing.TB, d *dockerlab.Docker, name string, args ...string) *dockerlab.Network {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if _, err := d.InspectNetwork(ctx, name); err != nil {
+			return
+		}
+		if err := d.NetworkRemove(ctx, name); err != nil {
+			t.Errorf("dockerlabtest: %v", err)
+		}
+	})
+	n, err := d.NetworkCreate(t.Context(), name, args...)
+	if err != nil {
+		t.Fatalf("dockerlabtest: %v", err)
+	}
+	return n
+}
+
+// ServeTCPEcho starts a TCP echo server in the namespace at nsPath and
+// stops it when the test ends.
+func ServeTCPEcho(t testing.TB, nsPath string, addr netip.AddrPort) {
+	t.Helper()
+	s, err := dockerlab.ServeTCPEcho(nsPath, addr)
+	if err != nil {
+		t.Fatalf("dockerlabtest: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+}
+
+// ServeUDPEcho starts a UDP echo server in the namespace at nsPath and
+// stops it when the test ends.
+func ServeUDPEcho(t testing.TB, nsPath string, addr netip.AddrPort) {
+	t.Helper()
+	s, err := dockerlab.ServeUDPEcho(nsPath, addr)
+	if err != nil {
+		t.Fatalf("dockerlabtest: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

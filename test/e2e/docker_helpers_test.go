@@ -1,0 +1,135 @@
+package e2e
+
+// Helpers of the end-to-end tests against a private Docker engine
+// (package internal/dockerlab): the engine started in the Docker namespace,
+// readers of that namespace's iptables state and traffic shorthands. The
+// engine type, its output parsing and the record checks are shared with
+// the netns-lab suite (e2e_helpers_test.go, e2e_integration_test.go).
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nfqguard/nfqguard/internal/dockerlab"
+)
+
+// startDockerEngine writes cfgText to a file and runs
+// `nfqguard run -c FILE --blocked-log stdout extra...` in d's Docker
+// namespace, waiting until it logs "nfqguard running". The engine is killed
+// in cleanup if the test has not stopped it; then any nfqguard rule still
+// in DOCKER-USER (a killed engine's) is removed, so the next test on the
+// same Docker starts from Docker's own layout.
+func startDockerEngine(t testing.TB, d *dockerlab.Docker, cfgText string, extra ...string) *engine {
+	t.Helper()
+	cfg := writeConfig(t, cfgText)
+	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout", "--status-socket", testSocket(t)}, extra...)
+	// Registered first, so it runs after the engine's own cleanup.
+	t.Cleanup(func() { scrubOurRules(t, d) })
+	return runEngine(t, d.Command(context.Background(), binary(t), args...))
+}
+
+// --- the Docker namespace's iptables -------------------------------------
+
+// dkSave returns iptables-save (ip6tables-save) of the Docker namespace
+// without comments and counters, for before/after comparisons.
+func dkSave(t testing.TB, d *dockerlab.Docker, v6 bool) string {
+	t.Helper()
+	bin := "iptables-save"
+	if v6 {
+		bin = "ip6tables-save"
+	}
+	out, err := dockerlab.RunIn(context.Background(), d.NSPath(), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		if line == "" || strings.HasPrefix(line, "# Generated") || strings.HasPrefix(line, "# Completed") {
+			continue
+		}
+		b.WriteString(counters.ReplaceAllString(line, ""))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// scrubOurRules deletes every nfqguard rule left in the Docker namespace's
+// DOCKER-USER chains (after a killed engine) and logs what it removed.
+func scrubOurRules(t testing.TB, d *dockerlab.Docker) {
+	for _, v6 := range []bool{false, true} {
+		run := d.IPTables
+		if v6 {
+			run = d.IP6Tables
+		}
+		out, err := run(context.Background(), "-S", "DOCKER-USER")
+		if err != nil {
+			continue // no such chain (IPv6 without Docker's chain)
+		}
+		for _, r := range nonEmptyLines(out) {
+			if !strings.Contains(r, "nfqguard") || !strings.HasPrefix(r, "-A ") {
+				continue
+			}
+			args := splitRule(strings.Replace(r, "-A ", "-D ", 1))
+			if _, err := run(context.Background(), args...); err != nil {
+				t.Errorf("remove a stale nfqguard rule: %v", err)
+				continue
+			}
+			t.Logf("removed a stale nfqguard rule (v6=%v): %s", v6, r)
+		}
+	}
+}
+
+// splitRule splits an iptables -S line into arguments, honouring the double
+// quotes iptables puts around comments with spaces.
+func splitRule(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+			have = true
+		case r == ' ' && !inQuote:
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// --- traffic ----------------------------------------------------------------
+
+// dkTCP exchanges payload over TCP from the namespace at nsPath, source
+// port sport, with the echo server at dst.
+func dkTCP(nsPath string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
+	return dockerlab.TCPExchange(nsPath, sport, dst, payload, timeout)
+}
+
+// dkUDP is dkTCP for one UDP datagram.
+func dkUDP(nsPath string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
+	return dockerlab.UDPExchange(nsPath, sport, dst, payload, timeout)
+}
+
+// ipv4Of returns c's IPv4 address on network, failing the test if it has
+// none.
+func ipv4Of(t testing.TB, c *dockerlab.Container, network string) netip.Addr {
+	t.Helper()
+	a, err := c.IPv4(network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
