@@ -1,6 +1,10 @@
 # nfqguard: `sudo make demo` runs the demo, `sudo make test` runs every test,
-# `sudo make bench` measures what the engine costs (see README, Benchmarks).
+# `sudo make bench` measures what the engine costs (see docs/benchmarks.md).
 # They install what they need on a fresh Debian machine first.
+#
+# Two binaries: bin/nfqguard is the daemon a Docker host runs (run, check,
+# status, reload); bin/nfqguard-lab runs the demo, the bench and its Go
+# floor against a built-in lab, and starts bin/nfqguard for them.
 
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 STATICCHECK_VERSION := v0.7.0
@@ -25,14 +29,15 @@ all: build
 
 build:
 	$(GO) build -o bin/nfqguard ./cmd/nfqguard
+	$(GO) build -o bin/nfqguard-lab ./cmd/nfqguard-lab
 
 demo: require-root deps build
-	./bin/nfqguard demo -c config.toml
+	./bin/nfqguard-lab demo -c config.toml
 
 # bench: the full benchmark (a few minutes); the table goes to stdout,
 # bench.json and latency-cdf.png to bench-out/.
 bench: require-root deps build
-	./bin/nfqguard bench -c config.toml --out bench-out
+	./bin/nfqguard-lab bench -c config.toml --out bench-out
 
 # test: static checks, the whole suite (unit and real-traffic namespace
 # tests; run as root, they never skip under CI=true), the whole suite again
@@ -43,16 +48,19 @@ bench: require-root deps build
 # (NFQGUARD_LEAK_CHECK=1).
 test: require-root deps lint build
 	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -tags leakcheck ./internal/cli/
 	$(GO) test -count=1 -race ./...
-	./bin/nfqguard bench --quick -c config.toml --out "$$(mktemp -d)"
+	./bin/nfqguard-lab bench --quick -c config.toml --out "$$(mktemp -d)"
 	$(MAKE) fuzz
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags leakcheck ./internal/cli/
 	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN)/staticcheck ./...
+	$(GOBIN)/staticcheck -tags leakcheck ./internal/cli/
 
 # Fuzz targets, as package:function. A failing input is written by go test to
 # PACKAGE/testdata/fuzz/FUNCTION/ and printed here, so that it survives a CI

@@ -20,14 +20,16 @@ import (
 func TestRunIntegration(t *testing.T) {
 	netlabtest.Require(t)
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "nfqguard")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/nfqguard").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, labBin := filepath.Join(tmp, "nfqguard"), filepath.Join(tmp, "nfqguard-lab")
+	for out, pkg := range map[string]string{bin: "../cmd/nfqguard", labBin: "../cmd/nfqguard-lab"} {
+		if out, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
 	}
 	out := filepath.Join(tmp, "out")
 	var progress strings.Builder
 	r, err := bench.Run(t.Context(), bench.Options{
-		Config: "../config.toml", Out: out, Binary: bin, Reps: 1, Progress: &progress,
+		Config: "../config.toml", Out: out, Binary: bin, Lab: labBin, Reps: 1, Progress: &progress,
 		Durations: bench.Durations{RoundTrips: 200, Warmup: 20, Conns: 200 * time.Millisecond,
 			UDP: 300 * time.Millisecond, Bulk: 300 * time.Millisecond},
 	})
@@ -35,7 +37,7 @@ func TestRunIntegration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	checkCleanedUp(t, r.LabPrefix, bin)
+	checkCleanedUp(t, r.LabPrefix, bin, labBin)
 
 	for _, name := range bench.SetupNames {
 		s := r.Setup(name)
@@ -107,8 +109,8 @@ func TestRunIntegration(t *testing.T) {
 }
 
 // checkCleanedUp fails the test when a namespace of the lab or a process
-// of the bench's binary is left.
-func checkCleanedUp(t *testing.T, prefix, bin string) {
+// of the bench's binaries is left.
+func checkCleanedUp(t *testing.T, prefix, bin, labBin string) {
 	t.Helper()
 	if prefix == "" {
 		t.Error("report does not name the lab prefix")
@@ -129,7 +131,7 @@ func checkCleanedUp(t *testing.T, prefix, bin string) {
 			continue // gone meanwhile
 		}
 		args := strings.Split(string(b), "\x00")
-		if len(args) > 0 && (args[0] == bin || strings.HasSuffix(args[0], "/floor-c")) {
+		if len(args) > 0 && (args[0] == bin || args[0] == labBin || strings.HasSuffix(args[0], "/floor-c")) {
 			t.Errorf("process left behind: %s: %s", p, strings.Join(args, " "))
 		}
 	}

@@ -35,6 +35,7 @@ type ReportOptions struct {
 	Quick     bool      `json:"quick"`       // --quick
 	Reps      int       `json:"repetitions"` // repetitions of every setup
 	Binary    string    `json:"binary"`      // the nfqguard executable run
+	Lab       string    `json:"lab_binary"`  // the nfqguard-lab executable whose floor-go was run
 	Durations Durations `json:"durations"`   // workload sizes, defaults resolved
 }
 

@@ -30,9 +30,12 @@ type Options struct {
 	// Out is the directory bench.json and latency-cdf.png are written to
 	// (created if needed); empty writes nothing.
 	Out string
-	// Binary is the nfqguard executable run for the floor-go and nfqguard
-	// setups; empty means this process's own executable.
+	// Binary is the nfqguard daemon executable run for the nfqguard
+	// setups (cmd/nfqguard); it must be set.
 	Binary string
+	// Lab is the nfqguard-lab executable whose floor-go command is the Go
+	// floor (cmd/nfqguard-lab); empty means this process's own executable.
+	Lab string
 	// Quick selects short workloads: the whole run takes under a minute.
 	Quick bool
 	// Reps is the number of repetitions; 0 means 3.
@@ -74,11 +77,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, errors.New("bench needs root: it builds network namespaces and changes iptables rules inside them")
 	}
 	if o.Binary == "" {
+		return nil, errors.New("no nfqguard binary to measure (Options.Binary)")
+	}
+	if o.Lab == "" {
 		self, err := os.Executable()
 		if err != nil {
 			return nil, fmt.Errorf("find own executable: %w", err)
 		}
-		o.Binary = self
+		o.Lab = self
 	}
 	src, err := os.ReadFile(o.Config)
 	if err != nil {
@@ -110,7 +116,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	r := &Report{
-		Options: ReportOptions{Config: o.Config, Quick: o.Quick, Reps: o.Reps, Binary: o.Binary, Durations: o.Durations},
+		Options: ReportOptions{Config: o.Config, Quick: o.Quick, Reps: o.Reps, Binary: o.Binary, Lab: o.Lab, Durations: o.Durations},
 		Host:    hostInfo(),
 		Started: started.UTC(),
 	}
@@ -224,7 +230,7 @@ func (b *bencher) runSetup(ctx context.Context, name string, rep, run int) (res 
 	case SetupFloorC:
 		c, err = startFloor(ctx, b.l, name, b.floorC, fmt.Sprint(floorQueue))
 	case SetupFloorGo:
-		c, err = startFloor(ctx, b.l, name, b.o.Binary, "floor-go", "--queue", fmt.Sprint(floorQueue))
+		c, err = startFloor(ctx, b.l, name, b.o.Lab, "floor-go", "--queue", fmt.Sprint(floorQueue))
 	case SetupPerPacket:
 		c, err = startEngine(ctx, b.l, name, b.o.Binary, b.configs[0], stats)
 	case SetupNfqguard:

@@ -10,6 +10,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/nfqguard/nfqguard/daemon"
+	"github.com/nfqguard/nfqguard/internal/cli"
 )
 
 const repoConfig = "../../config.toml"
@@ -69,7 +72,7 @@ func TestCLICheckBrokenConfig(t *testing.T) {
 			if err == nil {
 				t.Fatalf("check accepted a broken file; stdout:\n%s", stdout)
 			}
-			if errors.Is(err, errUsage) {
+			if errors.Is(err, cli.ErrUsage) {
 				t.Errorf("a broken rule file is not a usage error (exit 2): %v", err)
 			}
 			msg := err.Error()
@@ -86,8 +89,8 @@ func TestCLICheckBrokenConfig(t *testing.T) {
 func TestCLIUsage(t *testing.T) {
 	t.Run("no args", func(t *testing.T) {
 		_, stderr, err := runCLI(t)
-		if !errors.Is(err, errUsage) {
-			t.Errorf("no arguments: err = %v, want errUsage", err)
+		if !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("no arguments: err = %v, want cli.ErrUsage", err)
 		}
 		if !strings.Contains(stderr, "usage: nfqguard") {
 			t.Errorf("no arguments: stderr lacks the usage:\n%s", stderr)
@@ -95,8 +98,8 @@ func TestCLIUsage(t *testing.T) {
 	})
 	t.Run("unknown command", func(t *testing.T) {
 		_, stderr, err := runCLI(t, "frobnicate")
-		if !errors.Is(err, errUsage) {
-			t.Errorf("unknown command: err = %v, want errUsage", err)
+		if !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("unknown command: err = %v, want cli.ErrUsage", err)
 		}
 		if !strings.Contains(stderr, `unknown command "frobnicate"`) {
 			t.Errorf("unknown command: stderr does not name it:\n%s", stderr)
@@ -104,14 +107,14 @@ func TestCLIUsage(t *testing.T) {
 	})
 	t.Run("unknown flag", func(t *testing.T) {
 		_, _, err := runCLI(t, "check", "--no-such-flag")
-		if !errors.Is(err, errUsage) {
-			t.Errorf("unknown flag: err = %v, want errUsage", err)
+		if !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("unknown flag: err = %v, want cli.ErrUsage", err)
 		}
 	})
 	t.Run("extra argument", func(t *testing.T) {
 		_, _, err := runCLI(t, "check", "-c", repoConfig, "extra")
-		if !errors.Is(err, errUsage) {
-			t.Errorf("extra argument: err = %v, want errUsage", err)
+		if !errors.Is(err, cli.ErrUsage) {
+			t.Errorf("extra argument: err = %v, want cli.ErrUsage", err)
 		}
 	})
 	t.Run("help", func(t *testing.T) {
@@ -128,7 +131,7 @@ func TestCLIRunMissingConfig(t *testing.T) {
 	if err == nil {
 		t.Fatal("run with a missing config file succeeded")
 	}
-	if errors.Is(err, errUsage) {
+	if errors.Is(err, cli.ErrUsage) {
 		t.Errorf("a missing config file is not a usage error: %v", err)
 	}
 	if !strings.Contains(err.Error(), path) || !errors.Is(err, os.ErrNotExist) {
@@ -136,5 +139,32 @@ func TestCLIRunMissingConfig(t *testing.T) {
 	}
 	if stdout != "" {
 		t.Errorf("run wrote to stdout: %q", stdout)
+	}
+}
+
+// TestCLIRefusesInsecureConfig: check refuses what run would, and says how
+// to fix it.
+func TestCLIRefusesInsecureConfig(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	must(t, os.Mkdir(dir, 0o700))
+	path := filepath.Join(dir, "config.toml")
+	must(t, os.WriteFile(path, []byte("[defaults]\ningress = \"allow\"\n"), 0o600))
+	if _, _, err := runCLI(t, "check", "-c", path); err != nil {
+		t.Fatalf("check of a private file: %v", err)
+	}
+	must(t, os.Chmod(path, 0o666))
+	stdout, _, err := runCLI(t, "check", "-c", path)
+	if !errors.Is(err, daemon.ErrInsecureConfig) || !strings.Contains(err.Error(), "chmod go-w "+path) {
+		t.Errorf("check of a world-writable file: %v, want it refused with the fix", err)
+	}
+	if stdout != "" {
+		t.Errorf("check printed a table for a refused file:\n%s", stdout)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

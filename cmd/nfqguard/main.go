@@ -6,20 +6,20 @@
 //	nfqguard check -c config.toml   validate and print the compiled rule table
 //	nfqguard status [--json]        show the running daemon's state
 //	nfqguard reload                 make the running daemon load its rule file again
-//	nfqguard demo                   run the engine against a built-in lab
-//	nfqguard bench                  measure what the engine costs, against the kernel and two floors
-//	nfqguard floor-go               the bench's accept-all go-nfqueue consumer
+//
+// This is the daemon a Docker host runs as root: it links what it needs to
+// judge packets and nothing else. The demo, the benchmark and its floors
+// are a second binary, cmd/nfqguard-lab. The daemon itself is package
+// daemon; this command parses flags and turns signals into its calls.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/nfqguard/nfqguard/internal/cli"
 )
 
 const usage = `usage: nfqguard <command> [flags]
@@ -38,53 +38,18 @@ commands:
          not load changes nothing (exit 1 with its file:line:col error)
   check  -c FILE
          validate the rule file and print the compiled table (exit 0 valid, 1 not)
-  demo   [-c FILE]
-         build a lab that looks like a Docker host, run the engine against it
-         with FILE (default config.toml), send allowed and blocked traffic,
-         print what happened, tear it down
-  bench  [-c FILE] [--quick] [--out DIR]
-         measure verdict latency, connection rate, UDP rate, bulk throughput
-         and CPU per packet in the lab: kernel alone, accept-all floors in C
-         and Go, nfqguard per-packet and with the fast path; print a Markdown
-         table, write DIR/bench.json and DIR/latency-cdf.png (default
-         ./bench-out)
-  floor-go [--queue N]
-         bind NFQUEUE queue N (default 0) and accept every packet with
-         go-nfqueue and nothing else; prints "ready" when bound, stops on
-         SIGINT/SIGTERM (the bench's Go floor)
+
+The demo and the benchmark are in the lab binary: nfqguard-lab demo|bench|floor-go.
 
 Run "nfqguard <command> -h" for a command's flags.
 `
 
-// errUsage marks errors caused by the command line: exit status 2.
-var errUsage = errors.New("usage")
-
-func main() {
-	leaks := leakCheck()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if leakErr := leaks(); leakErr != nil {
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "nfqguard: %v\n", err)
-		}
-		fmt.Fprintf(os.Stderr, "nfqguard: %v\n", leakErr)
-		os.Exit(exitLeak)
-	}
-	switch {
-	case err == nil:
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintf(os.Stderr, "nfqguard: %v\n", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("nfqguard", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errUsage
+		return cli.ErrUsage
 	}
 	switch args[0] {
 	case "run":
@@ -95,37 +60,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return statusCmd(args[1:], stdout, stderr)
 	case "reload":
 		return reloadCmd(args[1:], stdout, stderr)
-	case "demo":
-		return demoCmd(ctx, args[1:], stdout, stderr)
-	case "bench":
-		return benchCmd(ctx, args[1:], stdout, stderr)
-	case "floor-go":
-		return floorGoCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprintf(stderr, "nfqguard: unknown command %q\n\n%s", args[0], usage)
-	return errUsage
+	return cli.ErrUsage
 }
 
-// newFlags returns a flag set that reports errors as usage errors.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("nfqguard "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errUsage
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
-		return errUsage
-	}
-	return nil
+	return cli.NewFlags("nfqguard", name, stderr)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/control"
+	"github.com/nfqguard/nfqguard/daemon"
+	"github.com/nfqguard/nfqguard/internal/cli"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -26,7 +28,7 @@ type socketFlags struct {
 
 func addSocketFlags(fs *flag.FlagSet) socketFlags {
 	return socketFlags{
-		config: fs.String("c", defaultConfig, "rule file whose [status] socket to use"),
+		config: fs.String("c", daemon.DefaultConfig, "rule file whose [status] socket to use"),
 		socket: fs.String("socket", "", "status socket path (overrides -c)"),
 	}
 }
@@ -55,10 +57,10 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	sf := addSocketFlags(fl)
 	asJSON := fl.Bool("json", false, "print the status as JSON")
 	top := fl.Int("top", 10, "how many top blocked flows and rules to show")
-	if err := parseFlags(fl, args); err != nil {
+	if err := cli.ParseFlags(fl, args); err != nil {
 		return err
 	}
-	path, err := sf.path(flagSet(fl, "c"))
+	path, err := sf.path(cli.FlagSet(fl, "c"))
 	if err != nil {
 		return err
 	}
@@ -80,10 +82,10 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 func reloadCmd(args []string, stdout, stderr io.Writer) error {
 	fl := newFlags("reload", stderr)
 	sf := addSocketFlags(fl)
-	if err := parseFlags(fl, args); err != nil {
+	if err := cli.ParseFlags(fl, args); err != nil {
 		return err
 	}
-	path, err := sf.path(flagSet(fl, "c"))
+	path, err := sf.path(cli.FlagSet(fl, "c"))
 	if err != nil {
 		return err
 	}
@@ -103,15 +105,4 @@ func reloadCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "fast-path connections sent back to be judged again: %d\n", r.Returned)
 	}
 	return nil
-}
-
-// flagSet reports whether flag name was given on the command line.
-func flagSet(fl *flag.FlagSet, name string) bool {
-	set := false
-	fl.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
-		}
-	})
-	return set
 }

@@ -27,26 +27,35 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nfqguard/nfqguard/flowlog"
+	"github.com/nfqguard/nfqguard/internal/cli"
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/netlab"
 )
 
-// nfqBin is the nfqguard binary built by TestMain. Its directory is
-// world-readable so that TestNotRoot can run it as nobody. buildErr is set
-// when the build failed: the in-process CLI tests still run, the tests that
-// need the binary fail (see binary).
+// nfqBin and labBin are the nfqguard daemon and nfqguard-lab binaries
+// built by TestMain, side by side (the lab binary runs the nfqguard beside
+// it). Their directory is world-readable so that TestNotRoot can run them
+// as nobody. buildErr is set when a build failed: the tests that need the
+// binaries fail (see binary).
 var (
-	nfqBin   string
-	buildErr error
+	nfqBin, labBin string
+	buildErr       error
 )
 
 // binary returns nfqBin, failing the test if TestMain could not build it.
 func binary(t testing.TB) string {
 	t.Helper()
 	if buildErr != nil {
-		t.Fatalf("nfqguard binary: %v", buildErr)
+		t.Fatalf("nfqguard binaries: %v", buildErr)
 	}
 	return nfqBin
+}
+
+// labBinary returns labBin, failing the test if TestMain could not build it.
+func labBinary(t testing.TB) string {
+	t.Helper()
+	binary(t)
+	return labBin
 }
 
 func TestMain(m *testing.M) {
@@ -64,14 +73,19 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: chmod temp dir:", err)
 		return 1
 	}
-	nfqBin = filepath.Join(dir, "nfqguard")
-	args := []string{"build", "-o", nfqBin}
-	if raceBuild {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "../../cmd/nfqguard")...)
-	if out, err := build.CombinedOutput(); err != nil {
-		buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+	nfqBin, labBin = filepath.Join(dir, "nfqguard"), filepath.Join(dir, "nfqguard-lab")
+	for _, b := range []struct{ out, pkg string }{{nfqBin, "../../cmd/nfqguard"}, {labBin, "../../cmd/nfqguard-lab"}} {
+		// With the leakcheck tag the binaries can check their goroutines
+		// at exit (see leakCheckEnv below); the release build has no such
+		// code.
+		args := []string{"build", "-tags", "leakcheck", "-o", b.out}
+		if raceBuild {
+			args = append(args, "-race")
+		}
+		build := exec.Command("go", append(args, b.pkg)...)
+		if out, err := build.CombinedOutput(); err != nil {
+			buildErr = errors.Join(buildErr, fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out))
+		}
 	}
 	// Every engine the tests start checks, when it exits, that none of its
 	// goroutines outlived its shutdown (exit status 3 otherwise), and under
@@ -88,10 +102,10 @@ func testMain(m *testing.M) int {
 	return code
 }
 
-// leakCheckEnv turns on the engine's goroutine leak check (cmd/nfqguard,
-// NFQGUARD_LEAK_CHECK): an engine whose goroutines outlive its command exits
-// with status 3.
-const leakCheckEnv = "NFQGUARD_LEAK_CHECK"
+// leakCheckEnv turns on the binaries' goroutine leak check
+// (internal/cli.LeakCheckEnv): an engine whose goroutines outlive its
+// command exits with status 3.
+const leakCheckEnv = cli.LeakCheckEnv
 
 // Exchange timeouts: an allowed exchange must succeed within allowTimeout,
 // a blocked one is one that has not succeeded within blockTimeout.

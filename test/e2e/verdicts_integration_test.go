@@ -891,7 +891,7 @@ func TestDemo(t *testing.T) {
 	netlabtest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, binary(t), "demo", "-c", "../../config.toml").CombinedOutput()
+	out, err := exec.CommandContext(ctx, labBinary(t), "demo", "-c", "../../config.toml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}

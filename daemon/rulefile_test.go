@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -53,7 +53,7 @@ func TestConfigPolicyModes(t *testing.T) {
 }
 
 // checkPolicyErr fails unless err is nil when want is, or else refuses
-// file (errInsecureConfig, naming it) with every string of want.
+// file (ErrInsecureConfig, naming it) with every string of want.
 func checkPolicyErr(t *testing.T, err error, file string, want []string) {
 	t.Helper()
 	if want == nil {
@@ -62,7 +62,7 @@ func checkPolicyErr(t *testing.T, err error, file string, want []string) {
 		}
 		return
 	}
-	if !errors.Is(err, errInsecureConfig) {
+	if !errors.Is(err, ErrInsecureConfig) {
 		t.Fatalf("check(%s) = %v, want an insecure rule file error", file, err)
 	}
 	if !strings.HasPrefix(err.Error(), "insecure rule file "+file+": ") {
@@ -112,7 +112,7 @@ func TestConfigPolicyLinks(t *testing.T) {
 
 	t.Run("not a regular file", func(t *testing.T) {
 		err := p.check(filepath.Join(safe, "sub"))
-		if err == nil || errors.Is(err, errInsecureConfig) || !strings.Contains(err.Error(), "not a regular file") {
+		if err == nil || errors.Is(err, ErrInsecureConfig) || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("check(directory) = %v, want \"not a regular file\"", err)
 		}
 	})
@@ -179,26 +179,6 @@ func TestConfigPolicyOwners(t *testing.T) {
 		{"another user's link in a sticky directory", asRoot, linkTheirs, []string{"symbolic link " + linkTheirs, "owned by uid 65534"}},
 	} {
 		t.Run(c.name, func(t *testing.T) { checkPolicyErr(t, c.p.check(c.path), c.path, c.want) })
-	}
-}
-
-// TestCLIRefusesInsecureConfig: check refuses what run would, and says how
-// to fix it.
-func TestCLIRefusesInsecureConfig(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "d")
-	must(t, os.Mkdir(dir, 0o700))
-	path := filepath.Join(dir, "config.toml")
-	must(t, os.WriteFile(path, []byte("[defaults]\ningress = \"allow\"\n"), 0o600))
-	if _, _, err := runCLI(t, "check", "-c", path); err != nil {
-		t.Fatalf("check of a private file: %v", err)
-	}
-	must(t, os.Chmod(path, 0o666))
-	stdout, _, err := runCLI(t, "check", "-c", path)
-	if !errors.Is(err, errInsecureConfig) || !strings.Contains(err.Error(), "chmod go-w "+path) {
-		t.Errorf("check of a world-writable file: %v, want it refused with the fix", err)
-	}
-	if stdout != "" {
-		t.Errorf("check printed a table for a refused file:\n%s", stdout)
 	}
 }
 

@@ -2,15 +2,15 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"math"
 
 	"github.com/nfqguard/nfqguard/bench"
+	"github.com/nfqguard/nfqguard/internal/cli"
 )
 
-const benchUsage = `usage: nfqguard bench [-c FILE] [--quick] [--out DIR]
+const benchUsage = `usage: nfqguard-lab bench [-c FILE] [--quick] [--out DIR] [--engine PATH]
 
 Measure what nfqguard costs container traffic: build the lab, then run
 request/response latency, new connections per second, small-packet UDP,
@@ -24,14 +24,19 @@ flags:
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", stderr)
-	fs.Usage = usageFunc(fs, benchUsage)
+	fs.Usage = cli.UsageFunc(fs, benchUsage)
 	config := fs.String("c", "config.toml", "rule file nfqguard runs with; must allow tcp 80, 8000, 8001 and udp 53 to web")
 	quick := fs.Bool("quick", false, "short workloads: finishes in under a minute")
 	out := fs.String("out", "./bench-out", "directory for bench.json and latency-cdf.png")
-	if err := parseFlags(fs, args); err != nil {
+	engine := engineFlag(fs)
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
-	r, err := bench.Run(ctx, bench.Options{Config: *config, Out: *out, Quick: *quick, Progress: stderr})
+	bin, err := findEngine(*engine)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	r, err := bench.Run(ctx, bench.Options{Config: *config, Out: *out, Quick: *quick, Binary: bin, Progress: stderr})
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
@@ -42,9 +47,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-const floorGoUsage = `usage: nfqguard floor-go [--queue N]
+const floorGoUsage = `usage: nfqguard-lab floor-go [--queue N]
 
-The go-nfqueue floor of "nfqguard bench": bind NFQUEUE queue N and accept
+The go-nfqueue floor of "nfqguard-lab bench": bind NFQUEUE queue N and accept
 every packet, with nothing else. Prints "ready" once bound; SIGINT or
 SIGTERM stop it. Needs root (CAP_NET_ADMIN). It installs no iptables rule:
 send packets to the queue yourself (-j NFQUEUE --queue-num N).
@@ -54,22 +59,14 @@ flags:
 
 func floorGoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("floor-go", stderr)
-	fs.Usage = usageFunc(fs, floorGoUsage)
+	fs.Usage = cli.UsageFunc(fs, floorGoUsage)
 	q := fs.Uint("queue", 0, "NFQUEUE number to bind (0-65535)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *q > math.MaxUint16 {
 		fmt.Fprintf(stderr, "--queue %d: want 0-65535\n", *q)
-		return errUsage
+		return cli.ErrUsage
 	}
 	return bench.FloorGo(ctx, uint16(*q), func() { fmt.Fprintln(stdout, "ready") })
-}
-
-// usageFunc prints head, then the flags.
-func usageFunc(fs *flag.FlagSet, head string) func() {
-	return func() {
-		fmt.Fprint(fs.Output(), head)
-		fs.PrintDefaults()
-	}
 }

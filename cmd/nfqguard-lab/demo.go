@@ -18,6 +18,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/control"
 	"github.com/nfqguard/nfqguard/flowlog"
+	"github.com/nfqguard/nfqguard/internal/cli"
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -32,7 +33,8 @@ type demoCase struct {
 func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", stderr)
 	config := fs.String("c", "config.toml", "rule file to run the engine with")
-	if err := parseFlags(fs, args); err != nil {
+	engine := engineFlag(fs)
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if _, err := rules.Load(*config); err != nil {
@@ -46,9 +48,9 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("read %s: %w", *config, err)
 	}
-	self, err := os.Executable()
+	bin, err := findEngine(*engine)
 	if err != nil {
-		return fmt.Errorf("find own binary: %w", err)
+		return err
 	}
 
 	fmt.Fprintln(stdout, "Building the lab: a Docker-shaped host (docker0, DOCKER-USER, DNAT 8080→web:80 and 5353→web:53/udp),")
@@ -95,7 +97,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := os.WriteFile(cfgPath, src, 0o600); err != nil {
 		return fmt.Errorf("copy %s for the lab's engine: %w", *config, err)
 	}
-	eng, err := startEngine(ctx, l, self, cfgPath, sock, stderr)
+	eng, err := startEngine(ctx, l, bin, cfgPath, sock, stderr)
 	if err != nil {
 		return err
 	}
@@ -193,8 +195,8 @@ type demoEngine struct {
 	err     error
 }
 
-func startEngine(ctx context.Context, l *netlab.Lab, self, config, sock string, stderr io.Writer) (*demoEngine, error) {
-	cmd := l.Command(ctx, l.Host, self, "run", "-c", config, "--blocked-log", "stdout", "--status-socket", sock)
+func startEngine(ctx context.Context, l *netlab.Lab, engine, config, sock string, stderr io.Writer) (*demoEngine, error) {
+	cmd := l.Command(ctx, l.Host, engine, "run", "-c", config, "--blocked-log", "stdout", "--status-socket", sock)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

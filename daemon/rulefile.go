@@ -1,4 +1,4 @@
-package main
+package daemon
 
 // The rule file decides what every container may send and receive, and the
 // engine that enforces it holds CAP_NET_ADMIN: whoever can change the file
@@ -19,15 +19,15 @@ import (
 	"github.com/nfqguard/nfqguard/rules"
 )
 
-// errInsecureConfig marks a rule file refused because users other than root
+// ErrInsecureConfig marks a rule file refused because users other than root
 // and the one nfqguard runs as could change it.
-var errInsecureConfig = errors.New("insecure rule file")
+var ErrInsecureConfig = errors.New("insecure rule file")
 
 // insecureEntry says why an entry on the way to the rule file is refused.
 type insecureEntry struct{ why string }
 
 func (e *insecureEntry) Error() string        { return e.why }
-func (e *insecureEntry) Is(target error) bool { return target == errInsecureConfig }
+func (e *insecureEntry) Is(target error) bool { return target == ErrInsecureConfig }
 
 func insecure(format string, args ...any) error {
 	return &insecureEntry{why: fmt.Sprintf(format, args...)}
@@ -50,9 +50,10 @@ func checkConfigFile(path string) error {
 	return configPolicy{euid: os.Geteuid()}.check(path)
 }
 
-// loadRuleFile loads the rule file at path once checkConfigFile accepts
-// it: how run, reload and check read it.
-func loadRuleFile(path string) (*rules.Table, error) {
+// LoadRuleFile loads the rule file at path once checkConfigFile accepts
+// it: how run, reload and check read it. A refused file's error wraps
+// ErrInsecureConfig and names the entry, its mode and owner, and the fix.
+func LoadRuleFile(path string) (*rules.Table, error) {
 	if err := checkConfigFile(path); err != nil {
 		return nil, err
 	}
@@ -74,7 +75,7 @@ func (p configPolicy) check(path string) error {
 	var ie *insecureEntry
 	switch {
 	case errors.As(err, &ie):
-		return fmt.Errorf("%w %s: %s", errInsecureConfig, path, ie.why)
+		return fmt.Errorf("%w %s: %s", ErrInsecureConfig, path, ie.why)
 	case err != nil:
 		return fmt.Errorf("rule file %s: %w", path, err)
 	}

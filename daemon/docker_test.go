@@ -1,13 +1,14 @@
-package main
+package daemon
 
 // In-process tests of the Docker wiring against a fake daemon
-// (docker/fakedocker): `check` with and without Docker, and the run's
+// (docker/fakedocker): Check with and without Docker, and the run's
 // "containers changed → resolve → swap → log" step. No root, no dockerd.
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -79,6 +80,17 @@ func writeDockerRules(t *testing.T, socket string) string {
 	return path
 }
 
+// repoConfig is the repository's example rule file.
+const repoConfig = "../config.toml"
+
+// check runs Check on the rule file at path and returns what it printed.
+func check(t *testing.T, path string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := Check(&out, path)
+	return out.String(), err
+}
+
 func TestRunRefusesDockerNftables(t *testing.T) {
 	// Docker 29's nftables backend has no DOCKER-USER chain: run must stop
 	// before it touches anything, with a message that says why (no root is
@@ -86,12 +98,15 @@ func TestRunRefusesDockerNftables(t *testing.T) {
 	srv := fakedocker.New(t, fakeWeb)
 	srv.SetFirewallBackend("nftables")
 	cfg := writeDockerRules(t, srv.Path)
-	_, _, err := runCLI(t, "run", "-c", cfg)
+	d, err := New(t.Context(), Options{Config: cfg, Stdout: io.Discard, Stderr: io.Discard})
+	if err == nil {
+		d.Close()
+	}
 	if !errors.Is(err, queue.ErrDockerNftables) || !strings.Contains(err.Error(), "nftables firewall backend") {
 		t.Fatalf("run against Docker's nftables backend: %v, want queue.ErrDockerNftables", err)
 	}
 	srv.SetFirewallBackend("iptables")
-	if _, _, err := runCLI(t, "check", "-c", cfg); err != nil {
+	if _, err := check(t, cfg); err != nil {
 		t.Errorf("check is not refused: %v", err)
 	}
 }
@@ -99,9 +114,9 @@ func TestRunRefusesDockerNftables(t *testing.T) {
 func TestCLICheckDocker(t *testing.T) {
 	srv := fakedocker.New(t, fakeWeb, fakeRedis)
 	cfg := writeDockerRules(t, srv.Path)
-	stdout, stderr, err := runCLI(t, "check", "-c", cfg)
+	stdout, err := check(t, cfg)
 	if err != nil {
-		t.Fatalf("check: %v\nstderr:\n%s", err, stderr)
+		t.Fatalf("check: %v", err)
 	}
 	for _, want := range []string{
 		`web (docker name "web")  ingress default allow`,
@@ -128,9 +143,9 @@ func TestCLICheckDocker(t *testing.T) {
 func TestCLICheckDockerUnreachable(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "nothing.sock")
 	cfg := writeDockerRules(t, sock)
-	stdout, stderr, err := runCLI(t, "check", "-c", cfg)
+	stdout, err := check(t, cfg)
 	if err != nil {
-		t.Fatalf("check with Docker unreachable must still accept a valid file: %v\nstderr:\n%s", err, stderr)
+		t.Fatalf("check with Docker unreachable must still accept a valid file: %v", err)
 	}
 	for _, want := range []string{
 		`web (docker name "web": not resolved)`,
@@ -153,7 +168,7 @@ func TestCLICheckDockerUnreachable(t *testing.T) {
 // Docker anything.
 func TestCLICheckStaticNoDocker(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "never.sock"))
-	stdout, _, err := runCLI(t, "check", "-c", repoConfig)
+	stdout, err := check(t, repoConfig)
 	if err != nil || strings.Contains(stdout, "\ndocker: ") || strings.Contains(stdout, "note:") {
 		t.Errorf("check of a static file: err = %v, output mentions Docker or notes:\n%s", err, stdout)
 	}

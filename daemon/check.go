@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -10,20 +10,19 @@ import (
 	"github.com/nfqguard/nfqguard/rules"
 )
 
-func checkCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check", stderr)
-	config := fs.String("c", defaultConfig, "rule file")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	// A file run would refuse is not a valid one: check answers for run.
-	t, err := loadRuleFile(*config)
+// Check is "nfqguard check": it loads the rule file at config as run
+// would (a file run would refuse is not a valid one: check answers for
+// run) and writes the compiled table to w, with entries resolved through
+// Docker as they would be resolved now, Docker's answer, conflicts and
+// notes on entries that match nothing, and last "CONFIG: ok". Docker being
+// unreachable is reported, not an error: the file is valid, and run would
+// keep retrying.
+func Check(w io.Writer, config string) error {
+	stdout := w
+	t, err := LoadRuleFile(config)
 	if err != nil {
 		return err
 	}
-	// Entries resolved through Docker are shown as they would be resolved
-	// now. Docker being unreachable is reported, not an error: the file is
-	// valid, and run would keep retrying.
 	var status string
 	var warns []string
 	if t.HasDynamic() {
@@ -54,7 +53,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 				"or whose addresses other entries keep: its rules match nothing\n", name)
 		}
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", *config)
+	fmt.Fprintf(stdout, "%s: ok\n", config)
 	return nil
 }
 

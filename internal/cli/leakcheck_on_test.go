@@ -1,0 +1,5 @@
+//go:build leakcheck
+
+package cli
+
+const leakCheckBuilt = true
