@@ -74,9 +74,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	override(&t.Log.Blocked, o.BlockedLog)
-	override(&t.Status.Socket, o.StatusSocket)
-	override(&t.Metrics.Listen, o.MetricsListen)
+	o.overrides(t)
 	if err := queue.CheckPrivileges(); err != nil {
 		return nil, err
 	}
@@ -90,6 +88,13 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	d.tables.Store(t)
 	d.sampler = control.NewSampler(d.mon)
 	return d, nil
+}
+
+// overrides applies the command line's overrides to t.
+func (o *Options) overrides(t *rules.Table) {
+	override(&t.Log.Blocked, o.BlockedLog)
+	override(&t.Status.Socket, o.StatusSocket)
+	override(&t.Metrics.Listen, o.MetricsListen)
 }
 
 // open opens the outputs and listeners t asks for, appending each to
@@ -249,6 +254,10 @@ func (d *Daemon) reload(now time.Time) control.ReloadResult {
 		d.log.Error("reload refused: the rules in force stay", "err", err)
 		return control.ReloadResult{Time: now, Error: err.Error(), Generation: d.gen}
 	}
+	// The command line's overrides hold for every table of this run:
+	// without them a reload would report the overridden sections as
+	// changed, to apply at a restart that would apply them no more.
+	d.o.overrides(t)
 	restart := keepStartOnly(d.running, t)
 	d.gen++
 	t.Generation = d.gen
