@@ -7,35 +7,28 @@ import (
 	"unicode/utf8"
 )
 
-// l7Keys are a rule's L7 keys in the order WriteTo shows them, each with
-// the protocol it belongs to.
-var l7Keys = [...]struct {
-	key   string
-	proto L7
-}{{"tls_sni", L7TLS}, {"http_host", L7HTTP}, {"http_path", L7HTTP}, {"http_method", L7HTTP}, {"dns_qname", L7DNS}}
-
 // l7Fields validates a rule's L7 keys into r, whose proto is already set.
 func (p *parser) l7Fields(m map[string]any, at string, r *ruleSpec) {
-	for _, k := range l7Keys {
-		if !has(m, k.key) {
+	for _, k := range ruleKeys.keys {
+		if k.l7 == 0 || !has(m, k.name) {
 			continue
 		}
-		key := joinPath(at, k.key)
+		key := joinPath(at, k.name)
 		switch {
 		case r.proto == "icmp":
-			p.errorf(key, `%s cannot be used with proto "icmp"`, k.key)
-		case r.proto == "udp" && k.proto == L7TLS:
-			p.errorf(key, `%s cannot be used with proto "udp": TLS runs over TCP`, k.key)
-		case r.proto == "udp" && k.proto == L7HTTP:
-			p.errorf(key, `%s cannot be used with proto "udp": HTTP/1.x runs over TCP`, k.key)
+			p.errorf(key, `%s cannot be used with proto "icmp"`, k.name)
+		case r.proto == "udp" && k.l7 == L7TLS:
+			p.errorf(key, `%s cannot be used with proto "udp": TLS runs over TCP`, k.name)
+		case r.proto == "udp" && k.l7 == L7HTTP:
+			p.errorf(key, `%s cannot be used with proto "udp": HTTP/1.x runs over TCP`, k.name)
 		}
-		if arr, ok := m[k.key].([]any); ok && len(arr) == 0 {
+		if arr, ok := m[k.name].([]any); ok && len(arr) == 0 {
 			p.errorf(key, "is empty: leave the key out")
 			continue
 		}
-		r.l7 |= k.proto
-		p.eachString(m, at, k.key, func(key, s string) {
-			switch k.key {
+		r.l7 |= k.l7
+		p.eachString(m, at, k.name, func(key, s string) {
+			switch k.name {
 			case "tls_sni":
 				if np, ok := p.namePattern(key, s, false); ok {
 					r.sni = append(r.sni, np)

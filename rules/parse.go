@@ -98,7 +98,7 @@ func (p *parser) lineOf(key string) int {
 // table validates the whole document. The containers are returned for
 // compilation rather than compiled here, since only an error-free file is.
 func (p *parser) table(doc map[string]any) (*Table, []containerSpec) {
-	p.checkKeys(doc, "", "", "engine", "log", "metrics", "status", "docker", "inspect", "defaults", "container")
+	p.checkKeys(doc, "", &fileKeys)
 	t := &Table{}
 	t.Engine, t.autoWorkers = p.engine(doc)
 	t.Log = p.log(doc)
@@ -107,7 +107,7 @@ func (p *parser) table(doc map[string]any) (*Table, []containerSpec) {
 	t.Docker = p.docker(doc)
 	t.defaults[Ingress], t.defaults[Egress] = Allow, Allow
 	if m, ok := p.section(doc, "", "defaults"); ok {
-		p.checkKeys(m, "defaults", "[defaults]", "ingress", "egress")
+		p.checkKeys(m, "defaults", &defaultsKeys)
 		if a, ok := p.action(m, "defaults", "ingress"); ok {
 			t.defaults[Ingress] = a
 		}

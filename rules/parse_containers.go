@@ -23,7 +23,7 @@ func (p *parser) containers(doc map[string]any, defaults [3]Action) []containerS
 		if m == nil {
 			continue
 		}
-		p.checkKeys(m, at, "[[container]]", "name", "ips", "image", "label", "ingress", "egress", "rule")
+		p.checkKeys(m, at, &containerKeys)
 		c := containerSpec{def: defaults}
 		label := at // how messages refer to this container
 		if name, ok := p.requiredStr(m, at, "name"); ok {

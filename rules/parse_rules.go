@@ -10,8 +10,7 @@ import (
 // rule validates one [[container.rule]]; ok is false if anything was wrong.
 func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleSpec, bool) {
 	n := len(p.errs)
-	p.checkKeys(m, at, "[[container.rule]]", "id", "direction", "proto", "ports", "from", "to", "action", "log",
-		"tls_sni", "http_host", "http_path", "http_method", "dns_qname")
+	p.checkKeys(m, at, &ruleKeys)
 	var r ruleSpec
 	if id, ok := p.requiredStr(m, at, "id"); ok {
 		idKey := joinPath(at, "id")

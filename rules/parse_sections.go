@@ -22,8 +22,7 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 		m = nil // absent or wrong type: defaults, and the error is already out
 	}
 	const at = "engine"
-	p.checkKeys(m, at, "[engine]", "queue", "workers", "fail_open", "mark", "bypass_mark",
-		"fast_path", "malformed", "max_flows", "queue_len", "rejudge_on_reload")
+	p.checkKeys(m, at, &engineKeys)
 	queueOK, workersOK := true, true
 	if v, ok := p.intRange(m, at, "queue", 0, 65535); ok {
 		e.Queue = uint16(v)
@@ -107,8 +106,7 @@ func (p *parser) log(doc map[string]any) LogConfig {
 		m = nil
 	}
 	const at = "log"
-	p.checkKeys(m, at, "[log]", "blocked", "format", "rate", "burst",
-		"pcap", "pcap_packets", "pcap_max_bytes", "pcap_files")
+	p.checkKeys(m, at, &logKeys)
 	if s, ok := p.str(m, at, "blocked"); ok {
 		if strings.TrimSpace(s) == "" {
 			p.errorf("log.blocked", `must be "stdout", "stderr" or a file path, not empty`)
@@ -170,23 +168,23 @@ func (p *parser) log(doc map[string]any) LogConfig {
 	return l
 }
 
-// soleString returns the string key of section [name], a section with no
-// other key, when the file sets it to a string; other keys and other
-// types are reported.
-func (p *parser) soleString(doc map[string]any, name, key string) (string, bool) {
-	m, ok := p.section(doc, "", name)
+// soleString returns the value of the one key of section kt, a section
+// with no other key, when the file sets it to a string; other keys and
+// other types are reported.
+func (p *parser) soleString(doc map[string]any, kt *keyTable) (string, bool) {
+	m, ok := p.section(doc, "", kt.path)
 	if !ok {
 		return "", false
 	}
-	p.checkKeys(m, name, "["+name+"]", key)
-	return p.str(m, name, key)
+	p.checkKeys(m, kt.path, kt)
+	return p.str(m, kt.path, kt.keys[0].name)
 }
 
 // metrics validates [metrics]: listen is "" (off) or host:port with the
 // host an IP address, "localhost" or empty (all interfaces).
 func (p *parser) metrics(doc map[string]any) MetricsConfig {
 	c := MetricsConfig{Listen: DefaultMetricsListen}
-	s, ok := p.soleString(doc, "metrics", "listen")
+	s, ok := p.soleString(doc, &metricsKeys)
 	if !ok {
 		return c
 	}
@@ -223,7 +221,7 @@ func (p *parser) metrics(doc map[string]any) MetricsConfig {
 // fits in a unix socket address.
 func (p *parser) status(doc map[string]any) StatusConfig {
 	c := StatusConfig{Socket: DefaultStatusSocket}
-	s, ok := p.soleString(doc, "status", "socket")
+	s, ok := p.soleString(doc, &statusKeys)
 	if !ok {
 		return c
 	}
@@ -260,7 +258,7 @@ func (p *parser) inspect(doc map[string]any, e EngineConfig, l7 bool) InspectCon
 		m = nil
 	}
 	const at = "inspect"
-	p.checkKeys(m, at, "[inspect]", "max_packets", "max_bytes", "undecided", "max_wait", "max_held_flows")
+	p.checkKeys(m, at, &inspectKeys)
 	packetsOK, heldOK := true, true
 	if v, ok := p.intRange(m, at, "max_packets", 1, MaxMaxPackets); ok {
 		in.MaxPackets = int(v)
@@ -340,7 +338,7 @@ func (p *parser) docker(doc map[string]any) DockerConfig {
 	if !ok {
 		return d
 	}
-	p.checkKeys(m, "docker", "[docker]", "socket")
+	p.checkKeys(m, "docker", &dockerKeys)
 	s, ok := p.str(m, "docker", "socket")
 	if !ok {
 		return d

@@ -2,9 +2,7 @@ package rules
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -232,83 +230,6 @@ func (p *parser) eachString(m map[string]any, at, key string, fn func(key, s str
 		}
 		fn(indexPath(path, i), s)
 	}
-}
-
-// checkKeys reports keys of m that are not in allowed. where names the table
-// for the message ("" for the top level).
-func (p *parser) checkKeys(m map[string]any, at, where string, allowed ...string) {
-	var unknown []string
-	for k := range m {
-		if !slices.Contains(allowed, k) {
-			unknown = append(unknown, k)
-		}
-	}
-	slices.Sort(unknown) // map order is random; errors are re-sorted by line later
-	for _, k := range unknown {
-		msg := fmt.Sprintf("unknown key %q", k)
-		if where != "" {
-			msg += " in " + where
-		} else {
-			msg = fmt.Sprintf("unknown top-level key %q", k)
-		}
-		msg += suggest(k, allowed)
-		p.errorf(joinPath(at, k), "%s", msg)
-	}
-}
-
-// suggest names the allowed keys closest to k, if k is plausibly a typo of
-// them, as ` (did you mean "a" or "b"?)`; ties are all listed because
-// guessing wrong ("prots": proto or ports?) is worse than asking.
-func suggest(k string, allowed []string) string {
-	const maxTypo = 2 // more edits than this is a different word
-	var best []string
-	bestDist := maxTypo + 1
-	for _, a := range allowed {
-		d := editDistance(k, a)
-		if d > maxTypo || d >= len(a) {
-			continue
-		}
-		if d < bestDist {
-			best, bestDist = best[:0], d
-		}
-		if d == bestDist {
-			best = append(best, strconv.Quote(a))
-		}
-	}
-	if len(best) == 0 {
-		return ""
-	}
-	return " (did you mean " + strings.Join(best, " or ") + "?)"
-}
-
-// editDistance is the optimal-string-alignment distance between a and b in
-// bytes: Levenshtein plus adjacent transpositions, the commonest typo.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 1 << 30 // not a typo; also bounds the work on hostile input
-	}
-	// d[i][j] is the distance between a[:i] and b[:j].
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
 }
 
 // describe names a decoded TOML value's type for messages, with the value

@@ -172,7 +172,7 @@ func formatPeers(r *ruleSpec) string {
 }
 
 // formatL7 shows a rule's L7 fields as the file names them, in the order of
-// l7Keys: "tls_sni example.com,*.example.net http_method POST".
+// ruleKeys: "tls_sni example.com,*.example.net http_method POST".
 func formatL7(r *ruleSpec) string {
 	var parts []string
 	add := func(key string, values []string) {

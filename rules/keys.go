@@ -1,0 +1,244 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The rule file's keys live in the tables below and nowhere else: the
+// parser's unknown-key check and its suggestions, and Keys, read them, so
+// a new key is added here once (and validated in parse_*.go).
+
+// keyTable is one table of the rule file and the keys it accepts.
+type keyTable struct {
+	path   string // dotted path: "engine", "container.rule"; "" for the top level
+	header string // as messages name it: "[engine]", "[[container.rule]]"; "" for the top level
+	// keys are in the file's order, which suggestions list ties in.
+	keys []key
+}
+
+// key is one key of a keyTable.
+type key struct {
+	name string
+	sub  *keyTable // the key holds a table or an array of tables
+	// restart: a running daemon applies a change to the key only at its
+	// next start (see KeyInfo.Restart).
+	restart bool
+	l7      L7 // a rule's L7 key: the protocol whose fields it names
+}
+
+// lookup returns the key named name, or nil.
+func (kt *keyTable) lookup(name string) *key {
+	for i := range kt.keys {
+		if kt.keys[i].name == name {
+			return &kt.keys[i]
+		}
+	}
+	return nil
+}
+
+// fileKeys is the top level. Its order is the order of check's settings.
+var fileKeys = keyTable{keys: []key{
+	{name: "engine", sub: &engineKeys},
+	{name: "inspect", sub: &inspectKeys},
+	{name: "log", sub: &logKeys},
+	{name: "metrics", sub: &metricsKeys},
+	{name: "status", sub: &statusKeys},
+	{name: "docker", sub: &dockerKeys},
+	{name: "defaults", sub: &defaultsKeys},
+	{name: "container", sub: &containerKeys},
+}}
+
+// What a reload can change in the daemon sections: the verdicts
+// (engine.malformed, inspect.undecided) and engine.rejudge_on_reload. The
+// rest sizes or places what the engine sets up at start: queues, tables,
+// the log, the listeners.
+
+var engineKeys = keyTable{path: "engine", header: "[engine]", keys: []key{
+	{name: "queue", restart: true},
+	{name: "workers", restart: true},
+	{name: "fail_open", restart: true},
+	{name: "mark", restart: true},
+	{name: "bypass_mark", restart: true},
+	{name: "fast_path", restart: true},
+	{name: "malformed"},
+	{name: "max_flows", restart: true},
+	{name: "queue_len", restart: true},
+	{name: "rejudge_on_reload"},
+}}
+
+var inspectKeys = keyTable{path: "inspect", header: "[inspect]", keys: []key{
+	{name: "max_packets", restart: true},
+	{name: "max_bytes", restart: true},
+	{name: "undecided"},
+	{name: "max_wait", restart: true},
+	{name: "max_held_flows", restart: true},
+}}
+
+var logKeys = keyTable{path: "log", header: "[log]", keys: []key{
+	{name: "blocked", restart: true},
+	{name: "format", restart: true},
+	{name: "rate", restart: true},
+	{name: "burst", restart: true},
+	{name: "pcap", restart: true},
+	{name: "pcap_packets", restart: true},
+	{name: "pcap_max_bytes", restart: true},
+	{name: "pcap_files", restart: true},
+}}
+
+var metricsKeys = keyTable{path: "metrics", header: "[metrics]", keys: []key{
+	{name: "listen", restart: true},
+}}
+
+var statusKeys = keyTable{path: "status", header: "[status]", keys: []key{
+	{name: "socket", restart: true},
+}}
+
+var dockerKeys = keyTable{path: "docker", header: "[docker]", keys: []key{
+	{name: "socket", restart: true},
+}}
+
+var defaultsKeys = keyTable{path: "defaults", header: "[defaults]", keys: []key{
+	{name: "ingress"},
+	{name: "egress"},
+}}
+
+var containerKeys = keyTable{path: "container", header: "[[container]]", keys: []key{
+	{name: "name"},
+	{name: "ips"},
+	{name: "image"},
+	{name: "label"},
+	{name: "ingress"},
+	{name: "egress"},
+	{name: "rule", sub: &ruleKeys},
+}}
+
+// ruleKeys' L7 keys are last, in the order WriteTo shows them.
+var ruleKeys = keyTable{path: "container.rule", header: "[[container.rule]]", keys: []key{
+	{name: "id"},
+	{name: "direction"},
+	{name: "proto"},
+	{name: "ports"},
+	{name: "from"},
+	{name: "to"},
+	{name: "action"},
+	{name: "log"},
+	{name: "tls_sni", l7: L7TLS},
+	{name: "http_host", l7: L7HTTP},
+	{name: "http_path", l7: L7HTTP},
+	{name: "http_method", l7: L7HTTP},
+	{name: "dns_qname", l7: L7DNS},
+}}
+
+// KeyInfo describes a key of the rule file.
+type KeyInfo struct {
+	// Path is the key's dotted path without array indexes:
+	// "engine.fail_open", "container.name", "container.rule.tls_sni".
+	Path string
+	// Table is the header of the table the key is written in, as error
+	// messages name it: "[engine]", "[[container]]", "[[container.rule]]".
+	Table string
+	// Restart is true when a running daemon applies a change to the key
+	// only at its next start: a reload keeps the running value and names
+	// the key (see KeepStartOnly). Rules and defaults are always live.
+	Restart bool
+}
+
+// Keys returns every key the loader accepts, in the order of the file's
+// tables. The tables themselves ([engine], [[container]], ...) are not
+// keys of their own: KeyInfo.Table names them.
+func Keys() []KeyInfo {
+	var out []KeyInfo
+	var walk func(kt *keyTable)
+	walk = func(kt *keyTable) {
+		for _, k := range kt.keys {
+			if k.sub != nil {
+				walk(k.sub)
+				continue
+			}
+			out = append(out, KeyInfo{Path: joinPath(kt.path, k.name), Table: kt.header, Restart: k.restart})
+		}
+	}
+	walk(&fileKeys)
+	return out
+}
+
+// checkKeys reports the keys of m, table kt at path at, that kt does not
+// accept.
+func (p *parser) checkKeys(m map[string]any, at string, kt *keyTable) {
+	var unknown []string
+	for k := range m {
+		if kt.lookup(k) == nil {
+			unknown = append(unknown, k)
+		}
+	}
+	slices.Sort(unknown) // map order is random; errors are re-sorted by line later
+	for _, k := range unknown {
+		msg := fmt.Sprintf("unknown key %q", k)
+		if kt.header != "" {
+			msg += " in " + kt.header
+		} else {
+			msg = fmt.Sprintf("unknown top-level key %q", k)
+		}
+		msg += suggest(k, kt.keys)
+		p.errorf(joinPath(at, k), "%s", msg)
+	}
+}
+
+// suggest names the allowed keys closest to k, if k is plausibly a typo of
+// them, as ` (did you mean "a" or "b"?)`; ties are all listed because
+// guessing wrong ("prots": proto or ports?) is worse than asking.
+func suggest(k string, allowed []key) string {
+	const maxTypo = 2 // more edits than this is a different word
+	var best []string
+	bestDist := maxTypo + 1
+	for _, c := range allowed {
+		a := c.name
+		d := editDistance(k, a)
+		if d > maxTypo || d >= len(a) {
+			continue
+		}
+		if d < bestDist {
+			best, bestDist = best[:0], d
+		}
+		if d == bestDist {
+			best = append(best, strconv.Quote(a))
+		}
+	}
+	if len(best) == 0 {
+		return ""
+	}
+	return " (did you mean " + strings.Join(best, " or ") + "?)"
+}
+
+// editDistance is the optimal-string-alignment distance between a and b in
+// bytes: Levenshtein plus adjacent transpositions, the commonest typo.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 1 << 30 // not a typo; also bounds the work on hostile input
+	}
+	// d[i][j] is the distance between a[:i] and b[:j].
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
