@@ -5,11 +5,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The rule file's keys live in the tables below and nowhere else: the
-// parser's unknown-key check and its suggestions, and Keys, read them, so
-// a new key is added here once (and validated in parse_*.go).
+// parser's unknown-key check and its suggestions, Keys, and the settings
+// `nfqguard check` shows read them, so a new key is added here once (and
+// validated in parse_*.go).
 
 // keyTable is one table of the rule file and the keys it accepts.
 type keyTable struct {
@@ -17,6 +19,9 @@ type keyTable struct {
 	header string // as messages name it: "[engine]", "[[container.rule]]"; "" for the top level
 	// keys are in the file's order, which suggestions list ties in.
 	keys []key
+	// check lists the lines `nfqguard check` shows for a daemon section,
+	// each the keys whose texts it joins with ", ".
+	check [][]string
 }
 
 // key is one key of a keyTable.
@@ -27,6 +32,45 @@ type key struct {
 	// next start (see KeyInfo.Restart).
 	restart bool
 	l7      L7 // a rule's L7 key: the protocol whose fields it names
+	// field is the Table field a daemon section's key sets. The keys of
+	// [[container]] and its rules have none: they are compiled into rules.
+	field field
+	// show gives the key's text in check's settings when "name value"
+	// would not do; "" shows nothing.
+	show func(t *Table) string
+}
+
+// text is the key's text in check's settings.
+func (k *key) text(t *Table) string {
+	if k.show != nil {
+		return k.show(t)
+	}
+	return k.name + " " + k.field.text(t)
+}
+
+// field is a setting's place in a Table.
+type field interface {
+	text(t *Table) string // the value as check shows it unless key.show says otherwise
+}
+
+// fieldAt is a field of type T; at makes one, inferring T.
+type fieldAt[T comparable] func(t *Table) *T
+
+func at[T comparable](f func(t *Table) *T) field { return fieldAt[T](f) }
+
+func (f fieldAt[T]) text(t *Table) string { return fmt.Sprint(*f(t)) }
+
+// none shows a key whose setting another key's text includes.
+func none(*Table) string { return "" }
+
+// ifPcap shows a capture setting only when there is a capture.
+func ifPcap(show func(t *Table) string) func(t *Table) string {
+	return func(t *Table) string {
+		if t.Log.Pcap == "" {
+			return ""
+		}
+		return show(t)
+	}
 }
 
 // lookup returns the key named name, or nil.
@@ -56,54 +100,138 @@ var fileKeys = keyTable{keys: []key{
 // rest sizes or places what the engine sets up at start: queues, tables,
 // the log, the listeners.
 
-var engineKeys = keyTable{path: "engine", header: "[engine]", keys: []key{
-	{name: "queue", restart: true},
-	{name: "workers", restart: true},
-	{name: "fail_open", restart: true},
-	{name: "mark", restart: true},
-	{name: "bypass_mark", restart: true},
-	{name: "fast_path", restart: true},
-	{name: "malformed"},
-	{name: "max_flows", restart: true},
-	{name: "queue_len", restart: true},
-	{name: "rejudge_on_reload"},
-}}
+var engineKeys = keyTable{
+	path: "engine", header: "[engine]",
+	keys: []key{
+		{name: "queue", restart: true, field: at(func(t *Table) *uint16 { return &t.Engine.Queue }),
+			show: func(t *Table) string {
+				e := t.Engine
+				workers := strconv.Itoa(e.Workers) + " workers"
+				if t.autoWorkers {
+					workers += ", one per CPU"
+				}
+				return fmt.Sprintf("queues %d..%d (%s)", e.Queue, int(e.Queue)+e.Workers-1, workers)
+			}},
+		{name: "workers", restart: true, field: at(func(t *Table) *int { return &t.Engine.Workers }), show: none},
+		{name: "fail_open", restart: true, field: at(func(t *Table) *bool { return &t.Engine.FailOpen })},
+		{name: "mark", restart: true, field: at(func(t *Table) *uint32 { return &t.Engine.Mark }),
+			show: func(t *Table) string { return fmt.Sprintf("mark 0x%08x", t.Engine.Mark) }},
+		{name: "bypass_mark", restart: true, field: at(func(t *Table) *uint32 { return &t.Engine.BypassMark }),
+			show: func(t *Table) string { return fmt.Sprintf("bypass_mark 0x%08x", t.Engine.BypassMark) }},
+		{name: "fast_path", restart: true, field: at(func(t *Table) *bool { return &t.Engine.FastPath })},
+		{name: "malformed", field: at(func(t *Table) *Action { return &t.Engine.Malformed })},
+		{name: "max_flows", restart: true, field: at(func(t *Table) *int { return &t.Engine.MaxFlows }),
+			show: func(t *Table) string { return fmt.Sprintf("max_flows %d per worker", t.Engine.MaxFlows) }},
+		{name: "queue_len", restart: true, field: at(func(t *Table) *uint32 { return &t.Engine.QueueLen })},
+		{name: "rejudge_on_reload", field: at(func(t *Table) *bool { return &t.Engine.RejudgeOnReload })},
+	},
+	check: [][]string{
+		{"queue", "workers", "queue_len", "max_flows"},
+		{"mark", "bypass_mark", "fail_open", "fast_path", "malformed", "rejudge_on_reload"},
+	},
+}
 
-var inspectKeys = keyTable{path: "inspect", header: "[inspect]", keys: []key{
-	{name: "max_packets", restart: true},
-	{name: "max_bytes", restart: true},
-	{name: "undecided"},
-	{name: "max_wait", restart: true},
-	{name: "max_held_flows", restart: true},
-}}
+var inspectKeys = keyTable{
+	path: "inspect", header: "[inspect]",
+	keys: []key{
+		{name: "max_packets", restart: true, field: at(func(t *Table) *int { return &t.Inspect.MaxPackets })},
+		{name: "max_bytes", restart: true, field: at(func(t *Table) *int { return &t.Inspect.MaxBytes })},
+		{name: "undecided", field: at(func(t *Table) *Action { return &t.Inspect.Undecided })},
+		{name: "max_wait", restart: true, field: at(func(t *Table) *time.Duration { return &t.Inspect.MaxWait }),
+			show: func(t *Table) string { return "max_wait " + durationText(t.Inspect.MaxWait) }},
+		{name: "max_held_flows", restart: true, field: at(func(t *Table) *int { return &t.Inspect.MaxHeldFlows }),
+			show: func(t *Table) string { return fmt.Sprintf("max_held_flows %d per worker", t.Inspect.MaxHeldFlows) }},
+	},
+	check: [][]string{{"max_packets", "max_bytes", "max_wait", "max_held_flows", "undecided"}},
+}
 
-var logKeys = keyTable{path: "log", header: "[log]", keys: []key{
-	{name: "blocked", restart: true},
-	{name: "format", restart: true},
-	{name: "rate", restart: true},
-	{name: "burst", restart: true},
-	{name: "pcap", restart: true},
-	{name: "pcap_packets", restart: true},
-	{name: "pcap_max_bytes", restart: true},
-	{name: "pcap_files", restart: true},
-}}
+var logKeys = keyTable{
+	path: "log", header: "[log]",
+	keys: []key{
+		{name: "blocked", restart: true, field: at(func(t *Table) *string { return &t.Log.Blocked })},
+		{name: "format", restart: true, field: at(func(t *Table) *string { return &t.Log.Format })},
+		{name: "rate", restart: true, field: at(func(t *Table) *float64 { return &t.Log.Rate }),
+			show: func(t *Table) string {
+				if t.Log.Rate > 0 {
+					return "rate " + floatText(t.Log.Rate) + " per second per rule"
+				}
+				return "rate unlimited"
+			}},
+		{name: "burst", restart: true, field: at(func(t *Table) *int { return &t.Log.Burst }),
+			show: func(t *Table) string {
+				if t.Log.Rate > 0 {
+					return "burst " + strconv.Itoa(t.Log.Burst)
+				}
+				return "" // no bucket
+			}},
+		{name: "pcap", restart: true, field: at(func(t *Table) *string { return &t.Log.Pcap }),
+			show: func(t *Table) string {
+				if t.Log.Pcap == "" {
+					return "pcap off"
+				}
+				return "pcap " + t.Log.Pcap
+			}},
+		{name: "pcap_packets", restart: true, field: at(func(t *Table) *int { return &t.Log.PcapPackets }),
+			show: ifPcap(func(t *Table) string { return fmt.Sprintf("pcap_packets %d per flow", t.Log.PcapPackets) })},
+		{name: "pcap_max_bytes", restart: true, field: at(func(t *Table) *int64 { return &t.Log.PcapMaxBytes }),
+			show: ifPcap(func(t *Table) string { return fmt.Sprintf("pcap_max_bytes %d", t.Log.PcapMaxBytes) })},
+		{name: "pcap_files", restart: true, field: at(func(t *Table) *int { return &t.Log.PcapFiles }),
+			show: ifPcap(func(t *Table) string { return fmt.Sprintf("pcap_files %d", t.Log.PcapFiles) })},
+	},
+	check: [][]string{
+		{"blocked", "format", "rate", "burst"},
+		{"pcap", "pcap_packets", "pcap_max_bytes", "pcap_files"},
+	},
+}
 
-var metricsKeys = keyTable{path: "metrics", header: "[metrics]", keys: []key{
-	{name: "listen", restart: true},
-}}
+var metricsKeys = keyTable{
+	path: "metrics", header: "[metrics]",
+	keys: []key{
+		{name: "listen", restart: true, field: at(func(t *Table) *string { return &t.Metrics.Listen }),
+			show: func(t *Table) string { return orOff("listen", t.Metrics.Listen) }},
+	},
+	check: [][]string{{"listen"}},
+}
 
-var statusKeys = keyTable{path: "status", header: "[status]", keys: []key{
-	{name: "socket", restart: true},
-}}
+var statusKeys = keyTable{
+	path: "status", header: "[status]",
+	keys: []key{
+		{name: "socket", restart: true, field: at(func(t *Table) *string { return &t.Status.Socket }),
+			show: func(t *Table) string { return orOff("socket", t.Status.Socket) }},
+	},
+	check: [][]string{{"socket"}},
+}
 
-var dockerKeys = keyTable{path: "docker", header: "[docker]", keys: []key{
-	{name: "socket", restart: true},
-}}
+var dockerKeys = keyTable{
+	path: "docker", header: "[docker]",
+	keys: []key{
+		{name: "socket", restart: true, field: at(func(t *Table) *string { return &t.Docker.Socket }),
+			show: func(t *Table) string {
+				if t.Docker.Socket == "" {
+					return "socket from DOCKER_HOST (unix://), else /var/run/docker.sock"
+				}
+				return "socket " + t.Docker.Socket
+			}},
+	},
+	check: [][]string{{"socket"}},
+}
 
-var defaultsKeys = keyTable{path: "defaults", header: "[defaults]", keys: []key{
-	{name: "ingress"},
-	{name: "egress"},
-}}
+var defaultsKeys = keyTable{
+	path: "defaults", header: "[defaults]",
+	keys: []key{
+		{name: "ingress", field: at(func(t *Table) *Action { return &t.defaults[Ingress] })},
+		{name: "egress", field: at(func(t *Table) *Action { return &t.defaults[Egress] })},
+	},
+	check: [][]string{{"ingress", "egress"}},
+}
+
+// orOff shows a listener's setting, "" being off.
+func orOff(name, value string) string {
+	if value == "" {
+		return "off"
+	}
+	return name + " " + value
+}
 
 var containerKeys = keyTable{path: "container", header: "[[container]]", keys: []key{
 	{name: "name"},

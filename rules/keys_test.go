@@ -257,3 +257,41 @@ func TestKeysUnknownNeighbour(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysCheckLayout: check shows every key of a daemon section once, and
+// the keys of [[container]] and its rules, which WriteTo shows per entry,
+// belong to no settings line.
+func TestKeysCheckLayout(t *testing.T) {
+	for _, kt := range tablesOf(&fileKeys) {
+		daemon := kt != &containerKeys && kt != &ruleKeys
+		shown := map[string]int{}
+		for _, line := range kt.check {
+			for _, name := range line {
+				if kt.lookup(name) == nil {
+					t.Errorf("%s: check shows %q, which is no key of it", kt.header, name)
+				}
+				shown[name]++
+			}
+		}
+		for _, k := range kt.keys {
+			switch {
+			case daemon && (k.field == nil || shown[k.name] != 1):
+				t.Errorf("%s: key %q has field %v and is shown %d times by check, want a field shown once",
+					kt.header, k.name, k.field != nil, shown[k.name])
+			case !daemon && (k.field != nil || k.show != nil || len(kt.check) > 0):
+				t.Errorf("%s: key %q has a setting of its own; the table's entries are compiled into rules", kt.header, k.name)
+			}
+		}
+	}
+}
+
+// tablesOf returns the tables under kt.
+func tablesOf(kt *keyTable) []*keyTable {
+	var out []*keyTable
+	for _, k := range kt.keys {
+		if k.sub != nil {
+			out = append(append(out, k.sub), tablesOf(k.sub)...)
+		}
+	}
+	return out
+}
