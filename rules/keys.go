@@ -9,19 +9,24 @@ import (
 )
 
 // The rule file's keys live in the tables below and nowhere else: the
-// parser's unknown-key check and its suggestions, Keys, and the settings
-// `nfqguard check` shows read them, so a new key is added here once (and
-// validated in parse_*.go).
+// parser's unknown-key check and its suggestions, Keys, the settings
+// `nfqguard check` shows and what a reload keeps (KeepStartOnly) read
+// them, so a new key is added here once (and validated in parse_*.go).
 
 // keyTable is one table of the rule file and the keys it accepts.
 type keyTable struct {
 	path   string // dotted path: "engine", "container.rule"; "" for the top level
 	header string // as messages name it: "[engine]", "[[container.rule]]"; "" for the top level
-	// keys are in the file's order, which suggestions list ties in.
+	// keys are in the file's order: suggestions list ties, and
+	// KeepStartOnly names changes, in it.
 	keys []key
 	// check lists the lines `nfqguard check` shows for a daemon section,
 	// each the keys whose texts it joins with ", ".
 	check [][]string
+	// whole: KeepStartOnly names a change to any of the table's keys by
+	// the table's path ("log"), since the section sets up one thing, the
+	// log or a listener, that a restart replaces as a whole.
+	whole bool
 }
 
 // key is one key of a keyTable.
@@ -51,6 +56,8 @@ func (k *key) text(t *Table) string {
 // field is a setting's place in a Table.
 type field interface {
 	text(t *Table) string // the value as check shows it unless key.show says otherwise
+	equal(a, b *Table) bool
+	keep(next, running *Table) // copy running's value into next
 }
 
 // fieldAt is a field of type T; at makes one, inferring T.
@@ -58,7 +65,9 @@ type fieldAt[T comparable] func(t *Table) *T
 
 func at[T comparable](f func(t *Table) *T) field { return fieldAt[T](f) }
 
-func (f fieldAt[T]) text(t *Table) string { return fmt.Sprint(*f(t)) }
+func (f fieldAt[T]) text(t *Table) string      { return fmt.Sprint(*f(t)) }
+func (f fieldAt[T]) equal(a, b *Table) bool    { return *f(a) == *f(b) }
+func (f fieldAt[T]) keep(next, running *Table) { *f(next) = *f(running) }
 
 // none shows a key whose setting another key's text includes.
 func none(*Table) string { return "" }
@@ -83,7 +92,8 @@ func (kt *keyTable) lookup(name string) *key {
 	return nil
 }
 
-// fileKeys is the top level. Its order is the order of check's settings.
+// fileKeys is the top level. Its order is that of check's settings and of
+// KeepStartOnly's names.
 var fileKeys = keyTable{keys: []key{
 	{name: "engine", sub: &engineKeys},
 	{name: "inspect", sub: &inspectKeys},
@@ -146,7 +156,7 @@ var inspectKeys = keyTable{
 }
 
 var logKeys = keyTable{
-	path: "log", header: "[log]",
+	path: "log", header: "[log]", whole: true,
 	keys: []key{
 		{name: "blocked", restart: true, field: at(func(t *Table) *string { return &t.Log.Blocked })},
 		{name: "format", restart: true, field: at(func(t *Table) *string { return &t.Log.Format })},
@@ -185,7 +195,7 @@ var logKeys = keyTable{
 }
 
 var metricsKeys = keyTable{
-	path: "metrics", header: "[metrics]",
+	path: "metrics", header: "[metrics]", whole: true,
 	keys: []key{
 		{name: "listen", restart: true, field: at(func(t *Table) *string { return &t.Metrics.Listen }),
 			show: func(t *Table) string { return orOff("listen", t.Metrics.Listen) }},
@@ -194,7 +204,7 @@ var metricsKeys = keyTable{
 }
 
 var statusKeys = keyTable{
-	path: "status", header: "[status]",
+	path: "status", header: "[status]", whole: true,
 	keys: []key{
 		{name: "socket", restart: true, field: at(func(t *Table) *string { return &t.Status.Socket }),
 			show: func(t *Table) string { return orOff("socket", t.Status.Socket) }},
@@ -203,7 +213,7 @@ var statusKeys = keyTable{
 }
 
 var dockerKeys = keyTable{
-	path: "docker", header: "[docker]",
+	path: "docker", header: "[docker]", whole: true,
 	keys: []key{
 		{name: "socket", restart: true, field: at(func(t *Table) *string { return &t.Docker.Socket }),
 			show: func(t *Table) string {
@@ -291,6 +301,39 @@ func Keys() []KeyInfo {
 	}
 	walk(&fileKeys)
 	return out
+}
+
+// KeepStartOnly readies next, a table loaded to replace running on a
+// reload, for a running engine: it copies into next the settings of
+// running that the engine cannot change (queues, table sizes, the log's
+// and listeners' places), and names those that differ, so that the next
+// restart applies them. What can change live stays next's: rules,
+// defaults, engine.malformed, engine.rejudge_on_reload and
+// inspect.undecided (the keys whose KeyInfo.Restart is false). A key of
+// [engine] or [inspect] is named by its path ("engine.queue_len"), a change
+// to [log], [metrics], [status] or [docker] by the section ("log"), in the
+// order of Keys. It writes next, so it is called before next is in use.
+func KeepStartOnly(running, next *Table) []string {
+	var diff []string
+	for _, top := range fileKeys.keys {
+		kt := top.sub
+		changed := false
+		for _, k := range kt.keys {
+			if !k.restart || k.field.equal(running, next) {
+				continue
+			}
+			k.field.keep(next, running)
+			if kt.whole {
+				changed = true
+			} else {
+				diff = append(diff, joinPath(kt.path, k.name))
+			}
+		}
+		if changed {
+			diff = append(diff, kt.path)
+		}
+	}
+	return diff
 }
 
 // checkKeys reports the keys of m, table kt at path at, that kt does not
