@@ -9,14 +9,6 @@ import (
 	"strings"
 )
 
-// DockerConfig is the [docker] section.
-type DockerConfig struct {
-	// Socket is the Docker daemon's unix socket path, "" when the file
-	// does not set it: the caller then uses DOCKER_HOST or
-	// /var/run/docker.sock. A "unix://" prefix in the file is removed.
-	Socket string
-}
-
 // Container is a running Docker container as Resolve needs it.
 type Container struct {
 	ID     string

@@ -3,70 +3,7 @@ package rules
 import (
 	"encoding/binary"
 	"net/netip"
-	"time"
 )
-
-// EngineConfig is the [engine] section with defaults applied.
-type EngineConfig struct {
-	Queue      uint16 // first NFQUEUE number
-	Workers    int    // resolved: never 0; queues are Queue..Queue+Workers-1
-	FailOpen   bool   // use --queue-bypass and the kernel's fail-open flag
-	Mark       uint32 // packet-mark bit meaning "already judged"
-	BypassMark uint32 // connmark bit meaning "flow decided, keep it in the kernel"
-	FastPath   bool   // false: every packet of every flow is judged in userspace
-	Malformed  Action // verdict for packets that cannot be decoded
-	MaxFlows   int    // flow-table slots per worker
-	QueueLen   uint32 // kernel queue length per queue
-	// RejudgeOnReload: on a reload, flows already allowed are judged again
-	// by the new table (fast-path flows are sent back to the queue).
-	RejudgeOnReload bool
-}
-
-// InspectConfig is the [inspect] section with defaults applied: how much
-// of a flow deep inspection may look at before the rules with L7 fields
-// (see Match.Need) must be settled without it.
-type InspectConfig struct {
-	MaxPackets   int           // packets of a flow looked at, at most
-	MaxBytes     int           // payload bytes of a flow looked at, at most
-	Undecided    Action        // verdict when the limits are reached with L7 rules still open
-	MaxWait      time.Duration // how long a flow may wait for its facts
-	MaxHeldFlows int           // flows held at once per worker
-}
-
-// LogConfig is the [log] section with defaults applied.
-type LogConfig struct {
-	// Blocked is "stdout", "stderr" or a file path; it is not opened here.
-	Blocked string
-	// Format is "json" (JSON lines) or "text" (key=value lines).
-	Format string
-	// Rate and Burst bound the events logged per rule: a token bucket
-	// refilled at Rate events per second holding at most Burst. Events
-	// beyond it are counted and reported in a "suppressed" record. Rate 0
-	// means no limit.
-	Rate  float64
-	Burst int
-	// Pcap is the file the first PcapPackets packets of each blocked flow
-	// are written to; "" disables it. When the file reaches PcapMaxBytes
-	// it is rotated (path.1, path.2, …), keeping PcapFiles files in all.
-	Pcap         string
-	PcapPackets  int
-	PcapMaxBytes int64
-	PcapFiles    int
-}
-
-// MetricsConfig is the [metrics] section with defaults applied.
-type MetricsConfig struct {
-	// Listen is the host:port of the Prometheus endpoint (/metrics); ""
-	// disables it.
-	Listen string
-}
-
-// StatusConfig is the [status] section with defaults applied.
-type StatusConfig struct {
-	// Socket is the unix socket "nfqguard status" and "nfqguard reload"
-	// talk to; "" disables it.
-	Socket string
-}
 
 // RuleIDDefault is the Match.RuleID reported when no rule matched and a
 // default verdict applied. It is reserved: no rule may use it as its id.

@@ -19,47 +19,10 @@ import (
 // it matches with the addresses it got from each.
 func (t *Table) WriteTo(w io.Writer) (int64, error) {
 	cw := &countingWriter{w: w}
-	e := t.Engine
 	tw := tabwriter.NewWriter(cw, 0, 0, 2, ' ', 0)
-	workers := strconv.Itoa(e.Workers) + " workers"
-	if t.autoWorkers {
-		workers += ", one per CPU"
+	for _, k := range fileKeys.keys {
+		k.sub.writeSettings(tw, t)
 	}
-	fmt.Fprintf(tw, "engine\tqueues %d..%d (%s), queue_len %d, max_flows %d per worker\n",
-		e.Queue, int(e.Queue)+e.Workers-1, workers, e.QueueLen, e.MaxFlows)
-	fmt.Fprintf(tw, "\tmark 0x%08x, bypass_mark 0x%08x, fail_open %t, fast_path %t, malformed %s, rejudge_on_reload %t\n",
-		e.Mark, e.BypassMark, e.FailOpen, e.FastPath, e.Malformed, e.RejudgeOnReload)
-	in := t.Inspect
-	fmt.Fprintf(tw, "inspect\tmax_packets %d, max_bytes %d, max_wait %s, max_held_flows %d per worker, undecided %s\n",
-		in.MaxPackets, in.MaxBytes, durationText(in.MaxWait), in.MaxHeldFlows, in.Undecided)
-	l := t.Log
-	rate := "rate unlimited"
-	if l.Rate > 0 {
-		rate = fmt.Sprintf("rate %s per second per rule, burst %d", floatText(l.Rate), l.Burst)
-	}
-	fmt.Fprintf(tw, "log\tblocked %s, format %s, %s\n", l.Blocked, l.Format, rate)
-	if l.Pcap != "" {
-		fmt.Fprintf(tw, "\tpcap %s, pcap_packets %d per flow, pcap_max_bytes %d, pcap_files %d\n",
-			l.Pcap, l.PcapPackets, l.PcapMaxBytes, l.PcapFiles)
-	} else {
-		fmt.Fprintf(tw, "\tpcap off\n")
-	}
-	if t.Metrics.Listen != "" {
-		fmt.Fprintf(tw, "metrics\tlisten %s\n", t.Metrics.Listen)
-	} else {
-		fmt.Fprintf(tw, "metrics\toff\n")
-	}
-	if t.Status.Socket != "" {
-		fmt.Fprintf(tw, "status\tsocket %s\n", t.Status.Socket)
-	} else {
-		fmt.Fprintf(tw, "status\toff\n")
-	}
-	if t.Docker.Socket != "" {
-		fmt.Fprintf(tw, "docker\tsocket %s\n", t.Docker.Socket)
-	} else {
-		fmt.Fprintf(tw, "docker\tsocket from DOCKER_HOST (unix://), else /var/run/docker.sock\n")
-	}
-	fmt.Fprintf(tw, "defaults\tingress %s, egress %s\n", t.defaults[Ingress], t.defaults[Egress])
 	if err := tw.Flush(); err != nil {
 		return cw.n, err
 	}
@@ -69,6 +32,24 @@ func (t *Table) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	return cw.n, cw.err
+}
+
+// writeSettings writes the lines check shows for kt: the table's name,
+// then the texts of its keys.
+func (kt *keyTable) writeSettings(w io.Writer, t *Table) {
+	for i, line := range kt.check {
+		texts := make([]string, 0, len(line))
+		for _, name := range line {
+			if s := kt.lookup(name).text(t); s != "" {
+				texts = append(texts, s)
+			}
+		}
+		label := kt.path
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(w, "%s\t%s\n", label, strings.Join(texts, ", "))
+	}
 }
 
 func (t *Table) writeEntry(w io.Writer, i int) error {
@@ -172,7 +153,7 @@ func formatPeers(r *ruleSpec) string {
 }
 
 // formatL7 shows a rule's L7 fields as the file names them, in the order of
-// l7Keys: "tls_sni example.com,*.example.net http_method POST".
+// ruleKeys: "tls_sni example.com,*.example.net http_method POST".
 func formatL7(r *ruleSpec) string {
 	var parts []string
 	add := func(key string, values []string) {

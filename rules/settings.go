@@ -1,0 +1,131 @@
+package rules
+
+import (
+	"time"
+)
+
+// EngineConfig is the [engine] section with defaults applied.
+type EngineConfig struct {
+	Queue      uint16 // first NFQUEUE number
+	Workers    int    // resolved: never 0; queues are Queue..Queue+Workers-1
+	FailOpen   bool   // use --queue-bypass and the kernel's fail-open flag
+	Mark       uint32 // packet-mark bit meaning "already judged"
+	BypassMark uint32 // connmark bit meaning "flow decided, keep it in the kernel"
+	FastPath   bool   // false: every packet of every flow is judged in userspace
+	Malformed  Action // verdict for packets that cannot be decoded
+	MaxFlows   int    // flow-table slots per worker
+	QueueLen   uint32 // kernel queue length per queue
+	// RejudgeOnReload: on a reload, flows already allowed are judged again
+	// by the new table (fast-path flows are sent back to the queue).
+	RejudgeOnReload bool
+}
+
+// InspectConfig is the [inspect] section with defaults applied: how much
+// of a flow deep inspection may look at before the rules with L7 fields
+// (see Match.Need) must be settled without it.
+type InspectConfig struct {
+	MaxPackets   int           // packets of a flow looked at, at most
+	MaxBytes     int           // payload bytes of a flow looked at, at most
+	Undecided    Action        // verdict when the limits are reached with L7 rules still open
+	MaxWait      time.Duration // how long a flow may wait for its facts
+	MaxHeldFlows int           // flows held at once per worker
+}
+
+// LogConfig is the [log] section with defaults applied.
+type LogConfig struct {
+	// Blocked is "stdout", "stderr" or a file path; it is not opened here.
+	Blocked string
+	// Format is "json" (JSON lines) or "text" (key=value lines).
+	Format string
+	// Rate and Burst bound the events logged per rule: a token bucket
+	// refilled at Rate events per second holding at most Burst. Events
+	// beyond it are counted and reported in a "suppressed" record. Rate 0
+	// means no limit.
+	Rate  float64
+	Burst int
+	// Pcap is the file the first PcapPackets packets of each blocked flow
+	// are written to; "" disables it. When the file reaches PcapMaxBytes
+	// it is rotated (path.1, path.2, …), keeping PcapFiles files in all.
+	Pcap         string
+	PcapPackets  int
+	PcapMaxBytes int64
+	PcapFiles    int
+}
+
+// MetricsConfig is the [metrics] section with defaults applied.
+type MetricsConfig struct {
+	// Listen is the host:port of the Prometheus endpoint (/metrics); ""
+	// disables it.
+	Listen string
+}
+
+// StatusConfig is the [status] section with defaults applied.
+type StatusConfig struct {
+	// Socket is the unix socket "nfqguard status" and "nfqguard reload"
+	// talk to; "" disables it.
+	Socket string
+}
+
+// DockerConfig is the [docker] section.
+type DockerConfig struct {
+	// Socket is the Docker daemon's unix socket path, "" when the file
+	// does not set it: the caller then uses DOCKER_HOST or
+	// /var/run/docker.sock. A "unix://" prefix in the file is removed.
+	Socket string
+}
+
+// Defaults for optional keys, exported so that callers building an
+// EngineConfig by hand (tests, tools) agree with the file's defaults.
+const (
+	DefaultMark       uint32 = 0x10000000 // engine.mark
+	DefaultBypassMark uint32 = 0x20000000 // engine.bypass_mark
+	DefaultMaxFlows          = 65536      // engine.max_flows
+	DefaultQueueLen          = 4096       // engine.queue_len
+	DefaultBlockedLog        = "stdout"   // log.blocked
+
+	DefaultLogFormat    = "json"   // log.format
+	DefaultLogRate      = 20       // log.rate: events per second per rule
+	DefaultLogBurst     = 100      // log.burst
+	DefaultPcapPackets  = 4        // log.pcap_packets
+	DefaultPcapMaxBytes = 64 << 20 // log.pcap_max_bytes: 64 MiB
+	DefaultPcapFiles    = 5        // log.pcap_files
+
+	DefaultMetricsListen = "127.0.0.1:9477"              // metrics.listen
+	DefaultStatusSocket  = "/run/nfqguard/nfqguard.sock" // status.socket
+
+	DefaultMaxPackets          = 8           // inspect.max_packets
+	DefaultMaxBytes            = 16384       // inspect.max_bytes
+	DefaultUndecided    Action = Drop        // inspect.undecided
+	DefaultMaxWait             = time.Second // inspect.max_wait
+	DefaultMaxHeldFlows        = 256         // inspect.max_held_flows
+)
+
+// Limits enforced on [engine] keys.
+const (
+	MaxWorkers  = 1024     // engine.workers upper bound
+	MinMaxFlows = 1024     // engine.max_flows lower bound
+	MaxMaxFlows = 16777216 // engine.max_flows upper bound
+	MaxQueueLen = 1048576  // engine.queue_len upper bound
+)
+
+// Limits enforced on [inspect] keys; max_packets and max_held_flows are at
+// least 1.
+const (
+	MaxMaxPackets   = 64                    // inspect.max_packets upper bound
+	MinMaxBytes     = 256                   // inspect.max_bytes lower bound
+	MaxMaxBytes     = 65536                 // inspect.max_bytes upper bound
+	MinMaxWait      = 10 * time.Millisecond // inspect.max_wait lower bound
+	MaxMaxWait      = 60 * time.Second      // inspect.max_wait upper bound
+	MaxMaxHeldFlows = 65536                 // inspect.max_held_flows upper bound
+)
+
+// Limits enforced on [log] keys; burst, pcap_packets and pcap_files are
+// at least 1, rate at least 0.
+const (
+	MaxLogRate      = 1e6     // log.rate upper bound
+	MaxLogBurst     = 1000000 // log.burst upper bound
+	MaxPcapPackets  = 64      // log.pcap_packets upper bound
+	MinPcapMaxBytes = 1 << 16 // log.pcap_max_bytes lower bound
+	MaxPcapMaxBytes = 1 << 40 // log.pcap_max_bytes upper bound
+	MaxPcapFiles    = 1000    // log.pcap_files upper bound
+)
