@@ -18,6 +18,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/dockerlab/dockerlabtest"
+	"github.com/nfqguard/nfqguard/internal/netns"
 )
 
 var payload = []byte("hello through Docker")
@@ -52,7 +53,7 @@ func TestDocker(t *testing.T) {
 		if len(lines) < 2 || lines[0] != "-P FORWARD DROP" || lines[1] != "-A FORWARD -j DOCKER-USER" {
 			t.Errorf("FORWARD: want policy DROP and the DOCKER-USER jump first, got:\n%s", fwd)
 		}
-		if v, err := dockerlab.ReadSysctl(d.NSPath(), "net.ipv4.ip_forward"); err != nil || v != "1" {
+		if v, err := netns.ReadSysctl(d.NSPath(), "net.ipv4.ip_forward"); err != nil || v != "1" {
 			t.Errorf("ip_forward in the Docker namespace = %q (%v), want 1 (set by Docker)", v, err)
 		}
 	})

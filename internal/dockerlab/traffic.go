@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nfqguard/nfqguard/internal/netlab"
+	"github.com/nfqguard/nfqguard/internal/netns"
 )
 
 // TCPConn opens a TCP connection from the network namespace at nsPath to
@@ -18,7 +18,7 @@ import (
 // lives in that namespace; the caller closes the connection.
 func TCPConn(nsPath string, sport uint16, dst netip.AddrPort, deadline time.Time) (*net.TCPConn, error) {
 	var c net.Conn
-	err := netlab.InNetNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		d := net.Dialer{Deadline: deadline}
 		if sport != 0 {
 			d.LocalAddr = &net.TCPAddr{Port: int(sport)}
@@ -83,7 +83,7 @@ func Echo(c *net.TCPConn, payload []byte, deadline time.Time) error {
 // timeout.
 func UDPExchange(nsPath string, sport uint16, dst netip.AddrPort, payload []byte, timeout time.Duration) error {
 	var c *net.UDPConn
-	err := netlab.InNetNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		var laddr *net.UDPAddr
 		if sport != 0 {
 			laddr = &net.UDPAddr{Port: int(sport)}
@@ -163,7 +163,7 @@ func (s *Server) untrack(c net.Conn) {
 // half-closes, then half-closes too.
 func ServeTCPEcho(nsPath string, addr netip.AddrPort) (*Server, error) {
 	var ln net.Listener
-	err := netlab.InNetNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		var err error
 		ln, err = net.Listen(tcpNet(addr.Addr()), addr.String())
 		return err
@@ -206,7 +206,7 @@ func ServeTCPEcho(nsPath string, addr netip.AddrPort) (*Server, error) {
 // that sends every datagram back to its sender.
 func ServeUDPEcho(nsPath string, addr netip.AddrPort) (*Server, error) {
 	var pc *net.UDPConn
-	err := netlab.InNetNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		var err error
 		pc, err = net.ListenUDP(udpNet(addr.Addr()), net.UDPAddrFromAddrPort(addr))
 		return err

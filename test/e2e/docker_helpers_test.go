@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
+	"github.com/nfqguard/nfqguard/internal/netns"
 )
 
 // startDockerEngine writes cfgText to a file and runs
@@ -41,7 +42,7 @@ func dkSave(t testing.TB, d *dockerlab.Docker, v6 bool) string {
 	if v6 {
 		bin = "ip6tables-save"
 	}
-	out, err := dockerlab.RunIn(context.Background(), d.NSPath(), bin)
+	out, err := netns.Run(context.Background(), d.NSPath(), bin)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/dockerlab/dockerlabtest"
+	"github.com/nfqguard/nfqguard/internal/netns"
 )
 
 // Addresses of the outside link (see package dockerlab).
@@ -284,7 +285,7 @@ func testDockerContainerToContainer(t *testing.T, d *dockerlab.Docker) {
 		t.Fatalf("user-defined network's bridge is %q, want br-…", n.Bridge)
 	}
 	const key = "net.bridge.bridge-nf-call-iptables"
-	if v, err := dockerlab.ReadSysctl(d.NSPath(), key); err != nil || v != "1" {
+	if v, err := netns.ReadSysctl(d.NSPath(), key); err != nil || v != "1" {
 		t.Fatalf("%s in the Docker namespace = %q (%v), want 1 (Docker's setting)", key, v, err)
 	}
 	must(t, dkTCP(a.NSPath(), 0, ap(bip, 80), allowTimeout)) // Docker alone lets it through
@@ -319,9 +320,9 @@ ips = ["%s"]
 		e.stopClean()
 	})
 	t.Run("BridgeNFOff", func(t *testing.T) {
-		must(t, dockerlab.Sysctl(d.NSPath(), key, "0"))
+		must(t, netns.Sysctl(d.NSPath(), key, "0"))
 		t.Cleanup(func() {
-			if err := dockerlab.Sysctl(d.NSPath(), key, "1"); err != nil {
+			if err := netns.Sysctl(d.NSPath(), key, "1"); err != nil {
 				t.Error(err)
 			}
 		})
