@@ -39,7 +39,7 @@ type Endpoint struct {
 }
 
 // NSPath returns the path of the container's network namespace,
-// /proc/PID/ns/net, for netns.Do and the traffic helpers. It is valid while
+// /proc/PID/ns/net, for netns.Do and package traffic. It is valid while
 // the container runs; Inspect again after a restart.
 func (c *Container) NSPath() string {
 	return "/proc/" + strconv.Itoa(c.PID) + "/ns/net"

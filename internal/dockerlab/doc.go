@@ -26,14 +26,15 @@
 // with "docker import". Run, Inspect, NetworkCreate and CLI drive the
 // engine through the docker command line against the private socket.
 //
-// Traffic. The package-level helpers (TCPExchange, UDPExchange,
-// ServeTCPEcho, …) take the path of a network namespace: OutPath or NSPath
-// of a Docker, or Container.NSPath (/proc/PID/ns/net of the container's
-// first process). They run the socket calls on a locked OS thread switched
-// into that namespace, so the sockets belong to the test process: exact
-// source ports, no exec per exchange, and errors as Go values. Traffic
-// that must come from a process inside a container can use the test
-// image's connect mode through Exec ("/srv connect HOST:PORT").
+// Traffic. Package internal/traffic (TCPExchange, UDPExchange,
+// ServeTCPEcho, …) and internal/netns (Do, Sysctl, Run) take the path of a
+// network namespace: OutPath or NSPath of a Docker, or Container.NSPath
+// (/proc/PID/ns/net of the container's first process). They run the
+// socket calls on a locked OS thread switched into that namespace, so the
+// sockets belong to the test process: exact source ports, no exec per
+// exchange, and errors as Go values. Traffic that must come from a process
+// inside a container can use the test image's connect mode through Exec
+// ("/srv connect HOST:PORT").
 //
 // The engine under test is run in the Docker namespace with Command
 // ("ip netns exec", which gives it a /sys matching the namespace, as on a

@@ -19,6 +19,7 @@ import (
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/dockerlab/dockerlabtest"
 	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 var payload = []byte("hello through Docker")
@@ -70,16 +71,16 @@ func TestDocker(t *testing.T) {
 		if got := web.Ports["80/tcp"]; len(got) == 0 || got[0] != "8080" {
 			t.Errorf("web's port 80/tcp published on %v, want 8080", got)
 		}
-		if err := dockerlab.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(dockerlab.HostOutside, 8080), payload, allowTimeout); err != nil {
+		if err := traffic.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(dockerlab.HostOutside, 8080), payload, allowTimeout); err != nil {
 			t.Errorf("outside -> published 8080: %v", err)
 		}
-		if err := dockerlab.UDPExchange(d.OutPath(), 0, netip.AddrPortFrom(dockerlab.HostOutside, 5353), payload, allowTimeout); err != nil {
+		if err := traffic.UDPExchange(d.OutPath(), 0, netip.AddrPortFrom(dockerlab.HostOutside, 5353), payload, allowTimeout); err != nil {
 			t.Errorf("outside -> published 5353/udp: %v", err)
 		}
-		if err := dockerlab.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(ip, 80), payload, allowTimeout); err != nil {
+		if err := traffic.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(ip, 80), payload, allowTimeout); err != nil {
 			t.Errorf("outside -> %s:80 routed directly (a published container port): %v", ip, err)
 		}
-		err = dockerlab.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(ip, 81), payload, blockTimeout)
+		err = traffic.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(ip, 81), payload, blockTimeout)
 		if !isTimeout(err) {
 			t.Errorf("outside -> %s:81 routed directly (not published): want a timeout (Docker's FORWARD policy), got %v", ip, err)
 		}
@@ -92,7 +93,7 @@ func TestDocker(t *testing.T) {
 		if _, err := d.Exec(t.Context(), "web", "/srv", "connect", "-timeout", "300ms", dockerlab.Outside.String()+":9001"); err == nil {
 			t.Errorf("docker exec web /srv connect outside:9001 (nothing listens) succeeded")
 		}
-		if err := dockerlab.TCPExchange(web.NSPath(), 23001, netip.AddrPortFrom(dockerlab.Outside, 9000), payload, allowTimeout); err != nil {
+		if err := traffic.TCPExchange(web.NSPath(), 23001, netip.AddrPortFrom(dockerlab.Outside, 9000), payload, allowTimeout); err != nil {
 			t.Errorf("web -> outside:9000 from web's namespace: %v", err)
 		}
 	})
@@ -108,7 +109,7 @@ func TestDocker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := dockerlab.TCPExchange(a.NSPath(), 0, netip.AddrPortFrom(bip, 81), payload, allowTimeout); err != nil {
+		if err := traffic.TCPExchange(a.NSPath(), 0, netip.AddrPortFrom(bip, 81), payload, allowTimeout); err != nil {
 			t.Errorf("a -> b:81 on a user-defined network: %v", err)
 		}
 	})

@@ -23,6 +23,7 @@ import (
 	"unsafe"
 
 	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
@@ -251,7 +252,7 @@ type UDPCounter struct {
 // is counted rather than overflowing it. It runs until Close (its own or
 // the lab's).
 func (l *Lab) CountUDP(ns string, addr netip.AddrPort) (*UDPCounter, error) {
-	pc, err := l.listenUDP(ns, addr)
+	pc, err := traffic.ListenUDP(l.NSPath(ns), addr)
 	if err != nil {
 		return nil, fmt.Errorf("lab: UDP counter on %s in %s: %w", addr, ns, err)
 	}

@@ -14,10 +14,11 @@
 //     172.17.0.(1+i)/16 (fd00:17::(1+i)/64) attached to docker0.
 //
 // The nfqguard engine can then be run inside the host namespace with
-// "ip netns exec <host> nfqguard run ...", and the traffic helpers of this
-// package (echo servers, exchanges, ping) exercise the data path. The
-// outside link (ext0, eth0) is package netns's, the same as the private
-// Docker's.
+// "ip netns exec <host> nfqguard run ...", and the data path exercised by
+// this package's servers (echo, whoami, TLS, HTTP, DNS), clients (ping,
+// TLS, HTTP, DNS) and flood, and by package internal/traffic's exchanges,
+// which take a namespace by path (NSPath). The outside link (ext0, eth0)
+// is package netns's, the same as the private Docker's.
 //
 // Everything requires root (CAP_SYS_ADMIN and CAP_NET_ADMIN), the ip
 // (iproute2) binary and the iptables binaries of the chosen backend.

@@ -17,6 +17,7 @@ import (
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
 	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 const (
@@ -54,17 +55,17 @@ func TestDockerLayout(t *testing.T) {
 	payload := []byte("hello through docker0")
 
 	t.Run("PublishedTCP", func(t *testing.T) {
-		must(t, l.TCPExchange(l.Out, ap(l.HostOutside, 8080), payload, okTimeout))
+		must(t, traffic.TCPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside, 8080), payload, okTimeout))
 		expectSeenAs(t, l, l.Out, ap(l.HostOutside, 8088), l.Outside, "the outside client's real address")
 	})
 	t.Run("UnpublishedDropped", func(t *testing.T) {
 		// Positive control: the server is up and reachable over the bridge.
-		must(t, l.TCPExchange(c2.NS, ap(c1.Addr, 81), payload, okTimeout))
+		must(t, traffic.TCPExchange(l.NSPath(c2.NS), 0, ap(c1.Addr, 81), payload, okTimeout))
 		// Routing from outside straight to a container works: Docker's
 		// DOCKER chain accepts the published container port 80 ...
-		must(t, l.TCPExchange(l.Out, ap(c1.Addr, 80), payload, okTimeout))
+		must(t, traffic.TCPExchange(l.NSPath(l.Out), 0, ap(c1.Addr, 80), payload, okTimeout))
 		// ... but port 81 is not published and falls to FORWARD's DROP policy.
-		err := l.TCPExchange(l.Out, ap(c1.Addr, 81), payload, failTimeout)
+		err := traffic.TCPExchange(l.NSPath(l.Out), 0, ap(c1.Addr, 81), payload, failTimeout)
 		if err == nil {
 			t.Fatal("outside client reached unpublished port c1:81 directly; want FORWARD DROP")
 		}
@@ -74,7 +75,7 @@ func TestDockerLayout(t *testing.T) {
 		expectSeenAs(t, l, c1.NS, ap(l.Outside, 9000), l.HostOutside, "the masqueraded source")
 	})
 	t.Run("ContainerToContainer", func(t *testing.T) {
-		must(t, l.TCPExchange(c1.NS, ap(c2.Addr, 7000), payload, okTimeout))
+		must(t, traffic.TCPExchange(l.NSPath(c1.NS), 0, ap(c2.Addr, 7000), payload, okTimeout))
 		expectSeenAs(t, l, c1.NS, ap(c2.Addr, 7001), c1.Addr, "c1's address")
 		// With bridge netfilter on, bridged traffic traverses FORWARD.
 		out, err := l.IPTables(t.Context(), "-L", "FORWARD", "-v", "-n", "-x")
@@ -84,7 +85,7 @@ func TestDockerLayout(t *testing.T) {
 		}
 	})
 	t.Run("PublishedUDP", func(t *testing.T) {
-		must(t, l.UDPExchange(l.Out, ap(l.HostOutside, 5353), payload, okTimeout))
+		must(t, traffic.UDPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside, 5353), payload, okTimeout))
 	})
 	t.Run("Ping", func(t *testing.T) {
 		must(t, l.Ping(c2.NS, c1.Addr, okTimeout))
@@ -150,7 +151,7 @@ func TestIPv6(t *testing.T) {
 		expectSeenAs(t, l, c1.NS, ap(l.Outside6, 9000), l.HostOutside6, "the masqueraded source")
 	})
 	t.Run("PublishedTCP", func(t *testing.T) {
-		must(t, l.TCPExchange(l.Out, ap(l.HostOutside6, 8080), payload, okTimeout))
+		must(t, traffic.TCPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside6, 8080), payload, okTimeout))
 	})
 	t.Run("Ping6", func(t *testing.T) {
 		must(t, l.Ping(c2.NS, c1.Addr6, okTimeout))
@@ -198,7 +199,7 @@ func TestLegacyBackend(t *testing.T) {
 		t.Errorf("legacy DOCKER-USER = %q", out)
 	}
 	must(t, l.ServeTCPEcho(c1.NS, ap(c1.Addr, 80)))
-	must(t, l.TCPExchange(l.Out, ap(l.HostOutside, 8080), []byte("legacy"), okTimeout))
+	must(t, traffic.TCPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside, 8080), []byte("legacy"), okTimeout))
 }
 
 func TestCloseRemovesEverything(t *testing.T) {

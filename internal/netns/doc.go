@@ -13,6 +13,6 @@
 //
 // It adds and deletes namespaces only when told to (an IPBatch script),
 // builds no topology beyond the outside link (bridges, containers and
-// rulesets are each rig's own) and makes no traffic (the rigs' traffic
-// helpers do, on top of Do). Everything requires root.
+// rulesets are each rig's own) and makes no traffic (package
+// internal/traffic does, on top of Do). Everything requires root.
 package netns

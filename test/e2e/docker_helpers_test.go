@@ -15,6 +15,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // startDockerEngine writes cfgText to a file and runs
@@ -116,12 +117,12 @@ func splitRule(s string) []string {
 // dkTCP exchanges payload over TCP from the namespace at nsPath, source
 // port sport, with the echo server at dst.
 func dkTCP(nsPath string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
-	return dockerlab.TCPExchange(nsPath, sport, dst, payload, timeout)
+	return traffic.TCPExchange(nsPath, sport, dst, payload, timeout)
 }
 
 // dkUDP is dkTCP for one UDP datagram.
 func dkUDP(nsPath string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
-	return dockerlab.UDPExchange(nsPath, sport, dst, payload, timeout)
+	return traffic.UDPExchange(nsPath, sport, dst, payload, timeout)
 }
 
 // ipv4Of returns c's IPv4 address on network, failing the test if it has

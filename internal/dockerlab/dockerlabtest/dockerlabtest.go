@@ -14,6 +14,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/netns/netnstest"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // cleanupTimeout bounds each removal done in cleanup (a fresh context: the
@@ -120,22 +121,23 @@ func Network(t testing.TB, d *dockerlab.Docker, name string, args ...string) *do
 	return n
 }
 
-// ServeTCPEcho starts a TCP echo server in the namespace at nsPath and
-// stops it when the test ends.
+// ServeTCPEcho starts a TCP echo server (traffic.ServeTCPEcho) in the
+// namespace at nsPath and stops it when the test ends.
 func ServeTCPEcho(t testing.TB, nsPath string, addr netip.AddrPort) {
 	t.Helper()
-	s, err := dockerlab.ServeTCPEcho(nsPath, addr)
-	if err != nil {
-		t.Fatalf("dockerlabtest: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
+	serve(t, traffic.ServeTCPEcho, nsPath, addr)
 }
 
-// ServeUDPEcho starts a UDP echo server in the namespace at nsPath and
-// stops it when the test ends.
+// ServeUDPEcho starts a UDP echo server (traffic.ServeUDPEcho) in the
+// namespace at nsPath and stops it when the test ends.
 func ServeUDPEcho(t testing.TB, nsPath string, addr netip.AddrPort) {
 	t.Helper()
-	s, err := dockerlab.ServeUDPEcho(nsPath, addr)
+	serve(t, traffic.ServeUDPEcho, nsPath, addr)
+}
+
+func serve(t testing.TB, start func(string, netip.AddrPort) (*traffic.Server, error), nsPath string, addr netip.AddrPort) {
+	t.Helper()
+	s, err := start(nsPath, addr)
 	if err != nil {
 		t.Fatalf("dockerlabtest: %v", err)
 	}
