@@ -8,11 +8,13 @@
 //   - a Docker namespace (<prefix>dk) in which dockerd runs with its own
 //     --data-root, --exec-root, --pidfile, socket, daemon.json and containerd
 //     namespaces, all under one directory in os.TempDir. IP forwarding is off
-//     when dockerd starts, so Docker turns it on itself and sets the FORWARD
-//     policy to DROP (DESIGN.md §5); dockerd installs its chains, DOCKER-USER
-//     included, in this namespace only. dockerd is started with
-//     "nsenter --net=…" rather than "ip netns exec", which remounts /sys and
-//     hides the cgroup hierarchy dockerd needs;
+//     when dockerd starts, so that Docker turns it on itself: Docker 20.10
+//     sets the FORWARD policy to DROP only then, and with ACCEPT an
+//     unpublished container port would be reachable by direct routing.
+//     dockerd installs its chains, DOCKER-USER included, in this namespace
+//     only. It is started with "nsenter --net=…" rather than "ip netns
+//     exec", which remounts /sys and hides the cgroup hierarchy dockerd
+//     needs;
 //   - an outside client namespace (<prefix>out) linked to the Docker
 //     namespace by a veth pair: ext0 (HostOutside, 203.0.113.1/24) on the
 //     Docker side, eth0 (Outside, 203.0.113.2/24) outside, with a default

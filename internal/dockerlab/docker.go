@@ -178,8 +178,9 @@ func (d *Docker) start(ctx context.Context, opts Options) error {
 
 // network configures both namespaces and the link between them.
 func (d *Docker) network(ctx context.Context) error {
-	// Docker turns forwarding on itself and only then sets the FORWARD
-	// policy to DROP (DESIGN.md §5).
+	// Off before dockerd starts: Docker 20.10 sets the FORWARD policy to
+	// DROP only when it turns forwarding on itself, and with ACCEPT an
+	// unpublished container port is reachable by direct routing.
 	if err := netns.Sysctl(d.NSPath(), "net.ipv4.ip_forward", "0"); err != nil {
 		return fmt.Errorf("dockerlab: %w", err)
 	}

@@ -45,7 +45,9 @@ func TestDocker(t *testing.T) {
 	dir, prefix := d.Dir(), d.Prefix()
 
 	t.Run("Firewall", func(t *testing.T) {
-		// Docker's own chains, in the Docker namespace (DESIGN.md §1).
+		// Docker's own chains, in the Docker namespace: the DROP policy and
+		// the DOCKER-USER jump first in FORWARD, as Docker installs them on a
+		// fresh host (docs/how-it-works.md, Packet path).
 		fwd, err := d.IPTables(t.Context(), "-S", "FORWARD")
 		if err != nil {
 			t.Fatal(err)
