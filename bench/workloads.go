@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/internal/netlab"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // Workload names, as keys of RepResult.Errors and in progress output.
@@ -120,7 +121,7 @@ func closeOnDone(ctx context.Context, conn io.Closer) (stop func() bool) {
 // echo server.
 func (c *clients) rr(ctx context.Context) (*RRResult, error) {
 	dst := c.dst(echoHostPort)
-	conn, err := c.l.TCPConn(c.l.Out, dst, stepTimeout)
+	conn, err := traffic.DialTCP(c.l.NSPath(c.l.Out), 0, dst, time.Now().Add(stepTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -282,7 +283,7 @@ const bulkChunk = 128 << 10
 // bulk streams on one connection to the sink for the bulk duration and
 // measures what the sink received meanwhile.
 func (c *clients) bulk(ctx context.Context) (*BulkResult, error) {
-	conn, err := c.l.TCPConn(c.l.Out, c.dst(sinkHostPort), stepTimeout)
+	conn, err := traffic.DialTCP(c.l.NSPath(c.l.Out), 0, c.dst(sinkHostPort), time.Now().Add(stepTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}

@@ -258,7 +258,7 @@ func (d *Daemon) reload(now time.Time) control.ReloadResult {
 	// without them a reload would report the overridden sections as
 	// changed, to apply at a restart that would apply them no more.
 	d.o.overrides(t)
-	restart := keepStartOnly(d.running, t)
+	restart := rules.KeepStartOnly(d.running, t)
 	d.gen++
 	t.Generation = d.gen
 	if d.updater != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/internal/cli"
 	"github.com/nfqguard/nfqguard/internal/netlab"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -107,12 +108,12 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	const timeout = time.Second
 	msg := []byte("hello through nfqguard")
 	tcp := func(ns string, dst netip.AddrPort) func() error {
-		return func() error { return l.TCPExchange(ns, dst, msg, timeout) }
+		return func() error { return traffic.TCPExchange(l.NSPath(ns), 0, dst, msg, timeout) }
 	}
 	cases := []demoCase{
 		{"outside → web:80 through published port 8080", "outside", tcp(l.Out, ap(l.HostOutside, 8080))},
 		{"outside → web:53/udp through published port 5353", "outside", func() error {
-			return l.UDPExchange(l.Out, ap(l.HostOutside, 5353), msg, timeout)
+			return traffic.UDPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside, 5353), msg, timeout)
 		}},
 		{"outside → web:81 routed directly (port not published)", "outside", tcp(l.Out, ap(web.Addr, 81))},
 		{"web → outside:9000", "web", tcp(web.NS, ap(l.Outside, 9000))},

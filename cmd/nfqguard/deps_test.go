@@ -20,6 +20,7 @@ var rigs = []string{
 	module + "/internal/netlab",
 	module + "/internal/dockerlab",
 	module + "/internal/traffic",
+	module + "/internal/netns",
 	module + "/test",
 	module + "/cmd/nfqguard-lab",
 }

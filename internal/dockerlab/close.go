@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nfqguard/nfqguard/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,12 +31,13 @@ const (
 // deletes both namespaces. It works on a partially started Docker too and
 // is idempotent: calls after the first return nil.
 func (d *Docker) Close() error {
+	var err error
+	d.closeOnce.Do(func() { err = d.close() })
+	return err
+}
+
+func (d *Docker) close() error {
 	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil
-	}
-	d.closed = true
 	dockerd, done := d.dockerd, d.dockerdDone
 	dir := d.dir
 	namespaces := d.namespaces
@@ -60,10 +62,10 @@ func (d *Docker) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, ns := range namespaces {
-		if _, err := os.Stat(nsPath(ns)); err != nil {
+		if _, err := os.Stat(netns.Path(ns)); err != nil {
 			continue
 		}
-		if err := runIP(ctx, "netns", "del", ns); err != nil {
+		if err := netns.IPBatch(ctx, "", "netns del "+ns+"\n"); err != nil {
 			errs = append(errs, fmt.Errorf("dockerlab: delete namespace %s: %w", ns, err))
 		}
 	}
@@ -105,70 +107,25 @@ func (d *Docker) stopDockerd(p *os.Process, done chan struct{}) []error {
 // their own, but their root is an overlay mount under the data root),
 // and waits until they are gone.
 func killLeftovers(namespaces []string, dir string) error {
-	var inodes []uint64
-	for _, ns := range namespaces {
-		var st syscall.Stat_t
-		if err := syscall.Stat(nsPath(ns), &st); err == nil {
-			inodes = append(inodes, st.Ino)
-		}
+	paths := make([]string, len(namespaces))
+	for i, ns := range namespaces {
+		paths[i] = netns.Path(ns)
 	}
-	if len(inodes) == 0 && dir == "" {
-		return nil
+	var rooted func(pid int) bool
+	if dir != "" {
+		rooted = func(pid int) bool { return rootedUnder(pid, dir) }
 	}
-	deadline := time.Now().Add(killTimeout)
-	for {
-		pids, err := findPIDs(inodes, dir)
-		if err != nil {
-			return fmt.Errorf("dockerlab: find leftover processes: %w", err)
-		}
-		if len(pids) == 0 {
-			return nil
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dockerlab: processes %v survive SIGKILL", pids)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := netns.KillAll(paths, rooted, killTimeout); err != nil {
+		return fmt.Errorf("dockerlab: %w", err)
 	}
+	return nil
 }
 
-// findPIDs lists the processes killLeftovers must kill.
-func findPIDs(netnsInodes []uint64, dir string) ([]int, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		if isLeftover(pid, netnsInodes, dir) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
-}
-
-func isLeftover(pid int, netnsInodes []uint64, dir string) bool {
-	proc := "/proc/" + strconv.Itoa(pid)
-	var st syscall.Stat_t
-	if err := syscall.Stat(proc+"/ns/net", &st); err == nil {
-		for _, ino := range netnsInodes {
-			if st.Ino == ino {
-				return true
-			}
-		}
-	}
-	if dir == "" {
-		return false
-	}
+// rootedUnder reports whether process pid's root directory or executable
+// lies under dir.
+func rootedUnder(pid int, dir string) bool {
 	for _, link := range []string{"root", "exe"} {
-		if target, err := os.Readlink(proc + "/" + link); err == nil && within(target, dir) {
+		if target, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/" + link); err == nil && within(target, dir) {
 			return true
 		}
 	}

@@ -39,8 +39,8 @@ type Endpoint struct {
 }
 
 // NSPath returns the path of the container's network namespace,
-// /proc/PID/ns/net, for lab.InNetNS and the traffic helpers. It is valid while the
-// container runs; Inspect again after a restart.
+// /proc/PID/ns/net, for netns.Do and package traffic. It is valid while
+// the container runs; Inspect again after a restart.
 func (c *Container) NSPath() string {
 	return "/proc/" + strconv.Itoa(c.PID) + "/ns/net"
 }

@@ -8,11 +8,13 @@
 //   - a Docker namespace (<prefix>dk) in which dockerd runs with its own
 //     --data-root, --exec-root, --pidfile, socket, daemon.json and containerd
 //     namespaces, all under one directory in os.TempDir. IP forwarding is off
-//     when dockerd starts, so Docker turns it on itself and sets the FORWARD
-//     policy to DROP (DESIGN.md §5); dockerd installs its chains, DOCKER-USER
-//     included, in this namespace only. dockerd is started with
-//     "nsenter --net=…" rather than "ip netns exec", which remounts /sys and
-//     hides the cgroup hierarchy dockerd needs;
+//     when dockerd starts, so that Docker turns it on itself: Docker 20.10
+//     sets the FORWARD policy to DROP only then, and with ACCEPT an
+//     unpublished container port would be reachable by direct routing.
+//     dockerd installs its chains, DOCKER-USER included, in this namespace
+//     only. It is started with "nsenter --net=…" rather than "ip netns
+//     exec", which remounts /sys and hides the cgroup hierarchy dockerd
+//     needs;
 //   - an outside client namespace (<prefix>out) linked to the Docker
 //     namespace by a veth pair: ext0 (HostOutside, 203.0.113.1/24) on the
 //     Docker side, eth0 (Outside, 203.0.113.2/24) outside, with a default
@@ -26,14 +28,15 @@
 // with "docker import". Run, Inspect, NetworkCreate and CLI drive the
 // engine through the docker command line against the private socket.
 //
-// Traffic. The package-level helpers (TCPExchange, UDPExchange,
-// ServeTCPEcho, …) take the path of a network namespace: OutPath or NSPath
-// of a Docker, or Container.NSPath (/proc/PID/ns/net of the container's
-// first process). They run the socket calls on a locked OS thread switched
-// into that namespace, so the sockets belong to the test process: exact
-// source ports, no exec per exchange, and errors as Go values. Traffic
-// that must come from a process inside a container can use the test
-// image's connect mode through Exec ("/srv connect HOST:PORT").
+// Traffic. Package internal/traffic (TCPExchange, UDPExchange,
+// ServeTCPEcho, …) and internal/netns (Do, Sysctl, Run) take the path of a
+// network namespace: OutPath or NSPath of a Docker, or Container.NSPath
+// (/proc/PID/ns/net of the container's first process). They run the
+// socket calls on a locked OS thread switched into that namespace, so the
+// sockets belong to the test process: exact source ports, no exec per
+// exchange, and errors as Go values. Traffic that must come from a process
+// inside a container can use the test image's connect mode through Exec
+// ("/srv connect HOST:PORT").
 //
 // The engine under test is run in the Docker namespace with Command
 // ("ip netns exec", which gives it a /sys matching the namespace, as on a

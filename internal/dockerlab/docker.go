@@ -2,6 +2,7 @@ package dockerlab
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,21 +16,22 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nfqguard/nfqguard/internal/netlab"
+	"github.com/nfqguard/nfqguard/internal/netns"
 )
 
-// Fixed addressing of the link between the Docker and outside namespaces.
+// Fixed addressing of the link between the Docker and outside namespaces:
+// package netns's outside link, the same as the netns lab's.
 var (
 	// HostOutside is the Docker namespace's address on the outside link
 	// (ext0): the "host address" published ports are reached on.
-	HostOutside = netip.MustParseAddr("203.0.113.1")
+	HostOutside = netns.LinkHost.Addr()
 	// Outside is the outside client's address (eth0 of <prefix>out).
-	Outside = netip.MustParseAddr("203.0.113.2")
+	Outside = netns.LinkOutside.Addr()
 	// HostOutside6 and Outside6 are their IPv6 counterparts, configured
 	// only with Options.IPv6.
-	HostOutside6 = netip.MustParseAddr("2001:db8:113::1")
+	HostOutside6 = netns.LinkHost6.Addr()
 	// Outside6 is the outside client's IPv6 address (Options.IPv6).
-	Outside6 = netip.MustParseAddr("2001:db8:113::2")
+	Outside6 = netns.LinkOutside6.Addr()
 )
 
 // Routes the outside namespace has towards the Docker namespace besides
@@ -37,13 +39,11 @@ var (
 // network Docker creates can be addressed directly (and Docker's isolation
 // of unpublished ports tested).
 var (
-	outsideRoutes  = []string{"172.16.0.0/12", "192.168.0.0/16"}
-	outsideRoutes6 = []string{"fd00::/8"}
+	outsideRoutes  = []netip.Prefix{netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16")}
+	outsideRoutes6 = []netip.Prefix{netip.MustParsePrefix("fd00::/8")}
 )
 
 const (
-	netnsDir = "/var/run/netns"
-	extName  = "ext0"
 	// maxSocketPath is the longest unix socket path the kernel accepts
 	// (sun_path is 108 bytes with the terminating NUL); containerd's
 	// socket lives deepest, under the exec root.
@@ -91,10 +91,11 @@ type Docker struct {
 	dockerdDone chan struct{} // closed when dockerd has exited
 	dockerdErr  error         // dockerd's exit status, set before dockerdDone closes
 
+	closeOnce sync.Once // Close's work runs once; later calls return nil
+
 	mu         sync.Mutex // guards the fields below
-	closed     bool
-	namespaces []string // namespaces that may exist, deleted by Close
-	image      string   // the test image's reference once Image succeeded
+	namespaces []string   // namespaces that may exist, deleted by Close
+	image      string     // the test image's reference once Image succeeded
 
 	imageMu sync.Mutex // serialises Image builds
 }
@@ -103,14 +104,12 @@ type Docker struct {
 // answers. On any error it removes everything it created before returning.
 // ctx bounds the start-up only; the engine lives until Close.
 func Start(ctx context.Context, opts Options) (*Docker, error) {
-	if err := opts.normalize(); err != nil {
-		return nil, err
+	prefix, err := netns.Prefix(opts.Prefix, 32)
+	if err != nil {
+		return nil, fmt.Errorf("dockerlab: %w", err)
 	}
-	cli := opts.CLI
-	if cli == "" {
-		cli = "docker"
-	}
-	cliPath, err := exec.LookPath(cli)
+	opts.Prefix = prefix
+	cliPath, err := exec.LookPath(cmp.Or(opts.CLI, "docker"))
 	if err != nil {
 		return nil, fmt.Errorf("dockerlab: docker client: %w", err)
 	}
@@ -125,24 +124,9 @@ func Start(ctx context.Context, opts Options) (*Docker, error) {
 		cancel: cancel,
 	}
 	if err := d.start(ctx, opts); err != nil {
-		if cerr := d.Close(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-		return nil, err
+		return nil, errors.Join(err, d.Close())
 	}
 	return d, nil
-}
-
-func (o *Options) normalize() error {
-	p, err := netlab.Prefix(o.Prefix, 32)
-	if err != nil {
-		return fmt.Errorf("dockerlab: %w", err)
-	}
-	o.Prefix = p
-	if o.StartTimeout == 0 {
-		o.StartTimeout = 60 * time.Second
-	}
-	return nil
 }
 
 // containerdNamespace turns the prefix into a valid containerd namespace
@@ -159,7 +143,7 @@ func containerdNamespace(prefix, suffix string) string {
 
 func (d *Docker) start(ctx context.Context, opts Options) error {
 	for _, ns := range []string{d.ns, d.out} {
-		if _, err := os.Stat(nsPath(ns)); err == nil {
+		if _, err := os.Stat(netns.Path(ns)); err == nil {
 			return fmt.Errorf("dockerlab: create namespace %s: already exists", ns)
 		}
 	}
@@ -175,7 +159,7 @@ func (d *Docker) start(ctx context.Context, opts Options) error {
 	}
 
 	for _, ns := range []string{d.ns, d.out} {
-		if err := runIP(ctx, "netns", "add", ns); err != nil {
+		if err := netns.IPBatch(ctx, "", "netns add "+ns+"\n"); err != nil {
 			return fmt.Errorf("dockerlab: create namespace %s: %w", ns, err)
 		}
 		// Only namespaces this Docker created are deleted by Close.
@@ -194,60 +178,32 @@ func (d *Docker) start(ctx context.Context, opts Options) error {
 
 // network configures both namespaces and the link between them.
 func (d *Docker) network(ctx context.Context) error {
-	sysctls := []struct{ ns, key, val string }{
-		// Docker turns forwarding on itself and only then sets the FORWARD
-		// policy to DROP (DESIGN.md §5).
-		{d.ns, "net.ipv4.ip_forward", "0"},
+	// Off before dockerd starts: Docker 20.10 sets the FORWARD policy to
+	// DROP only when it turns forwarding on itself, and with ACCEPT an
+	// unpublished container port is reachable by direct routing.
+	if err := netns.Sysctl(d.NSPath(), "net.ipv4.ip_forward", "0"); err != nil {
+		return fmt.Errorf("dockerlab: %w", err)
 	}
+	// Without Options.IPv6 the Docker namespace keeps the kernel's IPv6
+	// defaults, as a host where Docker runs without IPv6 does; only the
+	// outside client is kept quiet.
 	if d.ipv6 {
-		for _, ns := range []string{d.ns, d.out} {
-			// Addresses usable at once: no duplicate address detection.
-			sysctls = append(sysctls,
-				struct{ ns, key, val string }{ns, "net.ipv6.conf.all.accept_dad", "0"},
-				struct{ ns, key, val string }{ns, "net.ipv6.conf.default.accept_dad", "0"})
+		if err := netns.PrepareIPv6(d.NSPath(), true); err != nil {
+			return fmt.Errorf("dockerlab: %w", err)
 		}
-	} else {
-		// Keep the outside namespace quiet (no IPv6 link-local traffic).
-		sysctls = append(sysctls,
-			struct{ ns, key, val string }{d.out, "net.ipv6.conf.all.disable_ipv6", "1"},
-			struct{ ns, key, val string }{d.out, "net.ipv6.conf.default.disable_ipv6", "1"})
 	}
-	for _, s := range sysctls {
-		if err := Sysctl(nsPath(s.ns), s.key, s.val); err != nil {
-			return err
-		}
+	if err := netns.PrepareIPv6(d.OutPath(), d.ipv6); err != nil {
+		return fmt.Errorf("dockerlab: %w", err)
 	}
 
-	var b strings.Builder
-	fmt.Fprintf(&b, "link set lo up\n")
-	fmt.Fprintf(&b, "link add %s type veth peer name eth0 netns %s\n", extName, d.out)
-	fmt.Fprintf(&b, "addr add %s/24 dev %s\n", HostOutside, extName)
-	if d.ipv6 {
-		fmt.Fprintf(&b, "addr add %s/64 dev %s nodad\n", HostOutside6, extName)
-	}
-	fmt.Fprintf(&b, "link set %s up\n", extName)
-	if err := runIPBatch(ctx, d.ns, b.String()); err != nil {
+	outside := netns.OutsideLink{Outside: d.out, IPv6: d.ipv6, Routes: outsideRoutes, Routes6: outsideRoutes6}
+	var b netns.Script
+	b.Up("lo")
+	outside.AddHostSide(&b)
+	if err := netns.IPBatch(ctx, d.ns, b.String()); err != nil {
 		return fmt.Errorf("dockerlab: configure namespace %s: %w", d.ns, err)
 	}
-
-	b.Reset()
-	fmt.Fprintf(&b, "link set lo up\n")
-	fmt.Fprintf(&b, "addr add %s/24 dev eth0\n", Outside)
-	if d.ipv6 {
-		fmt.Fprintf(&b, "addr add %s/64 dev eth0 nodad\n", Outside6)
-	}
-	fmt.Fprintf(&b, "link set eth0 up\n")
-	fmt.Fprintf(&b, "route add default via %s\n", HostOutside)
-	for _, r := range outsideRoutes {
-		fmt.Fprintf(&b, "route add %s via %s\n", r, HostOutside)
-	}
-	if d.ipv6 {
-		fmt.Fprintf(&b, "route add default via %s\n", HostOutside6)
-		for _, r := range outsideRoutes6 {
-			fmt.Fprintf(&b, "route add %s via %s\n", r, HostOutside6)
-		}
-	}
-	if err := runIPBatch(ctx, d.out, b.String()); err != nil {
+	if err := netns.IPBatch(ctx, d.out, outside.OutsideScript()); err != nil {
 		return fmt.Errorf("dockerlab: configure namespace %s: %w", d.out, err)
 	}
 	return nil
@@ -260,11 +216,7 @@ func (d *Docker) execRoot() string { return filepath.Join(d.dir, "exec") }
 func (d *Docker) LogPath() string { return filepath.Join(d.dir, "dockerd.log") }
 
 func (d *Docker) startDockerd(ctx context.Context, opts Options) error {
-	dockerd := opts.Dockerd
-	if dockerd == "" {
-		dockerd = "dockerd"
-	}
-	dockerdPath, err := exec.LookPath(dockerd)
+	dockerdPath, err := exec.LookPath(cmp.Or(opts.Dockerd, "dockerd"))
 	if err != nil {
 		return fmt.Errorf("dockerlab: dockerd: %w", err)
 	}
@@ -285,7 +237,7 @@ func (d *Docker) startDockerd(ctx context.Context, opts Options) error {
 	}
 	defer logf.Close() // the child has its own descriptor
 
-	args := []string{"--net=" + nsPath(d.ns), dockerdPath,
+	args := []string{"--net=" + netns.Path(d.ns), dockerdPath,
 		"--config-file", confPath,
 		"--data-root", d.dataRoot(),
 		"--exec-root", d.execRoot(),
@@ -317,7 +269,8 @@ func (d *Docker) startDockerd(ctx context.Context, opts Options) error {
 		close(done)
 	}()
 
-	wctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
+	timeout := cmp.Or(opts.StartTimeout, 60*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		if _, err := os.Stat(d.Socket()); err == nil {
@@ -331,7 +284,7 @@ func (d *Docker) startDockerd(ctx context.Context, opts Options) error {
 		case <-done:
 			return fmt.Errorf("dockerlab: dockerd exited during start-up (%v); log:\n%s", d.dockerdErr, d.logTail())
 		case <-wctx.Done():
-			return fmt.Errorf("dockerlab: dockerd API not up within %v: %w; log:\n%s", opts.StartTimeout, wctx.Err(), d.logTail())
+			return fmt.Errorf("dockerlab: dockerd API not up within %v: %w; log:\n%s", timeout, wctx.Err(), d.logTail())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -374,10 +327,10 @@ func (d *Docker) NS() string { return d.ns }
 func (d *Docker) Out() string { return d.out }
 
 // NSPath returns the bind-mount path of the Docker namespace.
-func (d *Docker) NSPath() string { return nsPath(d.ns) }
+func (d *Docker) NSPath() string { return netns.Path(d.ns) }
 
 // OutPath returns the bind-mount path of the outside namespace.
-func (d *Docker) OutPath() string { return nsPath(d.out) }
+func (d *Docker) OutPath() string { return netns.Path(d.out) }
 
 // Dir returns the state directory (data and exec roots, socket, log).
 func (d *Docker) Dir() string { return d.dir }
@@ -390,8 +343,6 @@ func (d *Docker) Version() string { return d.version }
 
 // IPv6 reports whether the engine was started with Options.IPv6.
 func (d *Docker) IPv6() bool { return d.ipv6 }
-
-func nsPath(ns string) string { return filepath.Join(netnsDir, ns) }
 
 // CLI runs the docker client against this engine ("docker -H unix://SOCK
 // args...") and returns its standard output. The error carries the
@@ -410,112 +361,24 @@ func (d *Docker) CLI(ctx context.Context, args ...string) (string, error) {
 }
 
 // Command returns a command running "ip netns exec NS name args..." in the
-// Docker namespace: the way to run the engine under test there. ip netns
-// exec also mounts a /sys that shows the namespace's interfaces, as on a
-// real Docker host. The command runs in its own process group; if it is
-// still running when Close is called (or ctx is done), its whole process
-// group is killed.
+// Docker namespace (see netns.Command): the way to run the engine under
+// test there, with a /sys that shows the namespace's interfaces, as on a
+// real Docker host. Its process group is killed if it is still running
+// when Close is called (or ctx is done).
 func (d *Docker) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	context.AfterFunc(d.ctx, cancel)
-	cmd := exec.CommandContext(cctx, "ip", append([]string{"netns", "exec", d.ns, name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if errors.Is(err, syscall.ESRCH) {
-			return os.ErrProcessDone
-		}
-		return err
-	}
-	return cmd
+	return netns.Command(ctx, d.ns, name, args...)
 }
 
 // IPTables runs iptables (the nf_tables backend Docker 20.10 uses on
 // Debian) with args in the Docker namespace and returns its combined
 // output.
 func (d *Docker) IPTables(ctx context.Context, args ...string) (string, error) {
-	return d.iptables(ctx, "iptables", args)
+	return netns.IPTables{Path: d.NSPath()}.Run(ctx, false, args...)
 }
 
 // IP6Tables is IPTables for ip6tables.
 func (d *Docker) IP6Tables(ctx context.Context, args ...string) (string, error) {
-	return d.iptables(ctx, "ip6tables", args)
-}
-
-func (d *Docker) iptables(ctx context.Context, bin string, args []string) (string, error) {
-	out, err := RunIn(ctx, d.NSPath(), bin, append([]string{"-w"}, args...)...)
-	if err != nil {
-		return out, fmt.Errorf("dockerlab: %s in %s: %w", bin, d.ns, err)
-	}
-	return out, nil
-}
-
-// RunIn runs name with args in the network namespace at path nsPath (only
-// the network namespace changes) and returns its combined output.
-func RunIn(ctx context.Context, nsPath, name string, args ...string) (string, error) {
-	var out []byte
-	err := netlab.InNetNS(nsPath, func() error {
-		// The child is forked from this thread, in nsPath's namespace.
-		var err error
-		out, err = exec.CommandContext(ctx, name, args...).CombinedOutput()
-		return err
-	})
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
-
-// Sysctl writes value to the sysctl key (dotted, "net.ipv4.ip_forward",
-// or slash-separated, "net/ipv4/conf/eth0.1/forwarding") in the network
-// namespace at path nsPath.
-func Sysctl(nsPath, key, value string) error {
-	err := netlab.InNetNS(nsPath, func() error {
-		return os.WriteFile(sysctlPath(key), []byte(value+"\n"), 0)
-	})
-	if err != nil {
-		return fmt.Errorf("dockerlab: sysctl %s=%s in %s: %w", key, value, nsPath, err)
-	}
-	return nil
-}
-
-// ReadSysctl reads the sysctl key in the network namespace at nsPath.
-func ReadSysctl(nsPath, key string) (string, error) {
-	var b []byte
-	err := netlab.InNetNS(nsPath, func() error {
-		var err error
-		b, err = os.ReadFile(sysctlPath(key))
-		return err
-	})
-	if err != nil {
-		return "", fmt.Errorf("dockerlab: sysctl %s in %s: %w", key, nsPath, err)
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
-func sysctlPath(key string) string {
-	if strings.Contains(key, "/") {
-		return filepath.Join("/proc/sys", key)
-	}
-	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
-}
-
-func runIP(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-// runIPBatch runs "ip -n ns -batch -" with the given commands.
-func runIPBatch(ctx context.Context, ns, cmds string) error {
-	args := []string{"-n", ns, "-batch", "-"}
-	cmd := exec.CommandContext(ctx, "ip", args...)
-	cmd.Stdin = strings.NewReader(cmds)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	return netns.IPTables{Path: d.NSPath()}.Run(ctx, true, args...)
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/dockerlab/dockerlabtest"
+	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 var payload = []byte("hello through Docker")
@@ -43,7 +45,9 @@ func TestDocker(t *testing.T) {
 	dir, prefix := d.Dir(), d.Prefix()
 
 	t.Run("Firewall", func(t *testing.T) {
-		// Docker's own chains, in the Docker namespace (DESIGN.md §1).
+		// Docker's own chains, in the Docker namespace: the DROP policy and
+		// the DOCKER-USER jump first in FORWARD, as Docker installs them on a
+		// fresh host (docs/how-it-works.md, Packet path).
 		fwd, err := d.IPTables(t.Context(), "-S", "FORWARD")
 		if err != nil {
 			t.Fatal(err)
@@ -52,7 +56,7 @@ func TestDocker(t *testing.T) {
 		if len(lines) < 2 || lines[0] != "-P FORWARD DROP" || lines[1] != "-A FORWARD -j DOCKER-USER" {
 			t.Errorf("FORWARD: want policy DROP and the DOCKER-USER jump first, got:\n%s", fwd)
 		}
-		if v, err := dockerlab.ReadSysctl(d.NSPath(), "net.ipv4.ip_forward"); err != nil || v != "1" {
+		if v, err := netns.ReadSysctl(d.NSPath(), "net.ipv4.ip_forward"); err != nil || v != "1" {
 			t.Errorf("ip_forward in the Docker namespace = %q (%v), want 1 (set by Docker)", v, err)
 		}
 	})
@@ -69,16 +73,16 @@ func TestDocker(t *testing.T) {
 		if got := web.Ports["80/tcp"]; len(got) == 0 || got[0] != "8080" {
 			t.Errorf("web's port 80/tcp published on %v, want 8080", got)
 		}
-		if err := dockerlab.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(dockerlab.HostOutside, 8080), payload, allowTimeout); err != nil {
+		if err := traffic.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(dockerlab.HostOutside, 8080), payload, allowTimeout); err != nil {
 			t.Errorf("outside -> published 8080: %v", err)
 		}
-		if err := dockerlab.UDPExchange(d.OutPath(), 0, netip.AddrPortFrom(dockerlab.HostOutside, 5353), payload, allowTimeout); err != nil {
+		if err := traffic.UDPExchange(d.OutPath(), 0, netip.AddrPortFrom(dockerlab.HostOutside, 5353), payload, allowTimeout); err != nil {
 			t.Errorf("outside -> published 5353/udp: %v", err)
 		}
-		if err := dockerlab.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(ip, 80), payload, allowTimeout); err != nil {
+		if err := traffic.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(ip, 80), payload, allowTimeout); err != nil {
 			t.Errorf("outside -> %s:80 routed directly (a published container port): %v", ip, err)
 		}
-		err = dockerlab.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(ip, 81), payload, blockTimeout)
+		err = traffic.TCPExchange(d.OutPath(), 0, netip.AddrPortFrom(ip, 81), payload, blockTimeout)
 		if !isTimeout(err) {
 			t.Errorf("outside -> %s:81 routed directly (not published): want a timeout (Docker's FORWARD policy), got %v", ip, err)
 		}
@@ -91,7 +95,7 @@ func TestDocker(t *testing.T) {
 		if _, err := d.Exec(t.Context(), "web", "/srv", "connect", "-timeout", "300ms", dockerlab.Outside.String()+":9001"); err == nil {
 			t.Errorf("docker exec web /srv connect outside:9001 (nothing listens) succeeded")
 		}
-		if err := dockerlab.TCPExchange(web.NSPath(), 23001, netip.AddrPortFrom(dockerlab.Outside, 9000), payload, allowTimeout); err != nil {
+		if err := traffic.TCPExchange(web.NSPath(), 23001, netip.AddrPortFrom(dockerlab.Outside, 9000), payload, allowTimeout); err != nil {
 			t.Errorf("web -> outside:9000 from web's namespace: %v", err)
 		}
 	})
@@ -107,7 +111,7 @@ func TestDocker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := dockerlab.TCPExchange(a.NSPath(), 0, netip.AddrPortFrom(bip, 81), payload, allowTimeout); err != nil {
+		if err := traffic.TCPExchange(a.NSPath(), 0, netip.AddrPortFrom(bip, 81), payload, allowTimeout); err != nil {
 			t.Errorf("a -> b:81 on a user-defined network: %v", err)
 		}
 	})

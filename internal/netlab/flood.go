@@ -22,6 +22,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
@@ -250,7 +252,7 @@ type UDPCounter struct {
 // is counted rather than overflowing it. It runs until Close (its own or
 // the lab's).
 func (l *Lab) CountUDP(ns string, addr netip.AddrPort) (*UDPCounter, error) {
-	pc, err := l.listenUDP(ns, addr)
+	pc, err := traffic.ListenUDP(l.NSPath(ns), addr)
 	if err != nil {
 		return nil, fmt.Errorf("lab: UDP counter on %s in %s: %w", addr, ns, err)
 	}
@@ -309,7 +311,7 @@ func (c *UDPCounter) Received() uint64 { return c.received.Load() }
 func (c *UDPCounter) Drops() (uint64, error) {
 	var drops uint64
 	found := false
-	err := InNetNS(c.nsPath, func() error {
+	err := netns.Do(c.nsPath, func() error {
 		for _, name := range []string{"udp", "udp6"} {
 			b, err := os.ReadFile("/proc/thread-self/net/" + name)
 			if err != nil {
@@ -359,18 +361,18 @@ func (l *Lab) AddOutsideAddrs(n int) ([]netip.Addr, error) {
 	base[3] = 10
 	var (
 		addrs []netip.Addr
-		batch []byte
+		batch netns.Script
 	)
 	for i := range n {
 		a := base
 		a[3] += byte(i)
 		addr := netip.AddrFrom4(a)
 		addrs = append(addrs, addr)
-		batch = fmt.Appendf(batch, "addr add %s/24 dev eth0\n", addr)
+		batch.Add("addr add %s/24 dev eth0", addr)
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, 10*time.Second)
 	defer cancel()
-	if err := runIPBatch(ctx, l.Out, string(batch)); err != nil {
+	if err := netns.IPBatch(ctx, l.Out, batch.String()); err != nil {
 		return nil, fmt.Errorf("lab: add outside addresses: %w", err)
 	}
 	return addrs, nil

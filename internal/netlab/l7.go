@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nfqguard/nfqguard/internal/traffic"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -134,7 +135,7 @@ func (l *Lab) TLSHandshakeVersion(ns string, dst netip.AddrPort, serverName stri
 		return fmt.Errorf("lab: TLS %s -> %s (SNI %q): %w", ns, dst, serverName, fmt.Errorf(format, args...))
 	}
 	deadline := time.Now().Add(timeout)
-	c, err := l.tcpConn(ns, dst, deadline)
+	c, err := traffic.DialTCP(l.NSPath(ns), 0, dst, deadline)
 	if err != nil {
 		return "", err
 	}
@@ -142,7 +143,7 @@ func (l *Lab) TLSHandshakeVersion(ns string, dst netip.AddrPort, serverName stri
 	if err := c.SetDeadline(deadline); err != nil {
 		return "", errf("%w", err)
 	}
-	conn := c
+	var conn net.Conn = c
 	if split > 1 {
 		conn = SplitFirstWrite(c, split, SplitPause)
 	}
@@ -223,14 +224,9 @@ func (s *splitConn) Write(b []byte) (int, error) {
 // (the authority of an absolute-form target wins over the Host header) and
 // the URL path without the query. It runs until Close.
 func (l *Lab) ServeHTTP(ns string, addr netip.AddrPort) error {
-	var ln net.Listener
-	err := l.Do(ns, func() error {
-		var err error
-		ln, err = net.Listen(tcpNet(addr.Addr()), addr.String())
-		return err
-	})
+	ln, err := traffic.ListenTCP(l.NSPath(ns), addr)
 	if err != nil {
-		return fmt.Errorf("lab: HTTP server on %s in %s: %w", addr, ns, err)
+		return fmt.Errorf("lab: HTTP server: %w", err)
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -271,14 +267,7 @@ func (l *Lab) HTTPRequest(ns string, dst netip.AddrPort, method, host, path stri
 	tr := &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var c net.Conn
-			err := l.Do(ns, func() error {
-				var d net.Dialer
-				var err error
-				c, err = d.DialContext(ctx, tcpNet(dst.Addr()), dst.String())
-				return err
-			})
-			return c, err
+			return traffic.DialContext(ctx, l.NSPath(ns), "tcp", dst)
 		},
 		DisableKeepAlives:  true,
 		DisableCompression: true,
@@ -321,7 +310,7 @@ func (l *Lab) ServeDNS(ns string, addr netip.AddrPort) error {
 	if addr.Port() == 0 {
 		return fmt.Errorf("lab: DNS server on %s in %s: port 0 would differ between UDP and TCP", addr, ns)
 	}
-	pc, err := l.serveUDP(ns, addr, "DNS", func(req []byte) ([]byte, bool) {
+	udp, err := l.serveUDP(ns, addr, "DNS", func(req []byte) ([]byte, bool) {
 		resp, err := dnsReply(req)
 		return resp, err == nil
 	})
@@ -352,8 +341,8 @@ func (l *Lab) ServeDNS(ns string, addr netip.AddrPort) error {
 		}
 	})
 	if err != nil {
-		l.removeCloser(pc)
-		pc.Close()
+		l.removeCloser(udp)
+		udp.Close()
 		return err
 	}
 	return nil
@@ -424,26 +413,14 @@ func dnsReply(msg []byte) ([]byte, error) {
 // search domain is tried; /etc/hosts is still consulted first, as by any Go
 // program. The lookup, retries included, is bounded by timeout.
 func (l *Lab) Resolve(ns string, server netip.AddrPort, network, name string, timeout time.Duration) ([]netip.Addr, error) {
-	var dialNet string
-	switch network {
-	case "udp":
-		dialNet = udpNet(server.Addr())
-	case "tcp":
-		dialNet = tcpNet(server.Addr())
-	default:
+	if network != "udp" && network != "tcp" {
 		return nil, fmt.Errorf("lab: resolve %q from %s via %s: network %q is not udp or tcp", name, ns, server, network)
 	}
 	r := &net.Resolver{
 		PreferGo:     true,
 		StrictErrors: true,
 		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var c net.Conn
-			err := l.Do(ns, func() error {
-				var d net.Dialer
-				var err error
-				c, err = d.DialContext(ctx, dialNet, server.String())
-				return err
-			})
+			c, err := traffic.DialContext(ctx, l.NSPath(ns), network, server)
 			if err == nil {
 				// The resolver's exchange reads until a deadline of its own
 				// (5 s), not until ctx is done: without this, a lookup given

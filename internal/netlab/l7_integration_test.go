@@ -21,6 +21,7 @@ import (
 	"github.com/nfqguard/nfqguard/inspect/l7"
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // l7Publish publishes c1's TLS, HTTP and DNS (UDP and TCP) ports.
@@ -123,7 +124,7 @@ func TestL7Servers(t *testing.T) {
 		}
 	})
 	t.Run("DNSTCPSeveralQueries", func(t *testing.T) {
-		c, err := l.TCPConn(c1.NS, ap(l.Outside, 53), okTimeout)
+		c, err := traffic.DialTCP(l.NSPath(c1.NS), 0, ap(l.Outside, 53), time.Now().Add(okTimeout))
 		must(t, err)
 		defer c.Close()
 		must(t, c.SetDeadline(time.Now().Add(okTimeout)))

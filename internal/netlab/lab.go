@@ -14,8 +14,11 @@
 //     172.17.0.(1+i)/16 (fd00:17::(1+i)/64) attached to docker0.
 //
 // The nfqguard engine can then be run inside the host namespace with
-// "ip netns exec <host> nfqguard run ...", and the traffic helpers of this
-// package (echo servers, exchanges, ping) exercise the data path.
+// "ip netns exec <host> nfqguard run ...", and the data path exercised by
+// this package's servers (echo, whoami, TLS, HTTP, DNS), clients (ping,
+// TLS, HTTP, DNS) and flood, and by package internal/traffic's exchanges,
+// which take a namespace by path (NSPath). The outside link (ext0, eth0)
+// is package netns's, the same as the private Docker's.
 //
 // Everything requires root (CAP_SYS_ADMIN and CAP_NET_ADMIN), the ip
 // (iproute2) binary and the iptables binaries of the chosen backend.
@@ -24,20 +27,17 @@ package netlab
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/nfqguard/nfqguard/internal/netns"
 )
 
 // Backend names accepted in Options.Backend.
@@ -65,8 +65,6 @@ var (
 
 const (
 	bridgeName = "docker0"
-	extName    = "ext0"
-	netnsDir   = "/var/run/netns"
 	maxIfName  = 15
 )
 
@@ -142,8 +140,9 @@ type Lab struct {
 	// IPv6 reports whether the lab was built with IPv6.
 	IPv6 bool
 
-	ctx    context.Context // canceled by Close; parent of Command contexts
-	cancel context.CancelFunc
+	ctx      context.Context // canceled by Close; parent of Command contexts
+	cancel   context.CancelFunc
+	iptables netns.IPTables // the backend's, in the host namespace
 
 	mu         sync.Mutex
 	closed     bool
@@ -171,8 +170,8 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 		Prefix:      opts.Prefix,
 		Host:        opts.Prefix + "host",
 		Out:         opts.Prefix + "out",
-		HostOutside: netip.MustParseAddr("203.0.113.1"),
-		Outside:     netip.MustParseAddr("203.0.113.2"),
+		HostOutside: netns.LinkHost.Addr(),
+		Outside:     netns.LinkOutside.Addr(),
 		Backend:     opts.Backend,
 		Publish:     append([]Publish(nil), opts.Publish...),
 		IPv6:        opts.IPv6,
@@ -180,9 +179,9 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 		cancel:      cancel,
 		closers:     map[any]func() error{},
 	}
+	l.iptables = netns.IPTables{Path: l.NSPath(l.Host), Legacy: opts.Backend == BackendLegacy}
 	if opts.IPv6 {
-		l.HostOutside6 = netip.MustParseAddr("2001:db8:113::1")
-		l.Outside6 = netip.MustParseAddr("2001:db8:113::2")
+		l.HostOutside6, l.Outside6 = netns.LinkHost6.Addr(), netns.LinkOutside6.Addr()
 	}
 	for i := range opts.Containers {
 		c := Container{
@@ -197,40 +196,13 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 		l.Containers = append(l.Containers, c)
 	}
 	if err := l.build(ctx, opts); err != nil {
-		if cerr := l.Close(); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-		return nil, err
+		return nil, errors.Join(err, l.Close())
 	}
 	return l, nil
 }
 
-// Prefix returns p, or a random "nfqgXXXXXX-" when p is empty, after
-// checking it can start namespace names: letters, digits, '-', '_' and '.'
-// only, at most max bytes. Random prefixes keep parallel tests and test
-// binaries apart.
-func Prefix(p string, max int) (string, error) {
-	if p == "" {
-		var b [3]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return "", fmt.Errorf("random prefix: %w", err)
-		}
-		p = "nfqg" + hex.EncodeToString(b[:]) + "-"
-	}
-	for _, r := range p {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
-		if !ok {
-			return "", fmt.Errorf("invalid prefix %q: only letters, digits, '-', '_' and '.' allowed", p)
-		}
-	}
-	if len(p) > max {
-		return "", fmt.Errorf("prefix %q too long (at most %d characters)", p, max)
-	}
-	return p, nil
-}
-
 func (o *Options) normalize() error {
-	p, err := Prefix(o.Prefix, 200)
+	p, err := netns.Prefix(o.Prefix, 200)
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
@@ -289,31 +261,18 @@ func (l *Lab) build(ctx context.Context, opts Options) error {
 	l.mu.Lock()
 	l.namespaces = append(l.namespaces, all...)
 	l.mu.Unlock()
-	var batch strings.Builder
+	var batch netns.Script
 	for _, ns := range all {
-		fmt.Fprintf(&batch, "netns add %s\n", ns)
+		batch.Add("netns add %s", ns)
 	}
-	if err := runIPBatch(ctx, "", batch.String()); err != nil {
+	if err := netns.IPBatch(ctx, "", batch.String()); err != nil {
 		return fmt.Errorf("lab: create namespaces %s: %w", strings.Join(all, ", "), err)
 	}
 
-	// Sysctls that must be in place before interfaces appear: skip IPv6
-	// duplicate address detection so addresses are usable at once.
+	// Sysctls that must be in place before interfaces appear.
 	for _, ns := range all {
-		if opts.IPv6 {
-			for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
-				if err := l.Sysctl(ns, k, "0"); err != nil {
-					return err
-				}
-			}
-		} else {
-			// Keep IPv6 quiet (no link-local addresses, router
-			// solicitations or DAD) in IPv4-only labs.
-			for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-				if err := l.Sysctl(ns, k, "1"); err != nil {
-					return err
-				}
-			}
+		if err := netns.PrepareIPv6(l.NSPath(ns), opts.IPv6); err != nil {
+			return fmt.Errorf("lab: %w", err)
 		}
 	}
 	if err := l.Sysctl(l.Host, "net.ipv4.ip_forward", "1"); err != nil {
@@ -328,63 +287,41 @@ func (l *Lab) build(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	// Host namespace: bridge, outside veth, container veths.
+	// Host namespace: bridge, outside veth, container veths. The IPv6
+	// addresses are zero, and so left out, in an IPv4-only lab.
+	bridge6 := netip.Addr{}
+	if opts.IPv6 {
+		bridge6 = BridgeAddr6
+	}
 	batch.Reset()
-	fmt.Fprintf(&batch, "link set lo up\n")
-	fmt.Fprintf(&batch, "link add %s type bridge\n", bridgeName)
-	fmt.Fprintf(&batch, "addr add %s/16 dev %s\n", BridgeAddr, bridgeName)
-	if opts.IPv6 {
-		fmt.Fprintf(&batch, "addr add %s/64 dev %s nodad\n", BridgeAddr6, bridgeName)
-	}
-	fmt.Fprintf(&batch, "link set %s up\n", bridgeName)
-	fmt.Fprintf(&batch, "link add %s type veth peer name eth0 netns %s\n", extName, l.Out)
-	fmt.Fprintf(&batch, "addr add %s/24 dev %s\n", l.HostOutside, extName)
-	if opts.IPv6 {
-		fmt.Fprintf(&batch, "addr add %s/64 dev %s nodad\n", l.HostOutside6, extName)
-	}
-	fmt.Fprintf(&batch, "link set %s up\n", extName)
+	batch.Up("lo")
+	batch.Add("link add %s type bridge", bridgeName)
+	batch.Up(bridgeName, netip.PrefixFrom(BridgeAddr, 16), netns.PrefixFrom(bridge6, 64))
+	outside := netns.OutsideLink{Outside: l.Out, IPv6: opts.IPv6, Routes: []netip.Prefix{ContainerPrefix}, Routes6: []netip.Prefix{ContainerPrefix6}}
+	outside.AddHostSide(&batch)
 	for i, c := range l.Containers {
 		vn := fmt.Sprintf("vc%d", i+1)
-		fmt.Fprintf(&batch, "link add %s type veth peer name eth0 netns %s\n", vn, c.NS)
-		fmt.Fprintf(&batch, "link set %s master %s\n", vn, bridgeName)
-		fmt.Fprintf(&batch, "link set %s up\n", vn)
+		batch.Add("link add %s type veth peer name eth0 netns %s", vn, c.NS)
+		batch.Add("link set %s master %s", vn, bridgeName)
+		batch.Up(vn)
 	}
-	if err := runIPBatch(ctx, l.Host, batch.String()); err != nil {
+	if err := netns.IPBatch(ctx, l.Host, batch.String()); err != nil {
 		return fmt.Errorf("lab: configure host namespace %s: %w", l.Host, err)
 	}
 
-	// Outside client.
-	batch.Reset()
-	fmt.Fprintf(&batch, "link set lo up\n")
-	fmt.Fprintf(&batch, "addr add %s/24 dev eth0\n", l.Outside)
-	if opts.IPv6 {
-		fmt.Fprintf(&batch, "addr add %s/64 dev eth0 nodad\n", l.Outside6)
-	}
-	fmt.Fprintf(&batch, "link set eth0 up\n")
-	fmt.Fprintf(&batch, "route add default via %s\n", l.HostOutside)
-	fmt.Fprintf(&batch, "route add %s via %s\n", ContainerPrefix, l.HostOutside)
-	if opts.IPv6 {
-		fmt.Fprintf(&batch, "route add default via %s\n", l.HostOutside6)
-		fmt.Fprintf(&batch, "route add %s via %s\n", ContainerPrefix6, l.HostOutside6)
-	}
-	if err := runIPBatch(ctx, l.Out, batch.String()); err != nil {
+	// Outside client, with a direct route to the containers.
+	if err := netns.IPBatch(ctx, l.Out, outside.OutsideScript()); err != nil {
 		return fmt.Errorf("lab: configure outside namespace %s: %w", l.Out, err)
 	}
 
 	// Containers.
 	for _, c := range l.Containers {
 		batch.Reset()
-		fmt.Fprintf(&batch, "link set lo up\n")
-		fmt.Fprintf(&batch, "addr add %s/16 dev eth0\n", c.Addr)
-		if opts.IPv6 {
-			fmt.Fprintf(&batch, "addr add %s/64 dev eth0 nodad\n", c.Addr6)
-		}
-		fmt.Fprintf(&batch, "link set eth0 up\n")
-		fmt.Fprintf(&batch, "route add default via %s\n", BridgeAddr)
-		if opts.IPv6 {
-			fmt.Fprintf(&batch, "route add default via %s\n", BridgeAddr6)
-		}
-		if err := runIPBatch(ctx, c.NS, batch.String()); err != nil {
+		batch.Up("lo")
+		batch.Up("eth0", netip.PrefixFrom(c.Addr, 16), netns.PrefixFrom(c.Addr6, 64))
+		batch.Routes(BridgeAddr)
+		batch.Routes(bridge6)
+		if err := netns.IPBatch(ctx, c.NS, batch.String()); err != nil {
 			return fmt.Errorf("lab: configure container namespace %s: %w", c.NS, err)
 		}
 	}
@@ -417,17 +354,9 @@ func (l *Lab) setBridgeNF(want *bool) error {
 		val = "0"
 	}
 	for _, key := range []string{"net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"} {
-		exists := true
-		err := l.Do(l.Host, func() error {
-			_, err := os.Stat(sysctlPath(key))
-			if errors.Is(err, os.ErrNotExist) {
-				exists = false
-				return nil
-			}
-			return err
-		})
+		exists, err := netns.HasSysctl(l.NSPath(l.Host), key)
 		if err != nil {
-			return fmt.Errorf("lab: sysctl %s in %s: %w", key, l.Host, err)
+			return fmt.Errorf("lab: %w", err)
 		}
 		if !exists {
 			if want != nil && *want {
@@ -442,37 +371,8 @@ func (l *Lab) setBridgeNF(want *bool) error {
 	return nil
 }
 
-// runIPBatch runs "ip [-n ns] -batch -" with the given commands.
-func runIPBatch(ctx context.Context, ns, cmds string) error {
-	args := []string{"-batch", "-"}
-	if ns != "" {
-		args = append([]string{"-n", ns}, args...)
-	}
-	cmd := exec.CommandContext(ctx, "ip", args...)
-	cmd.Stdin = strings.NewReader(cmds)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func (l *Lab) iptablesBinary(v6, restore bool) string {
-	name := "iptables"
-	if v6 {
-		name = "ip6tables"
-	}
-	if l.Backend == BackendLegacy {
-		name += "-legacy"
-	}
-	if restore {
-		name += "-restore"
-	}
-	return name
-}
-
 func (l *Lab) restore(ctx context.Context, v6 bool, rules string) error {
-	bin := l.iptablesBinary(v6, true)
+	bin := l.iptables.Binary(v6, true)
 	var out []byte
 	err := l.Do(l.Host, func() error {
 		cmd := exec.CommandContext(ctx, bin, "-w")
@@ -487,73 +387,46 @@ func (l *Lab) restore(ctx context.Context, v6 bool, rules string) error {
 	return nil
 }
 
-// NSPath returns the bind-mount path of namespace ns, /var/run/netns/<ns>.
+// NSPath returns the bind-mount path of namespace ns, /var/run/netns/<ns>:
+// how packages netns and traffic name it.
 func (l *Lab) NSPath(ns string) string {
-	return filepath.Join(netnsDir, ns)
+	return netns.Path(ns)
 }
 
 // IPTables runs the lab backend's iptables binary with args in the host
 // namespace and returns its combined output. "-w" is added so that legacy
 // invocations wait for the (system-wide) xtables lock.
 func (l *Lab) IPTables(ctx context.Context, args ...string) (string, error) {
-	return l.runIPTables(ctx, false, args)
+	return l.iptables.Run(ctx, false, args...)
 }
 
 // IP6Tables is IPTables for ip6tables.
 func (l *Lab) IP6Tables(ctx context.Context, args ...string) (string, error) {
-	return l.runIPTables(ctx, true, args)
-}
-
-func (l *Lab) runIPTables(ctx context.Context, v6 bool, args []string) (string, error) {
-	bin := l.iptablesBinary(v6, false)
-	var out []byte
-	err := l.Do(l.Host, func() error {
-		cmd := exec.CommandContext(ctx, bin, append([]string{"-w"}, args...)...)
-		var err error
-		out, err = cmd.CombinedOutput()
-		return err
-	})
-	if err != nil {
-		return string(out), fmt.Errorf("lab: %s %s in %s: %w: %s", bin, strings.Join(args, " "), l.Host, err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
-
-func sysctlPath(key string) string {
-	if strings.Contains(key, "/") {
-		return filepath.Join("/proc/sys", key)
-	}
-	return filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+	return l.iptables.Run(ctx, true, args...)
 }
 
 // Sysctl writes value to the sysctl key (dotted, "net.ipv4.ip_forward", or
 // slash-separated, "net/ipv4/conf/eth0.1/forwarding") in namespace ns.
 func (l *Lab) Sysctl(ns, key, value string) error {
-	err := l.Do(ns, func() error {
-		return os.WriteFile(sysctlPath(key), []byte(value+"\n"), 0)
-	})
-	if err != nil {
-		return fmt.Errorf("lab: sysctl %s=%s in %s: %w", key, value, ns, err)
+	if err := netns.Sysctl(l.NSPath(ns), key, value); err != nil {
+		return fmt.Errorf("lab: %w", err)
 	}
 	return nil
 }
 
-// Command returns a command running "ip netns exec ns name args...". The
-// command runs in its own process group. If it is still running when Close
-// is called (or ctx is done), its whole process group is killed.
+// Do runs fn on a locked OS thread switched into namespace ns of the lab;
+// see netns.Do.
+func (l *Lab) Do(ns string, fn func() error) error {
+	return netns.Do(l.NSPath(ns), fn)
+}
+
+// Command returns a command running "ip netns exec ns name args..." (see
+// netns.Command): in its own process group, which is killed if it is
+// still running when Close is called (or ctx is done).
 func (l *Lab) Command(ctx context.Context, ns string, name string, args ...string) *exec.Cmd {
-	cctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	context.AfterFunc(l.ctx, cancel)
-	cmd := exec.CommandContext(cctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if errors.Is(err, syscall.ESRCH) {
-			return os.ErrProcessDone
-		}
-		return err
-	}
-	return cmd
+	return netns.Command(ctx, ns, name, args...)
 }
 
 // addCloser registers fn to run on Close under key; it reports false (and
@@ -608,51 +481,21 @@ func (l *Lab) Close() error {
 	if len(existing) == 0 {
 		return errors.Join(errs...)
 	}
-	if err := killNamespacePIDs(existing); err != nil {
-		errs = append(errs, err)
+	paths := make([]string, len(existing))
+	for i, ns := range existing {
+		paths[i] = l.NSPath(ns)
 	}
-	var batch strings.Builder
+	if err := netns.KillAll(paths, nil, 5*time.Second); err != nil {
+		errs = append(errs, fmt.Errorf("lab: %w", err))
+	}
+	var batch netns.Script
 	for _, ns := range existing {
-		fmt.Fprintf(&batch, "netns del %s\n", ns)
+		batch.Add("netns del %s", ns)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := runIPBatch(ctx, "", batch.String()); err != nil {
+	if err := netns.IPBatch(ctx, "", batch.String()); err != nil {
 		errs = append(errs, fmt.Errorf("lab: delete namespaces %s: %w", strings.Join(existing, ", "), err))
 	}
 	return errors.Join(errs...)
-}
-
-// killNamespacePIDs SIGKILLs every process (other than this one) whose
-// network namespace is one of the lab's, and waits for them to go away.
-func killNamespacePIDs(namespaces []string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	self := os.Getpid()
-	for {
-		var pids []int
-		for _, ns := range namespaces {
-			out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns).Output()
-			if err != nil {
-				return fmt.Errorf("lab: list processes in namespace %s: %w", ns, err)
-			}
-			for _, f := range strings.Fields(string(out)) {
-				pid, err := strconv.Atoi(f)
-				if err == nil && pid != self {
-					pids = append(pids, pid)
-				}
-			}
-		}
-		if len(pids) == 0 {
-			return nil
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("lab: processes %v still running in lab namespaces", pids)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +16,8 @@ import (
 
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
+	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 const (
@@ -55,40 +55,28 @@ func TestDockerLayout(t *testing.T) {
 	payload := []byte("hello through docker0")
 
 	t.Run("PublishedTCP", func(t *testing.T) {
-		must(t, l.TCPExchange(l.Out, ap(l.HostOutside, 8080), payload, okTimeout))
-		got, err := l.TCPWhoAmI(l.Out, ap(l.HostOutside, 8088), okTimeout)
-		must(t, err)
-		if got.Addr() != l.Outside {
-			t.Errorf("container saw client %v, want the outside client's real address %v", got, l.Outside)
-		}
+		must(t, traffic.TCPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside, 8080), payload, okTimeout))
+		expectSeenAs(t, l, l.Out, ap(l.HostOutside, 8088), l.Outside, "the outside client's real address")
 	})
 	t.Run("UnpublishedDropped", func(t *testing.T) {
 		// Positive control: the server is up and reachable over the bridge.
-		must(t, l.TCPExchange(c2.NS, ap(c1.Addr, 81), payload, okTimeout))
+		must(t, traffic.TCPExchange(l.NSPath(c2.NS), 0, ap(c1.Addr, 81), payload, okTimeout))
 		// Routing from outside straight to a container works: Docker's
 		// DOCKER chain accepts the published container port 80 ...
-		must(t, l.TCPExchange(l.Out, ap(c1.Addr, 80), payload, okTimeout))
+		must(t, traffic.TCPExchange(l.NSPath(l.Out), 0, ap(c1.Addr, 80), payload, okTimeout))
 		// ... but port 81 is not published and falls to FORWARD's DROP policy.
-		err := l.TCPExchange(l.Out, ap(c1.Addr, 81), payload, failTimeout)
+		err := traffic.TCPExchange(l.NSPath(l.Out), 0, ap(c1.Addr, 81), payload, failTimeout)
 		if err == nil {
 			t.Fatal("outside client reached unpublished port c1:81 directly; want FORWARD DROP")
 		}
 		t.Logf("as expected: %v", err)
 	})
 	t.Run("EgressMasquerade", func(t *testing.T) {
-		got, err := l.TCPWhoAmI(c1.NS, ap(l.Outside, 9000), okTimeout)
-		must(t, err)
-		if got.Addr() != l.HostOutside {
-			t.Errorf("outside server saw %v, want masqueraded source %v", got, l.HostOutside)
-		}
+		expectSeenAs(t, l, c1.NS, ap(l.Outside, 9000), l.HostOutside, "the masqueraded source")
 	})
 	t.Run("ContainerToContainer", func(t *testing.T) {
-		must(t, l.TCPExchange(c1.NS, ap(c2.Addr, 7000), payload, okTimeout))
-		got, err := l.TCPWhoAmI(c1.NS, ap(c2.Addr, 7001), okTimeout)
-		must(t, err)
-		if got.Addr() != c1.Addr {
-			t.Errorf("c2 saw %v, want c1's address %v", got, c1.Addr)
-		}
+		must(t, traffic.TCPExchange(l.NSPath(c1.NS), 0, ap(c2.Addr, 7000), payload, okTimeout))
+		expectSeenAs(t, l, c1.NS, ap(c2.Addr, 7001), c1.Addr, "c1's address")
 		// With bridge netfilter on, bridged traffic traverses FORWARD.
 		out, err := l.IPTables(t.Context(), "-L", "FORWARD", "-v", "-n", "-x")
 		must(t, err)
@@ -97,7 +85,7 @@ func TestDockerLayout(t *testing.T) {
 		}
 	})
 	t.Run("PublishedUDP", func(t *testing.T) {
-		must(t, l.UDPExchange(l.Out, ap(l.HostOutside, 5353), payload, okTimeout))
+		must(t, traffic.UDPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside, 5353), payload, okTimeout))
 	})
 	t.Run("Ping", func(t *testing.T) {
 		must(t, l.Ping(c2.NS, c1.Addr, okTimeout))
@@ -116,6 +104,17 @@ func TestDockerLayout(t *testing.T) {
 	})
 }
 
+// expectSeenAs fails t unless the ServeTCPWhoAmI server at dst, reached
+// from namespace ns, sees the client as want (what says what want is).
+func expectSeenAs(t *testing.T, l *netlab.Lab, ns string, dst netip.AddrPort, want netip.Addr, what string) {
+	t.Helper()
+	got, err := l.TCPWhoAmI(ns, dst, okTimeout)
+	must(t, err)
+	if got.Addr() != want {
+		t.Errorf("server %s saw client %v, want %s %v", dst, got, what, want)
+	}
+}
+
 // bridgedPackets returns the packet counter of "FORWARD -i docker0 -o docker0 -j ACCEPT".
 func bridgedPackets(listing string) int {
 	sc := bufio.NewScanner(strings.NewReader(listing))
@@ -132,13 +131,9 @@ func bridgedPackets(listing string) int {
 
 func readSysctl(t *testing.T, l *netlab.Lab, ns, key string) string {
 	t.Helper()
-	var v []byte
-	must(t, l.Do(ns, func() error {
-		var err error
-		v, err = os.ReadFile("/proc/sys/" + key)
-		return err
-	}))
-	return strings.TrimSpace(string(v))
+	v, err := netns.ReadSysctl(l.NSPath(ns), key)
+	must(t, err)
+	return v
 }
 
 func TestIPv6(t *testing.T) {
@@ -153,14 +148,10 @@ func TestIPv6(t *testing.T) {
 	payload := []byte("v6")
 
 	t.Run("Egress", func(t *testing.T) {
-		got, err := l.TCPWhoAmI(c1.NS, ap(l.Outside6, 9000), okTimeout)
-		must(t, err)
-		if got.Addr() != l.HostOutside6 {
-			t.Errorf("outside server saw %v, want masqueraded source %v", got, l.HostOutside6)
-		}
+		expectSeenAs(t, l, c1.NS, ap(l.Outside6, 9000), l.HostOutside6, "the masqueraded source")
 	})
 	t.Run("PublishedTCP", func(t *testing.T) {
-		must(t, l.TCPExchange(l.Out, ap(l.HostOutside6, 8080), payload, okTimeout))
+		must(t, traffic.TCPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside6, 8080), payload, okTimeout))
 	})
 	t.Run("Ping6", func(t *testing.T) {
 		must(t, l.Ping(c2.NS, c1.Addr6, okTimeout))
@@ -208,7 +199,7 @@ func TestLegacyBackend(t *testing.T) {
 		t.Errorf("legacy DOCKER-USER = %q", out)
 	}
 	must(t, l.ServeTCPEcho(c1.NS, ap(c1.Addr, 80)))
-	must(t, l.TCPExchange(l.Out, ap(l.HostOutside, 8080), []byte("legacy"), okTimeout))
+	must(t, traffic.TCPExchange(l.NSPath(l.Out), 0, ap(l.HostOutside, 8080), []byte("legacy"), okTimeout))
 }
 
 func TestCloseRemovesEverything(t *testing.T) {
@@ -304,86 +295,4 @@ func TestNewFailureCleansUp(t *testing.T) {
 			t.Errorf("namespace %s left behind by failed New", n)
 		}
 	}
-}
-
-func TestDoRestoresNamespace(t *testing.T) {
-	t.Parallel()
-	l := netlabtest.New(t, netlab.Options{Containers: 1})
-	initial := threadNetNS(t)
-	hostNS := fileIno(t, l.NSPath(l.Host))
-	if initial == hostNS {
-		t.Fatal("test process already in the lab's host namespace")
-	}
-
-	// Inside Do the thread is in the namespace, and sees the lab's links.
-	var inside uint64
-	must(t, l.Do(l.Host, func() error {
-		var err error
-		inside, err = threadNSIno()
-		return err
-	}))
-	if inside != hostNS {
-		t.Errorf("inside Do: netns inode %d, want %d", inside, hostNS)
-	}
-	// Errors and panics come back to the caller.
-	sentinel := errors.New("sentinel")
-	if err := l.Do(l.Host, func() error { return sentinel }); !errors.Is(err, sentinel) {
-		t.Errorf("Do error = %v, want sentinel", err)
-	}
-	func() {
-		defer func() {
-			if p := recover(); p != "boom" {
-				t.Errorf("recovered %v, want boom", p)
-			}
-		}()
-		_ = l.Do(l.Host, func() error { panic("boom") })
-	}()
-
-	// Hammer Do, then check that every thread the runtime hands out is
-	// back in the original namespace.
-	var wg sync.WaitGroup
-	for range 4 * runtime.GOMAXPROCS(0) {
-		wg.Go(func() { _ = l.Do(l.Containers[0].NS, func() error { runtime.Gosched(); return nil }) })
-	}
-	wg.Wait()
-	var bad sync.Map
-	for range 4 * runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			if ino, err := threadNSIno(); err != nil || ino != initial {
-				bad.Store(ino, err)
-			}
-			time.Sleep(time.Millisecond)
-		})
-	}
-	wg.Wait()
-	bad.Range(func(k, v any) bool {
-		t.Errorf("thread left in netns inode %v (err %v)", k, v)
-		return true
-	})
-}
-
-func threadNSIno() (uint64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return 0, err
-	}
-	return st.Ino, nil
-}
-
-func threadNetNS(t *testing.T) uint64 {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	ino, err := threadNSIno()
-	must(t, err)
-	return ino
-}
-
-func fileIno(t *testing.T, path string) uint64 {
-	t.Helper()
-	var st syscall.Stat_t
-	must(t, syscall.Stat(path, &st))
-	return st.Ino
 }

@@ -98,20 +98,3 @@ func TestOptionsValidation(t *testing.T) {
 		t.Errorf("defaults = %+v", o)
 	}
 }
-
-func TestPrefix(t *testing.T) {
-	p1, err1 := Prefix("", 32)
-	p2, err2 := Prefix("", 32)
-	if err1 != nil || err2 != nil || p1 == p2 || !strings.HasPrefix(p1, "nfqg") || !strings.HasSuffix(p1, "-") {
-		t.Errorf("random prefixes %q, %q (%v, %v): want two different nfqgXXXXXX- names", p1, p2, err1, err2)
-	}
-	if p, err := Prefix("t1-", 32); err != nil || p != "t1-" {
-		t.Errorf("Prefix(t1-) = %q, %v", p, err)
-	}
-	if _, err := Prefix("bad/name", 32); err == nil || !strings.Contains(err.Error(), "only letters") {
-		t.Errorf("Prefix(bad/name) = %v, want an invalid-character error", err)
-	}
-	if _, err := Prefix(strings.Repeat("a", 33), 32); err == nil || !strings.Contains(err.Error(), "at most 32") {
-		t.Errorf("33-byte prefix: %v, want a too-long error", err)
-	}
-}

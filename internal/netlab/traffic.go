@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/nfqguard/nfqguard/internal/traffic"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -19,18 +20,11 @@ import (
 
 // ServeTCPEcho starts a TCP server in namespace ns listening on addr that
 // echoes back whatever each connection sends until the peer half-closes;
-// then it closes the connection. It serves many connections concurrently
-// from goroutines of the calling process (no child process) and runs until
-// Close.
+// then it half-closes too (traffic.EchoConn). It serves many connections
+// concurrently from goroutines of the calling process (no child process)
+// and runs until Close.
 func (l *Lab) ServeTCPEcho(ns string, addr netip.AddrPort) error {
-	return l.serveTCP(ns, addr, "echo", func(c net.Conn) {
-		_, _ = io.Copy(c, c)
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-			// Drain until the peer closes so the close is orderly.
-			_, _ = io.Copy(io.Discard, c)
-		}
-	})
+	return l.serveTCP(ns, addr, "echo", traffic.EchoConn)
 }
 
 // ServeTCPWhoAmI starts a TCP server in namespace ns listening on addr that
@@ -43,51 +37,14 @@ func (l *Lab) ServeTCPWhoAmI(ns string, addr netip.AddrPort) error {
 	})
 }
 
+// serveTCP starts a traffic.ServeTCP server in namespace ns on addr that
+// runs handle on every connection, and stops it with the lab.
 func (l *Lab) serveTCP(ns string, addr netip.AddrPort, kind string, handle func(net.Conn)) error {
-	var ln net.Listener
-	err := l.Do(ns, func() error {
-		var err error
-		ln, err = net.Listen(tcpNet(addr.Addr()), addr.String())
-		return err
-	})
+	ln, err := traffic.ListenTCP(l.NSPath(ns), addr)
 	if err != nil {
-		return fmt.Errorf("lab: TCP %s server on %s in %s: %w", kind, addr, ns, err)
+		return fmt.Errorf("lab: TCP %s server: %w", kind, err)
 	}
-	if !l.addCloser(ln, ln.Close) {
-		ln.Close()
-		return fmt.Errorf("lab: TCP %s server on %s in %s: lab closed", kind, addr, ns)
-	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
-				// Temporary failures such as EMFILE: back off briefly.
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			if !l.addCloser(c, c.Close) {
-				c.Close()
-				return
-			}
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				defer l.removeCloser(c)
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return nil
+	return l.closeWithLab(traffic.ServeTCP(ln, handle), "TCP "+kind, addr, ns)
 }
 
 // ServeUDPEcho starts a UDP server in namespace ns bound to addr that sends
@@ -99,98 +56,25 @@ func (l *Lab) ServeUDPEcho(ns string, addr netip.AddrPort) error {
 
 // serveUDP starts a UDP server in namespace ns bound to addr that answers
 // each datagram with what answer returns for it (nothing when ok is false).
-// It runs until Close; the socket is returned for callers that must undo it.
-func (l *Lab) serveUDP(ns string, addr netip.AddrPort, kind string, answer func(req []byte) (resp []byte, ok bool)) (*net.UDPConn, error) {
-	pc, err := l.listenUDP(ns, addr)
+// It runs until Close; the server is returned for callers that must undo it.
+func (l *Lab) serveUDP(ns string, addr netip.AddrPort, kind string, answer func(req []byte) (resp []byte, ok bool)) (*traffic.Server, error) {
+	pc, err := traffic.ListenUDP(l.NSPath(ns), addr)
 	if err != nil {
-		return nil, fmt.Errorf("lab: UDP %s server on %s in %s: %w", kind, addr, ns, err)
+		return nil, fmt.Errorf("lab: UDP %s server: %w", kind, err)
 	}
-	if !l.addCloser(pc, pc.Close) {
-		pc.Close()
-		return nil, fmt.Errorf("lab: UDP %s server on %s in %s: lab closed", kind, addr, ns)
+	s := traffic.ServeUDP(pc, answer)
+	if err := l.closeWithLab(s, "UDP "+kind, addr, ns); err != nil {
+		return nil, err
 	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			if resp, ok := answer(buf[:n]); ok {
-				_, _ = pc.WriteToUDPAddrPort(resp, from)
-			}
-		}
-	}()
-	return pc, nil
+	return s, nil
 }
 
-// listenUDP opens a UDP socket bound to addr in namespace ns.
-func (l *Lab) listenUDP(ns string, addr netip.AddrPort) (*net.UDPConn, error) {
-	var pc *net.UDPConn
-	err := l.Do(ns, func() error {
-		var err error
-		pc, err = net.ListenUDP(udpNet(addr.Addr()), net.UDPAddrFromAddrPort(addr))
-		return err
-	})
-	return pc, err
-}
-
-// TCPConn opens a TCP connection from namespace ns to dst, giving up after
-// timeout. The connection's socket lives in ns; the caller closes it.
-func (l *Lab) TCPConn(ns string, dst netip.AddrPort, timeout time.Duration) (net.Conn, error) {
-	return l.tcpConn(ns, dst, time.Now().Add(timeout))
-}
-
-func (l *Lab) tcpConn(ns string, dst netip.AddrPort, deadline time.Time) (net.Conn, error) {
-	var c net.Conn
-	err := l.Do(ns, func() error {
-		var err error
-		d := net.Dialer{Deadline: deadline}
-		c, err = d.Dial(tcpNet(dst.Addr()), dst.String())
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("lab: TCP connect from %s to %s: %w", ns, dst, err)
-	}
-	return c, nil
-}
-
-// TCPExchange connects from namespace ns to dst, sends payload, half-closes
-// and reads the reply until EOF. It returns nil only if the reply equals
-// payload; the whole exchange is bounded by timeout.
-func (l *Lab) TCPExchange(ns string, dst netip.AddrPort, payload []byte, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	c, err := l.tcpConn(ns, dst, deadline)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("lab: TCP exchange %s -> %s: %w", ns, dst, err)
-	}
-	wr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(payload)
-		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
-		}
-		wr <- err
-	}()
-	got, rerr := io.ReadAll(io.LimitReader(c, int64(len(payload))+1))
-	werr := <-wr
-	if werr != nil {
-		return fmt.Errorf("lab: TCP exchange %s -> %s: send: %w", ns, dst, werr)
-	}
-	if rerr != nil {
-		return fmt.Errorf("lab: TCP exchange %s -> %s: receive (%d of %d bytes): %w", ns, dst, len(got), len(payload), rerr)
-	}
-	if !bytes.Equal(got, payload) {
-		return fmt.Errorf("lab: TCP exchange %s -> %s: echo mismatch (sent %d bytes, got %d)", ns, dst, len(payload), len(got))
+// closeWithLab registers s to be closed by Close, or closes it at once
+// (and says so) when the lab is already closed.
+func (l *Lab) closeWithLab(s *traffic.Server, what string, addr netip.AddrPort, ns string) error {
+	if !l.addCloser(s, s.Close) {
+		s.Close()
+		return fmt.Errorf("lab: %s server on %s in %s: lab closed", what, addr, ns)
 	}
 	return nil
 }
@@ -199,7 +83,7 @@ func (l *Lab) TCPExchange(ns string, dst netip.AddrPort, payload []byte, timeout
 // and returns the client address that server observed.
 func (l *Lab) TCPWhoAmI(ns string, dst netip.AddrPort, timeout time.Duration) (netip.AddrPort, error) {
 	deadline := time.Now().Add(timeout)
-	c, err := l.tcpConn(ns, dst, deadline)
+	c, err := traffic.DialTCP(l.NSPath(ns), 0, dst, deadline)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -216,38 +100,6 @@ func (l *Lab) TCPWhoAmI(ns string, dst netip.AddrPort, timeout time.Duration) (n
 		return netip.AddrPort{}, fmt.Errorf("lab: whoami %s -> %s: bad reply %q: %w", ns, dst, b, err)
 	}
 	return ap, nil
-}
-
-// UDPExchange sends payload in one datagram from namespace ns to dst and
-// waits for one reply. It returns nil only if the reply equals payload;
-// the exchange is bounded by timeout.
-func (l *Lab) UDPExchange(ns string, dst netip.AddrPort, payload []byte, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var c *net.UDPConn
-	err := l.Do(ns, func() error {
-		var err error
-		c, err = net.DialUDP(udpNet(dst.Addr()), nil, net.UDPAddrFromAddrPort(dst))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("lab: UDP exchange %s -> %s: %w", ns, dst, err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("lab: UDP exchange %s -> %s: %w", ns, dst, err)
-	}
-	if _, err := c.Write(payload); err != nil {
-		return fmt.Errorf("lab: UDP exchange %s -> %s: send: %w", ns, dst, err)
-	}
-	buf := make([]byte, len(payload)+1)
-	n, err := c.Read(buf)
-	if err != nil {
-		return fmt.Errorf("lab: UDP exchange %s -> %s: receive: %w", ns, dst, err)
-	}
-	if !bytes.Equal(buf[:n], payload) {
-		return fmt.Errorf("lab: UDP exchange %s -> %s: echo mismatch (sent %d bytes, got %d)", ns, dst, len(payload), n)
-	}
-	return nil
 }
 
 // Ping sends one ICMP (or ICMPv6) echo request from namespace ns to dst
@@ -325,18 +177,4 @@ func (l *Lab) PingID(ns string, dst netip.Addr, id uint16, timeout time.Duration
 		}
 		return nil
 	}
-}
-
-func tcpNet(a netip.Addr) string {
-	if a.Is4() || a.Is4In6() {
-		return "tcp4"
-	}
-	return "tcp6"
-}
-
-func udpNet(a netip.Addr) string {
-	if a.Is4() || a.Is4In6() {
-		return "udp4"
-	}
-	return "udp6"
 }

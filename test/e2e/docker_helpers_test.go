@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
+	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // startDockerEngine writes cfgText to a file and runs
@@ -41,7 +43,7 @@ func dkSave(t testing.TB, d *dockerlab.Docker, v6 bool) string {
 	if v6 {
 		bin = "ip6tables-save"
 	}
-	out, err := dockerlab.RunIn(context.Background(), d.NSPath(), bin)
+	out, err := netns.Run(context.Background(), d.NSPath(), bin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,12 +117,12 @@ func splitRule(s string) []string {
 // dkTCP exchanges payload over TCP from the namespace at nsPath, source
 // port sport, with the echo server at dst.
 func dkTCP(nsPath string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
-	return dockerlab.TCPExchange(nsPath, sport, dst, payload, timeout)
+	return traffic.TCPExchange(nsPath, sport, dst, payload, timeout)
 }
 
 // dkUDP is dkTCP for one UDP datagram.
 func dkUDP(nsPath string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
-	return dockerlab.UDPExchange(nsPath, sport, dst, payload, timeout)
+	return traffic.UDPExchange(nsPath, sport, dst, payload, timeout)
 }
 
 // ipv4Of returns c's IPv4 address on network, failing the test if it has

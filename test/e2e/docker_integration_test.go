@@ -21,6 +21,8 @@ import (
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/dockerlab/dockerlabtest"
+	"github.com/nfqguard/nfqguard/internal/netns"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // Addresses of the outside link (see package dockerlab).
@@ -284,7 +286,7 @@ func testDockerContainerToContainer(t *testing.T, d *dockerlab.Docker) {
 		t.Fatalf("user-defined network's bridge is %q, want br-…", n.Bridge)
 	}
 	const key = "net.bridge.bridge-nf-call-iptables"
-	if v, err := dockerlab.ReadSysctl(d.NSPath(), key); err != nil || v != "1" {
+	if v, err := netns.ReadSysctl(d.NSPath(), key); err != nil || v != "1" {
 		t.Fatalf("%s in the Docker namespace = %q (%v), want 1 (Docker's setting)", key, v, err)
 	}
 	must(t, dkTCP(a.NSPath(), 0, ap(bip, 80), allowTimeout)) // Docker alone lets it through
@@ -319,9 +321,9 @@ ips = ["%s"]
 		e.stopClean()
 	})
 	t.Run("BridgeNFOff", func(t *testing.T) {
-		must(t, dockerlab.Sysctl(d.NSPath(), key, "0"))
+		must(t, netns.Sysctl(d.NSPath(), key, "0"))
 		t.Cleanup(func() {
-			if err := dockerlab.Sysctl(d.NSPath(), key, "1"); err != nil {
+			if err := netns.Sysctl(d.NSPath(), key, "1"); err != nil {
 				t.Error(err)
 			}
 		})
@@ -428,7 +430,7 @@ ips = ["%s"]
 	checkDockerUserLayout(t, d, false, "first engine")
 	expectAllowed(t, "first engine: outside -> 8080", dkTCP(d.OutPath(), 27001, ap(dkHost, 8080), allowTimeout))
 	expectBlocked(t, "first engine: outside -> 8000", dkTCP(d.OutPath(), 27002, ap(dkHost, 8000), blockTimeout))
-	open, err := dockerlab.TCPConn(d.OutPath(), 27003, ap(dkHost, 8080), time.Now().Add(allowTimeout))
+	open, err := traffic.DialTCP(d.OutPath(), 27003, ap(dkHost, 8080), time.Now().Add(allowTimeout))
 	must(t, err)
 	defer open.Close()
 
@@ -444,7 +446,7 @@ ips = ["%s"]
 		t.Errorf("second engine: the NFQUEUE rule counted no packet of a new flow")
 	}
 	expectBlocked(t, "second engine: outside -> 8000", dkTCP(d.OutPath(), 27006, ap(dkHost, 8000), blockTimeout))
-	expectAllowed(t, "connection opened before the kill", dockerlab.Echo(open, payload, time.Now().Add(allowTimeout)))
+	expectAllowed(t, "connection opened before the kill", traffic.Echo(open, payload, time.Now().Add(allowTimeout)))
 	cases := []flowCase{
 		{name: "outside -> 8080", proto: "tcp", src: dkOut, sport: 27005, dst: ap(ip, 80)},
 		{name: "outside -> 8000", proto: "tcp", src: dkOut, sport: 27006, dst: ap(ip, 8000),

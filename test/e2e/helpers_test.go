@@ -28,8 +28,8 @@ import (
 
 	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/internal/cli"
-	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/netlab"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // nfqBin and labBin are the nfqguard daemon and nfqguard-lab binaries
@@ -592,18 +592,18 @@ func nonEmptyLines(s string) []string {
 // tcpExchange connects from ns (from source port sport, 0 for any) to dst,
 // sends payload, half-closes and expects it echoed back before timeout.
 func tcpExchange(l *netlab.Lab, ns string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
-	return dockerlab.TCPExchange(l.NSPath(ns), sport, dst, payload, timeout)
+	return traffic.TCPExchange(l.NSPath(ns), sport, dst, payload, timeout)
 }
 
 // dialTCP opens a TCP connection from ns with source port sport.
 func dialTCP(l *netlab.Lab, ns string, sport uint16, dst netip.AddrPort, deadline time.Time) (*net.TCPConn, error) {
-	return dockerlab.TCPConn(l.NSPath(ns), sport, dst, deadline)
+	return traffic.DialTCP(l.NSPath(ns), sport, dst, deadline)
 }
 
 // udpExchange sends one datagram from ns (source port sport) to dst and
 // expects it echoed before timeout.
 func udpExchange(l *netlab.Lab, ns string, sport uint16, dst netip.AddrPort, timeout time.Duration) error {
-	return dockerlab.UDPExchange(l.NSPath(ns), sport, dst, payload, timeout)
+	return traffic.UDPExchange(l.NSPath(ns), sport, dst, payload, timeout)
 }
 
 func isTimeout(err error) bool {

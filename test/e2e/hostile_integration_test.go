@@ -21,6 +21,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // fragConfig lists web with one ingress rule for udp 53 (action %[1]s);
@@ -94,7 +95,7 @@ func testFragments(t *testing.T, v6 bool, action string) {
 	big := bytes.Repeat([]byte("fragment"), fragPayload/8)
 	const exchanges = 3
 	for i := range exchanges {
-		err := l.UDPExchange(l.Out, dst, big, map[string]time.Duration{"allow": allowTimeout, "drop": blockTimeout}[action])
+		err := traffic.UDPExchange(l.NSPath(l.Out), 0, dst, big, map[string]time.Duration{"allow": allowTimeout, "drop": blockTimeout}[action])
 		what := fmt.Sprintf("exchange %d of a %d-byte datagram with %s", i, len(big), dst)
 		if action == "allow" {
 			expectAllowed(t, what, err)

@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/flowlog"
-	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 	"github.com/nfqguard/nfqguard/queue"
 )
 
@@ -596,7 +596,7 @@ func TestFailClosedAndFailOpen(t *testing.T) {
 			} else {
 				expectBlocked(t, "fail_open = false, engine killed: outside -> 8080", err)
 			}
-			expectAllowed(t, "flow opened (and fast-pathed) before the engine was killed", dockerlab.Echo(open, payload, time.Now().Add(allowTimeout)))
+			expectAllowed(t, "flow opened (and fast-pathed) before the engine was killed", traffic.Echo(open, payload, time.Now().Add(allowTimeout)))
 		})
 	}
 }
@@ -986,7 +986,7 @@ ingress = "drop"
 egress = "drop"
 `)
 			expectBlocked(t, "new outside -> 8080", tcpExchange(l, l.Out, 49002, ap(l.HostOutside, 8080), blockTimeout))
-			expectAllowed(t, "connection opened before the engine started", dockerlab.Echo(old, payload, time.Now().Add(allowTimeout)))
+			expectAllowed(t, "connection opened before the engine started", traffic.Echo(old, payload, time.Now().Add(allowTimeout)))
 			e.stopClean()
 		})
 	}

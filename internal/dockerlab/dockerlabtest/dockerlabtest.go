@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
-	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
+	"github.com/nfqguard/nfqguard/internal/netns/netnstest"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 )
 
 // cleanupTimeout bounds each removal done in cleanup (a fresh context: the
@@ -25,7 +26,7 @@ const cleanupTimeout = 30 * time.Second
 // their helpers; outside CI it skips (t.Skip) with the reason.
 func Require(t testing.TB) {
 	t.Helper()
-	netlabtest.RequireBinaries(t, "ip", "iptables", "nsenter", "dockerd", "docker", "containerd", "runc")
+	netnstest.Require(t, "ip", "iptables", "nsenter", "dockerd", "docker", "containerd", "runc")
 }
 
 // Start starts a private Docker with opts, registers Close with t.Cleanup
@@ -34,18 +35,16 @@ func Require(t testing.TB) {
 func Start(t testing.TB, opts dockerlab.Options) *dockerlab.Docker {
 	t.Helper()
 	Require(t)
-	d, err := dockerlab.Start(t.Context(), opts)
-	if err != nil {
-		t.Fatalf("dockerlabtest: %v", err)
-	}
+	d := netnstest.Open(t, "dockerlabtest", func(ctx context.Context) (*dockerlab.Docker, error) {
+		return dockerlab.Start(ctx, opts)
+	})
+	// Registered after Close, so it runs first, while the log still exists.
 	t.Cleanup(func() {
-		if t.Failed() {
-			if b, err := os.ReadFile(d.LogPath()); err == nil {
-				t.Logf("dockerd log (%s):\n%s", d.LogPath(), tail(string(b), 60))
-			}
+		if !t.Failed() {
+			return
 		}
-		if err := d.Close(); err != nil {
-			t.Errorf("dockerlabtest: close Docker %s: %v", d.Prefix(), err)
+		if b, err := os.ReadFile(d.LogPath()); err == nil {
+			t.Logf("dockerd log (%s):\n%s", d.LogPath(), tail(string(b), 60))
 		}
 	})
 	return d
@@ -65,22 +64,30 @@ func Image(t testing.TB, d *dockerlab.Docker) string {
 // when the test ends.
 func Run(t testing.TB, d *dockerlab.Docker, name string, args ...string) *dockerlab.Container {
 	t.Helper()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		// The container may not exist if run failed early.
-		if _, err := d.Inspect(ctx, name); err != nil {
-			return
-		}
-		if err := d.Remove(ctx, name); err != nil {
-			t.Errorf("dockerlabtest: %v", err)
-		}
-	})
+	removeAtEnd(t, name, d.Inspect, func(ctx context.Context, name string) error { return d.Remove(ctx, name) })
 	c, err := d.Run(t.Context(), name, args...)
 	if err != nil {
 		t.Fatalf("dockerlabtest: %v", err)
 	}
 	return c
+}
+
+// removeAtEnd registers the removal of the container or network name
+// for when the test ends. Registered before name is made, it runs even
+// when making it failed half way: then inspect finds nothing and nothing
+// is removed. It has a context of its own (the test's is canceled by then)
+// and reports remove's error.
+func removeAtEnd[T any](t testing.TB, name string, inspect func(context.Context, string) (T, error), remove func(context.Context, string) error) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if _, err := inspect(ctx, name); err != nil {
+			return
+		}
+		if err := remove(ctx, name); err != nil {
+			t.Errorf("dockerlabtest: %v", err)
+		}
+	})
 }
 
 // RunServer starts a container of the test image serving on its default
@@ -106,16 +113,7 @@ func RunServer(t testing.TB, d *dockerlab.Docker, name string, opts ...string) *
 // attached to it, so that they are removed first.
 func Network(t testing.TB, d *dockerlab.Docker, name string, args ...string) *dockerlab.Network {
 	t.Helper()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		if _, err := d.InspectNetwork(ctx, name); err != nil {
-			return
-		}
-		if err := d.NetworkRemove(ctx, name); err != nil {
-			t.Errorf("dockerlabtest: %v", err)
-		}
-	})
+	removeAtEnd(t, name, d.InspectNetwork, d.NetworkRemove)
 	n, err := d.NetworkCreate(t.Context(), name, args...)
 	if err != nil {
 		t.Fatalf("dockerlabtest: %v", err)
@@ -123,22 +121,23 @@ func Network(t testing.TB, d *dockerlab.Docker, name string, args ...string) *do
 	return n
 }
 
-// ServeTCPEcho starts a TCP echo server in the namespace at nsPath and
-// stops it when the test ends.
+// ServeTCPEcho starts a TCP echo server (traffic.ServeTCPEcho) in the
+// namespace at nsPath and stops it when the test ends.
 func ServeTCPEcho(t testing.TB, nsPath string, addr netip.AddrPort) {
 	t.Helper()
-	s, err := dockerlab.ServeTCPEcho(nsPath, addr)
-	if err != nil {
-		t.Fatalf("dockerlabtest: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
+	serve(t, traffic.ServeTCPEcho, nsPath, addr)
 }
 
-// ServeUDPEcho starts a UDP echo server in the namespace at nsPath and
-// stops it when the test ends.
+// ServeUDPEcho starts a UDP echo server (traffic.ServeUDPEcho) in the
+// namespace at nsPath and stops it when the test ends.
 func ServeUDPEcho(t testing.TB, nsPath string, addr netip.AddrPort) {
 	t.Helper()
-	s, err := dockerlab.ServeUDPEcho(nsPath, addr)
+	serve(t, traffic.ServeUDPEcho, nsPath, addr)
+}
+
+func serve(t testing.TB, start func(string, netip.AddrPort) (*traffic.Server, error), nsPath string, addr netip.AddrPort) {
+	t.Helper()
+	s, err := start(nsPath, addr)
 	if err != nil {
 		t.Fatalf("dockerlabtest: %v", err)
 	}

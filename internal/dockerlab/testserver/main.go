@@ -162,52 +162,55 @@ func connect(args []string) error {
 		return errors.New("usage: connect [-udp] [-sport N] [-timeout D] [-msg TEXT] HOST:PORT")
 	}
 	dst := fs.Arg(0)
+	network := "tcp"
+	if *udp {
+		network = "udp"
+	}
 	deadline := time.Now().Add(*timeout)
 	d := net.Dialer{Deadline: deadline}
-	if *udp {
-		if *sport != 0 {
-			d.LocalAddr = &net.UDPAddr{Port: *sport}
-		}
-		c, err := d.Dial("udp", dst)
-		if err != nil {
-			return fmt.Errorf("udp %s: %w", dst, err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(deadline)
-		if _, err := c.Write([]byte(*msg)); err != nil {
-			return fmt.Errorf("udp %s: send: %w", dst, err)
-		}
-		buf := make([]byte, len(*msg)+1)
-		n, err := c.Read(buf)
-		if err != nil {
-			return fmt.Errorf("udp %s: receive: %w", dst, err)
-		}
-		if !bytes.Equal(buf[:n], []byte(*msg)) {
-			return fmt.Errorf("udp %s: echo mismatch", dst)
-		}
-		return nil
-	}
-	if *sport != 0 {
+	switch {
+	case *sport != 0 && *udp:
+		d.LocalAddr = &net.UDPAddr{Port: *sport}
+	case *sport != 0:
 		d.LocalAddr = &net.TCPAddr{Port: *sport}
 	}
-	c, err := d.Dial("tcp", dst)
+	c, err := d.Dial(network, dst)
 	if err != nil {
-		return fmt.Errorf("tcp %s: %w", dst, err)
+		return fmt.Errorf("%s %s: %w", network, dst, err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(deadline)
-	if _, err := c.Write([]byte(*msg)); err != nil {
-		return fmt.Errorf("tcp %s: send: %w", dst, err)
-	}
-	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-		return fmt.Errorf("tcp %s: half-close: %w", dst, err)
-	}
-	got, err := io.ReadAll(io.LimitReader(c, int64(len(*msg))+1))
+	got, err := exchange(c, []byte(*msg))
 	if err != nil {
-		return fmt.Errorf("tcp %s: receive: %w", dst, err)
+		return fmt.Errorf("%s %s: %w", network, dst, err)
 	}
 	if !bytes.Equal(got, []byte(*msg)) {
-		return fmt.Errorf("tcp %s: echo mismatch (sent %d bytes, got %d)", dst, len(*msg), len(got))
+		return fmt.Errorf("%s %s: echo mismatch (sent %d bytes, got %d)", network, dst, len(*msg), len(got))
 	}
 	return nil
+}
+
+// exchange sends msg over c and returns the reply: over TCP all that comes
+// back before EOF, after a half-close; over UDP one datagram.
+func exchange(c net.Conn, msg []byte) ([]byte, error) {
+	if _, err := c.Write(msg); err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		buf := make([]byte, len(msg)+1)
+		n, err := c.Read(buf)
+		if err != nil {
+			return nil, fmt.Errorf("receive: %w", err)
+		}
+		return buf[:n], nil
+	}
+	if err := tc.CloseWrite(); err != nil {
+		return nil, fmt.Errorf("half-close: %w", err)
+	}
+	got, err := io.ReadAll(io.LimitReader(c, int64(len(msg))+1))
+	if err != nil {
+		return nil, fmt.Errorf("receive: %w", err)
+	}
+	return got, nil
 }
