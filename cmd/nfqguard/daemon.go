@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/control"
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/metrics"
 	"github.com/nfqguard/nfqguard/pcaplog"
@@ -73,7 +74,7 @@ func (d *daemon) reload(now time.Time) control.ReloadResult {
 		args = append(args, "restart_needed", restart)
 	}
 	if t.Engine.RejudgeOnReload && t.Engine.FastPath {
-		n, err := queue.ReturnFastPathFlows(t.Engine.BypassMark)
+		n, err := firewall.ReturnFastPathFlows(t.Engine.BypassMark)
 		if err != nil {
 			d.log.Warn("rejudge_on_reload: fast-path flows stay on the fast path", "err", err)
 		}

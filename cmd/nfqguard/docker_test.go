@@ -22,7 +22,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/docker"
 	"github.com/nfqguard/nfqguard/docker/fakedocker"
-	"github.com/nfqguard/nfqguard/queue"
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -87,8 +87,8 @@ func TestRunRefusesDockerNftables(t *testing.T) {
 	srv.SetFirewallBackend("nftables")
 	cfg := writeDockerRules(t, srv.Path)
 	_, _, err := runCLI(t, "run", "-c", cfg)
-	if !errors.Is(err, queue.ErrDockerNftables) || !strings.Contains(err.Error(), "nftables firewall backend") {
-		t.Fatalf("run against Docker's nftables backend: %v, want queue.ErrDockerNftables", err)
+	if !errors.Is(err, firewall.ErrDockerNftables) || !strings.Contains(err.Error(), "nftables firewall backend") {
+		t.Fatalf("run against Docker's nftables backend: %v, want firewall.ErrDockerNftables", err)
 	}
 	srv.SetFirewallBackend("iptables")
 	if _, _, err := runCLI(t, "check", "-c", cfg); err != nil {

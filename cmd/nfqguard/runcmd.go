@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/control"
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/metrics"
 	"github.com/nfqguard/nfqguard/pcaplog"
@@ -86,7 +87,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	mo.Reloads.SetLoaded(loaded)
 	qo := queue.Options{
 		Sink:     events,
-		Firewall: queue.FirewallOptions{CreateChain: *createChain},
+		Firewall: firewall.Options{CreateChain: *createChain},
 		Logger:   log,
 		Monitor:  queue.NewMonitor(),
 	}
