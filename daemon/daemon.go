@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/control"
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/metrics"
 	"github.com/nfqguard/nfqguard/pcaplog"
@@ -204,7 +205,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Sink:     d.events,
 		Capture:  captureOrNil(d.capt),
 		Monitor:  d.mon,
-		Firewall: queue.FirewallOptions{CreateChain: d.o.CreateChain},
+		Firewall: firewall.Options{CreateChain: d.o.CreateChain},
 		Logger:   d.log,
 	})
 	stopSide()
@@ -273,7 +274,7 @@ func (d *Daemon) reload(now time.Time) control.ReloadResult {
 		args = append(args, "restart_needed", restart)
 	}
 	if t.Engine.RejudgeOnReload && t.Engine.FastPath {
-		n, err := queue.ReturnFastPathFlows(t.Engine.BypassMark)
+		n, err := firewall.ReturnFastPathFlows(t.Engine.BypassMark)
 		if err != nil {
 			d.log.Warn("rejudge_on_reload: fast-path flows stay on the fast path", "err", err)
 		}

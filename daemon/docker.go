@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/docker"
-	"github.com/nfqguard/nfqguard/queue"
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -226,5 +226,5 @@ func refuseDockerNftables(ctx context.Context, sock string) error {
 	if err != nil || info.FirewallBackend.Driver != "nftables" {
 		return nil
 	}
-	return fmt.Errorf("docker at %s: %w", sock, queue.ErrDockerNftables)
+	return fmt.Errorf("docker at %s: %w", sock, firewall.ErrDockerNftables)
 }

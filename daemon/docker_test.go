@@ -23,7 +23,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/docker"
 	"github.com/nfqguard/nfqguard/docker/fakedocker"
-	"github.com/nfqguard/nfqguard/queue"
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -102,8 +102,8 @@ func TestRunRefusesDockerNftables(t *testing.T) {
 	if err == nil {
 		d.Close()
 	}
-	if !errors.Is(err, queue.ErrDockerNftables) || !strings.Contains(err.Error(), "nftables firewall backend") {
-		t.Fatalf("run against Docker's nftables backend: %v, want queue.ErrDockerNftables", err)
+	if !errors.Is(err, firewall.ErrDockerNftables) || !strings.Contains(err.Error(), "nftables firewall backend") {
+		t.Fatalf("run against Docker's nftables backend: %v, want firewall.ErrDockerNftables", err)
 	}
 	srv.SetFirewallBackend("iptables")
 	if _, err := check(t, cfg); err != nil {

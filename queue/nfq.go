@@ -85,8 +85,7 @@ type nfq struct {
 	pkt  packet // the packet being handed out
 
 	out     []byte // verdicts of the current batch
-	pending uint64 // verdicts in out
-	sent    uint64 // verdicts in the last flush
+	pending int    // verdicts in out
 }
 
 // openQueue opens a netlink socket and binds it to queue q with the given
@@ -327,14 +326,15 @@ func (n *nfq) verdict(id uint32, verdict uint32, mark uint32, withMark bool) {
 
 // flush sends every queued verdict in one write: the kernel processes each
 // netlink message of a datagram in turn.
-func (n *nfq) flush() error {
-	n.sent, n.pending = n.pending, 0
+func (n *nfq) flush() (int, error) {
+	sent := n.pending
+	n.pending = 0
 	if len(n.out) == 0 {
-		return nil
+		return sent, nil
 	}
 	_, err := unix.Write(n.fd, n.out)
 	n.out = n.out[:0]
-	return err
+	return sent, err
 }
 
 // close releases the socket, which unbinds the queue.

@@ -34,8 +34,8 @@ func boundQueues() (map[uint16]bool, error) {
 // engine from ever restarting after a crash, which with fail_open = false
 // stops container traffic until someone removes the rules by hand; and the
 // kernel still refuses a second engine on the same queues.
-func checkNoOtherEngine(fw *Firewall, first uint16, n int, log *slog.Logger) error {
-	qs, err := fw.installedQueues()
+func checkNoOtherEngine(fw hook, first uint16, n int, log *slog.Logger) error {
+	qs, err := fw.InstalledQueues()
 	if err != nil {
 		return err
 	}

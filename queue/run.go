@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
 )
 
@@ -31,8 +32,30 @@ type Options struct {
 	Sink     inspect.Sink        // blocked-flow events
 	Capture  inspect.Capture     // packets of blocked flows (a pcap file); may be nil
 	Monitor  *Monitor            // filled with the running engine's view; may be nil
-	Firewall FirewallOptions
+	Firewall firewall.Options    // how to find (or create) the chains the redirect goes in
 	Logger   *slog.Logger
+}
+
+// hook is what Run needs of the host's firewall: the redirect to the queues
+// installed and removed, and the queues a redirect already sends to. It is
+// *firewall.IPTables (Docker's DOCKER-USER chains) today; openFirewall is
+// where another backend comes in.
+type hook interface {
+	Families() []string
+	HasIPv6() bool
+	InstalledQueues() ([]uint16, error)
+	Install(firewall.RuleSpec) error
+	Remove() error
+	UndoCreate() error
+}
+
+// openFirewall opens the firewall Run hooks into.
+func openFirewall(o firewall.Options) (hook, error) {
+	fw, err := firewall.OpenIPTables(o)
+	if err != nil {
+		return nil, err // not a nil *IPTables in a non-nil hook
+	}
+	return fw, nil
 }
 
 // status describes a running engine. Its counters are live.
@@ -103,7 +126,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	bridgeNF := checkBridgeNF(log)
 
-	fw, err := OpenFirewall(o.Firewall)
+	fw, err := openFirewall(o.Firewall)
 	if err != nil {
 		return nil, err
 	}
@@ -178,13 +201,13 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 	// Connections that exist now were never judged; they keep going as if
 	// nfqguard were not there.
-	if n, err := adoptExisting(cfg.BypassMark); err != nil {
+	if n, err := firewall.AdoptExisting(cfg.BypassMark); err != nil {
 		log.Warn("existing connections not adopted: they will be judged from their next packet", "err", err)
 	} else {
 		log.Info("adopted existing connections", "count", n)
 	}
 
-	spec := RuleSpec{
+	spec := firewall.RuleSpec{
 		FirstQueue: cfg.Queue, Queues: cfg.Workers, Mark: cfg.Mark, BypassMark: cfg.BypassMark,
 		FastPath: cfg.FastPath, FailOpen: cfg.FailOpen,
 	}
@@ -225,7 +248,7 @@ loop:
 }
 
 // ipv6Status says whether IPv6 container traffic is inspected.
-func ipv6Status(fw *Firewall) string {
+func ipv6Status(fw hook) string {
 	if fw.HasIPv6() {
 		return "present"
 	}

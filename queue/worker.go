@@ -30,11 +30,11 @@ type WorkerStats struct {
 	Latency       Histogram     // packet received → verdict sent
 }
 
-// worker owns one NFQUEUE queue and the engine that judges its packets, on
+// worker owns one NFQUEUE queue (through a socket) and the engine that judges its packets, on
 // one goroutine: the kernel hashes both directions of a flow to the same
 // queue, so every flow is judged in order, with no locks on flow state.
 type worker struct {
-	q       *nfq
+	q       socket
 	engine  *inspect.Engine
 	reset   *resetter
 	mark    uint32
@@ -72,10 +72,16 @@ func openWorker(c workerConfig) (*worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue %d: %w", c.queue, err)
 	}
+	return newWorker(q, c), nil
+}
+
+// newWorker returns a worker that judges the packets of q; c.queueLen and
+// c.failOpen have been applied to q already.
+func newWorker(q socket, c workerConfig) *worker {
 	w := &worker{q: q, engine: c.engine, reset: c.resetter, mark: c.mark, bypass: c.bypass, stats: &WorkerStats{Queue: c.queue},
 		calls: make(chan func(), 1)}
 	w.handle = w.judge
-	return w, nil
+	return w
 }
 
 // bindError explains the kernel's refusal to bind a queue: EPERM from a
@@ -101,7 +107,7 @@ func (w *worker) run() error {
 			// is unbound: answer them as undecided first.
 			w.engine.ReleaseAll(time.Now())
 			if w.answerReleased() {
-				_ = w.q.flush() // the queue is going away; nothing to retry
+				_, _ = w.q.flush() // the queue is going away; nothing to retry
 			}
 			w.engine.EndAll()
 			w.drainCalls()
@@ -126,29 +132,37 @@ func (w *worker) run() error {
 			continue
 		}
 		errRun = 0
-		w.now = time.Now()
-		// A goroutine that keeps its P for 10 ms without being rescheduled
-		// looks stuck to the runtime's sysmon, even while it waits in a
-		// system call: sysmon then preempts it, takes its P, and polls
-		// every 20 us for a while. Yielding about once a millisecond keeps
-		// all that away from the packet path (measured: sysmon wake-ups
-		// 1,700 -> 160 per 10,000 round trips; RTT p99 111 -> 103 us).
-		if w.now.Sub(w.yielded) > yieldEvery {
-			runtime.Gosched()
-			w.yielded = w.now
-		}
-		if refused := w.q.packets(w.handle); refused > 0 {
-			w.stats.VerdictErrors.Add(uint64(refused))
-		}
-		w.engine.Tick(w.now)
-		w.answerReleased()
-		if err := w.q.flush(); err != nil {
-			w.stats.VerdictErrors.Add(1)
-		}
-		// Every packet of the batch waited for the whole batch.
-		w.stats.Latency.ObserveN(time.Since(w.now), w.batchPackets())
+		w.batch()
 		w.runCalls()
 	}
+}
+
+// batch judges the packets of the batch just received and answers them,
+// with the verdicts of held packets they or the clock decided, in one
+// write.
+func (w *worker) batch() {
+	w.now = time.Now()
+	// A goroutine that keeps its P for 10 ms without being rescheduled
+	// looks stuck to the runtime's sysmon, even while it waits in a
+	// system call: sysmon then preempts it, takes its P, and polls
+	// every 20 us for a while. Yielding about once a millisecond keeps
+	// all that away from the packet path (measured: sysmon wake-ups
+	// 1,700 -> 160 per 10,000 round trips; RTT p99 111 -> 103 us).
+	if w.now.Sub(w.yielded) > yieldEvery {
+		runtime.Gosched()
+		w.yielded = w.now
+	}
+	if refused := w.q.packets(w.handle); refused > 0 {
+		w.stats.VerdictErrors.Add(uint64(refused))
+	}
+	w.engine.Tick(w.now)
+	w.answerReleased()
+	sent, err := w.q.flush()
+	if err != nil {
+		w.stats.VerdictErrors.Add(1)
+	}
+	// Every packet of the batch waited for the whole batch.
+	w.stats.Latency.ObserveN(time.Since(w.now), uint64(sent))
 }
 
 // runCalls runs a function another goroutine asked to run on this one
@@ -211,7 +225,7 @@ func (w *worker) judge(p *packet) {
 func (w *worker) tick() {
 	w.engine.Tick(w.now)
 	if w.answerReleased() {
-		if err := w.q.flush(); err != nil {
+		if _, err := w.q.flush(); err != nil {
 			w.stats.VerdictErrors.Add(1)
 		}
 	}
@@ -242,9 +256,6 @@ func (w *worker) answer(id, mark uint32, v inspect.Verdict) {
 	}
 	w.q.verdict(id, nfqueue.NfRepeat, mark, true)
 }
-
-// batchPackets is how many verdicts the last flush carried.
-func (w *worker) batchPackets() uint64 { return w.q.sent }
 
 // stop makes run return within stopLatency; safe from any goroutine.
 func (w *worker) stop() {

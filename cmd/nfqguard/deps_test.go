@@ -71,13 +71,14 @@ func TestDaemonLinksNoLab(t *testing.T) {
 
 // layers are the product's core packages in import order: a package may
 // import those of a lower layer only (cmd -> daemon -> queue -> inspect ->
-// rules).
+// rules; firewall, beside inspect, imports neither it nor rules).
 var layers = map[string]int{
-	module + "/rules":   0,
-	module + "/inspect": 1,
-	module + "/queue":   2,
-	module + "/daemon":  3,
-	module + "/cmd":     4,
+	module + "/rules":    0,
+	module + "/inspect":  1,
+	module + "/firewall": 1,
+	module + "/queue":    2,
+	module + "/daemon":   3,
+	module + "/cmd":      4,
 }
 
 func layerOf(pkg string) (int, bool) {

@@ -1,8 +1,7 @@
-package queue_test
+package firewall_test
 
 import (
 	"errors"
-	"net"
 	"os"
 	"regexp"
 	"strings"
@@ -10,12 +9,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
-	"github.com/nfqguard/nfqguard/queue"
 )
 
-var spec = queue.RuleSpec{FirstQueue: 0, Queues: 2, Mark: 0x10000000, BypassMark: 0x20000000, FastPath: true}
+var spec = firewall.RuleSpec{FirstQueue: 0, Queues: 2, Mark: 0x10000000, BypassMark: 0x20000000, FastPath: true}
 
 // in runs fn inside the lab's host namespace; iptables children inherit it.
 func in(t *testing.T, l *netlab.Lab, fn func() error) {
@@ -55,8 +54,8 @@ func chain(t *testing.T, l *netlab.Lab, bin, name string) []string {
 func TestFirewallInstallReplaceRemove(t *testing.T) {
 	l := netlabtest.New(t, netlab.Options{})
 	before := save(t, l, "iptables-save")
-	var fw *queue.Firewall
-	in(t, l, func() (err error) { fw, err = queue.OpenFirewall(queue.FirewallOptions{}); return err })
+	var fw *firewall.IPTables
+	in(t, l, func() (err error) { fw, err = firewall.OpenIPTables(firewall.Options{}); return err })
 	if got := fw.Families(); len(got) != 1 || !strings.Contains(got[0], "IPv4") || !strings.Contains(got[0], "(nft)") {
 		t.Errorf("Families = %q, want one IPv4 nft family (the lab has no IPv6)", got)
 	}
@@ -67,7 +66,7 @@ func TestFirewallInstallReplaceRemove(t *testing.T) {
 	in(t, l, func() error {
 		for _, f := range []string{"ip_tables_names", "ip6_tables_names"} {
 			if b, err := os.ReadFile("/proc/thread-self/net/" + f); err == nil && len(b) > 0 {
-				t.Errorf("OpenFirewall created legacy tables (%s: %q)", f, b)
+				t.Errorf("OpenIPTables created legacy tables (%s: %q)", f, b)
 			}
 		}
 		return nil
@@ -104,7 +103,7 @@ func TestFirewallPerPacketHasNoCompanion(t *testing.T) {
 	s := spec
 	s.FastPath = false
 	in(t, l, func() error {
-		fw, err := queue.OpenFirewall(queue.FirewallOptions{})
+		fw, err := firewall.OpenIPTables(firewall.Options{})
 		if err != nil {
 			return err
 		}
@@ -120,9 +119,9 @@ func TestFirewallUsesDockersBackend(t *testing.T) {
 	// Docker's rules live in iptables-legacy here; a rule written with
 	// iptables-nft would silently do nothing.
 	l := netlabtest.New(t, netlab.Options{Backend: netlab.BackendLegacy})
-	var fw *queue.Firewall
+	var fw *firewall.IPTables
 	in(t, l, func() (err error) {
-		fw, err = queue.OpenFirewall(queue.FirewallOptions{})
+		fw, err = firewall.OpenIPTables(firewall.Options{})
 		if err != nil {
 			return err
 		}
@@ -144,9 +143,9 @@ func TestFirewallMissingChain(t *testing.T) {
 	l := netlabtest.New(t, netlab.Options{NoDockerUser: true})
 	before := save(t, l, "iptables-save")
 	in(t, l, func() error {
-		_, err := queue.OpenFirewall(queue.FirewallOptions{})
-		if !errors.Is(err, queue.ErrNoChain) {
-			t.Errorf("OpenFirewall without DOCKER-USER: %v, want ErrNoChain", err)
+		_, err := firewall.OpenIPTables(firewall.Options{})
+		if !errors.Is(err, firewall.ErrNoChain) {
+			t.Errorf("OpenIPTables without DOCKER-USER: %v, want ErrNoChain", err)
 		}
 		if err != nil && !strings.Contains(err.Error(), "--create-chain") {
 			t.Errorf("error does not mention --create-chain: %v", err)
@@ -154,12 +153,12 @@ func TestFirewallMissingChain(t *testing.T) {
 		return nil
 	})
 	if after := save(t, l, "iptables-save"); after != before {
-		t.Fatalf("failed OpenFirewall changed the firewall:\n%s", cmp.Diff(before, after))
+		t.Fatalf("failed OpenIPTables changed the firewall:\n%s", cmp.Diff(before, after))
 	}
 
-	var fw *queue.Firewall
+	var fw *firewall.IPTables
 	in(t, l, func() (err error) {
-		fw, err = queue.OpenFirewall(queue.FirewallOptions{CreateChain: true})
+		fw, err = firewall.OpenIPTables(firewall.Options{CreateChain: true})
 		if err != nil {
 			return err
 		}
@@ -177,9 +176,9 @@ func TestFirewallMissingChain(t *testing.T) {
 
 func TestFirewallIPv6(t *testing.T) {
 	l := netlabtest.New(t, netlab.Options{IPv6: true})
-	var fw *queue.Firewall
+	var fw *firewall.IPTables
 	in(t, l, func() (err error) {
-		fw, err = queue.OpenFirewall(queue.FirewallOptions{})
+		fw, err = firewall.OpenIPTables(firewall.Options{})
 		if err != nil {
 			return err
 		}
@@ -197,27 +196,5 @@ func TestFirewallIPv6(t *testing.T) {
 	in(t, l, func() error { return fw.Remove() })
 	if got := strings.Join(chain(t, l, "ip6tables", "DOCKER-USER"), "\n"); strings.Contains(got, "nfqguard") {
 		t.Errorf("ip6tables rules left after Remove:\n%s", got)
-	}
-}
-
-func TestBridges(t *testing.T) {
-	l := netlabtest.New(t, netlab.Options{})
-	var b queue.Bridges
-	var docker0, ext0 *net.Interface
-	in(t, l, func() (err error) {
-		if err = b.Refresh(); err != nil {
-			return err
-		}
-		if docker0, err = net.InterfaceByName("docker0"); err != nil {
-			return err
-		}
-		ext0, err = net.InterfaceByName("ext0")
-		return err
-	})
-	if !b.IsBridge(uint32(docker0.Index)) {
-		t.Errorf("docker0 (index %d) not recognised as a bridge", docker0.Index)
-	}
-	if b.IsBridge(uint32(ext0.Index)) || b.IsBridge(0) {
-		t.Error("ext0 or index 0 recognised as a bridge")
 	}
 }

@@ -1,4 +1,4 @@
-package queue
+package firewall
 
 import (
 	"errors"
@@ -83,8 +83,8 @@ type family struct {
 
 func (f *family) String() string { return fmt.Sprintf("%s: %s (%s)", f.name, f.path, f.backend) }
 
-// FirewallOptions configure OpenFirewall.
-type FirewallOptions struct {
+// Options configure OpenIPTables.
+type Options struct {
 	// CreateChain creates the IPv4 DOCKER-USER and the FORWARD jump to it
 	// when Docker has not, and removes them again on Remove.
 	CreateChain bool
@@ -93,17 +93,18 @@ type FirewallOptions struct {
 	Binaries4, Binaries6 []string
 }
 
-// Firewall installs nfqguard's rules in the DOCKER-USER chain of each
-// address family whose DOCKER-USER Docker actually jumps to. It is not safe
-// for concurrent use.
-type Firewall struct {
+// IPTables installs nfqguard's rules in the DOCKER-USER chain of each
+// address family whose DOCKER-USER Docker actually jumps to, with the
+// iptables binary (nft or legacy) of the backend Docker uses. It is not
+// safe for concurrent use.
+type IPTables struct {
 	families []*family
 }
 
-// OpenFirewall finds DOCKER-USER for IPv4 (required) and IPv6 (used when
+// OpenIPTables finds DOCKER-USER for IPv4 (required) and IPv6 (used when
 // present). It changes nothing on the host unless opts.CreateChain is set
 // and the chain is missing.
-func OpenFirewall(opts FirewallOptions) (*Firewall, error) {
+func OpenIPTables(opts Options) (*IPTables, error) {
 	b4, b6 := opts.Binaries4, opts.Binaries6
 	if b4 == nil {
 		b4 = []string{"iptables-nft", "iptables-legacy", "iptables"}
@@ -111,7 +112,7 @@ func OpenFirewall(opts FirewallOptions) (*Firewall, error) {
 	if b6 == nil {
 		b6 = []string{"ip6tables-nft", "ip6tables-legacy", "ip6tables"}
 	}
-	fw := &Firewall{}
+	fw := &IPTables{}
 	v4, err := findFamily("IPv4", iptables.ProtocolIPv4, b4, opts.CreateChain)
 	if err != nil {
 		return nil, fmt.Errorf("IPv4 firewall: %w", err)
@@ -132,7 +133,7 @@ func OpenFirewall(opts FirewallOptions) (*Firewall, error) {
 }
 
 // Families describes the chains in use, e.g. "IPv4: /usr/sbin/iptables-nft (nft)".
-func (fw *Firewall) Families() []string {
+func (fw *IPTables) Families() []string {
 	var out []string
 	for _, f := range fw.families {
 		out = append(out, f.String())
@@ -141,7 +142,7 @@ func (fw *Firewall) Families() []string {
 }
 
 // HasIPv6 reports whether an IPv6 DOCKER-USER is hooked.
-func (fw *Firewall) HasIPv6() bool {
+func (fw *IPTables) HasIPv6() bool {
 	for _, f := range fw.families {
 		if f.name == "IPv6" {
 			return true
@@ -397,7 +398,7 @@ func (f *family) deleteCreated() error {
 // Install inserts the redirect and, with the fast path, its companion at
 // the top of DOCKER-USER, then removes the rules a previous run left
 // behind. On error it removes whatever it had inserted, in every family.
-func (fw *Firewall) Install(spec RuleSpec) error {
+func (fw *IPTables) Install(spec RuleSpec) error {
 	for _, f := range fw.families {
 		if err := installRules(f.ipt, f.name, spec); err != nil {
 			return errors.Join(err, fw.Remove())
@@ -494,7 +495,7 @@ func ruleSpecOf(line string) []string {
 
 // Remove deletes nfqguard's rules, and DOCKER-USER itself where nfqguard
 // created it. It reports every failure but tries every family.
-func (fw *Firewall) Remove() error {
+func (fw *IPTables) Remove() error {
 	var errs []error
 	for _, f := range fw.families {
 		if err := f.removeOurs(); err != nil {
@@ -504,10 +505,10 @@ func (fw *Firewall) Remove() error {
 	return errors.Join(append(errs, fw.removeCreated())...)
 }
 
-// UndoCreate removes the DOCKER-USER chains this Firewall created, and only
+// UndoCreate removes the DOCKER-USER chains this IPTables created, and only
 // those: on a failed start, a chain another running nfqguard created must
 // stay.
-func (fw *Firewall) UndoCreate() error {
+func (fw *IPTables) UndoCreate() error {
 	var errs []error
 	for _, f := range fw.families {
 		if f.created {
@@ -519,7 +520,7 @@ func (fw *Firewall) UndoCreate() error {
 
 // removeCreated removes the DOCKER-USER chains created by nfqguard: by this
 // run, or by a run that was killed before it could clean up.
-func (fw *Firewall) removeCreated() error {
+func (fw *IPTables) removeCreated() error {
 	var errs []error
 	for _, f := range fw.families {
 		if f.ownsChain() {
@@ -531,7 +532,7 @@ func (fw *Firewall) removeCreated() error {
 
 // Rules returns the nfqguard rules currently in DOCKER-USER of each family,
 // as `iptables -S` prints them (for status and tests).
-func (fw *Firewall) Rules() ([]string, error) {
+func (fw *IPTables) Rules() ([]string, error) {
 	var out []string
 	for _, f := range fw.families {
 		rules, err := f.ipt.List(filterTable, dockerUserChain)
@@ -547,9 +548,9 @@ func (fw *Firewall) Rules() ([]string, error) {
 	return out, nil
 }
 
-// installedQueues returns the queues that nfqguard redirect rules already
+// InstalledQueues returns the queues that nfqguard redirect rules already
 // in DOCKER-USER send to: those of a running engine, or of a killed one.
-func (fw *Firewall) installedQueues() ([]uint16, error) {
+func (fw *IPTables) InstalledQueues() ([]uint16, error) {
 	rules, err := fw.Rules()
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package queue
+package firewall
 
 import (
 	"encoding/binary"
@@ -21,11 +21,11 @@ const (
 	ctaMarkMask  = 21
 )
 
-// adoptExisting sets bit on the connmark of every connection conntrack
-// knows, so that connections which existed before nfqguard started never
-// enter the queue: installing the redirect must not cut them. It returns
-// how many connections it marked.
-func adoptExisting(bit uint32) (int, error) {
+// AdoptExisting sets bit, the bypass mark, on the connmark of every
+// connection conntrack knows, so that connections which existed before
+// nfqguard started never enter the queue: installing the redirect must not
+// cut them. It returns how many connections it marked.
+func AdoptExisting(bit uint32) (int, error) {
 	n, err := changeConnmarks(bit, true)
 	if err != nil {
 		return n, fmt.Errorf("adopt existing connections: %w", err)
@@ -118,8 +118,8 @@ func markRequest(data []byte, bit uint32, set bool) (netlink.Message, bool) {
 	}
 	attrs := []netlink.Attribute{
 		{Type: ctaTupleOrig | unix.NLA_F_NESTED, Data: tuple},
-		{Type: ctaMark, Data: be32(value)},
-		{Type: ctaMarkMask, Data: be32(bit)},
+		{Type: ctaMark, Data: binary.BigEndian.AppendUint32(nil, value)},
+		{Type: ctaMarkMask, Data: binary.BigEndian.AppendUint32(nil, bit)},
 	}
 	if zone != nil {
 		attrs = append(attrs, netlink.Attribute{Type: ctaZone, Data: zone})

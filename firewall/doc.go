@@ -1,0 +1,16 @@
+// Package firewall is what nfqguard changes in the host's netfilter
+// configuration besides its queues. It finds Docker's DOCKER-USER chain
+// (IPv4, and IPv6 where Docker made one) in the iptables backend Docker
+// uses, nft or legacy; installs there the one NFQUEUE redirect that sends
+// container traffic to the queues, and the CONNMARK companion that moves a
+// decided flow to the fast path; and removes both again, replacing what a
+// killed run left. It also edits conntrack's connection marks: it sets the
+// bypass bit on connections that existed before the engine started, and
+// clears it to send fast-path flows back to be judged after a reload.
+//
+// It does not bind queues, judge packets or answer the kernel (package
+// queue does), and it holds no rule logic: every iptables argument is built
+// from a RuleSpec's numbers and switches, never from the rule file. It does
+// not check the process's capabilities (queue.CheckPrivileges does, before
+// anything is touched). It imports no other nfqguard package.
+package firewall
