@@ -22,7 +22,7 @@ func TestRunIntegration(t *testing.T) {
 	tmp := t.TempDir()
 	bin, labBin := filepath.Join(tmp, "nfqguard"), filepath.Join(tmp, "nfqguard-lab")
 	for out, pkg := range map[string]string{bin: "../cmd/nfqguard", labBin: "../cmd/nfqguard-lab"} {
-		if out, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-tags", "leakcheck", "-o", out, pkg).CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}

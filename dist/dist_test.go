@@ -587,7 +587,7 @@ func TestLogrotate(t *testing.T) {
 		}
 	}
 	if !blocked {
-		t.Errorf("patterns %q do not match %s/blocked.log, the path README and docs/fleet.md configure", b.patterns, logDir)
+		t.Errorf("patterns %q do not match %s/blocked.log, the path docs/operations.md and docs/fleet.md configure", b.patterns, logDir)
 	}
 
 	for _, d := range []string{"rotate", "missingok", "notifempty", "create", "sharedscripts"} {

@@ -1,5 +1,5 @@
 // Package dist holds no code: this directory holds nfqguard's packaging
-// files, installed on a host as README ("Running it as a service") and
+// files, installed on a host as docs/operations.md ("Running it as a service") and
 // docs/fleet.md describe.
 //
 //   - nfqguard.service: the systemd unit (/etc/systemd/system/)
