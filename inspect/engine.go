@@ -465,36 +465,6 @@ func judge(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port 
 	return t.Judge(c, dir, proto, port, peer)
 }
 
-// judgeICMPError follows the verdict of the flow an ICMP error quotes, so
-// that "port unreachable" or "fragmentation needed" reach the peers of an
-// allowed flow, and errors about unknown flows are judged as ICMP.
-func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) Verdict {
-	e.stats.ICMPErrors.Add(1)
-	switch {
-	case !p.Inner:
-		e.stats.ICMPErrorsBadQuote.Add(1)
-	case p.Dst != p.InnerSrc.Addr():
-		// An error goes back to the sender of the packet it quotes (after
-		// the kernel undid NAT on both). One sent elsewhere is not about
-		// that flow: following its verdict would let anyone who knows an
-		// allowed flow reach any container with ICMP.
-		e.stats.ICMPErrorsUnmatched.Add(1)
-	default:
-		k, _ := makeKey(p.InnerSrc.Addr(), p.InnerSrc.Port(), p.InnerDst.Addr(), p.InnerDst.Port(), p.InnerPro)
-		if f := e.flows.lookup(&k, e.flows.hashOf(&k), clock); f != nil {
-			e.stats.ICMPErrorsMatched.Add(1)
-			// A flow under inspection has not been dropped: its ICMP
-			// errors (fragmentation needed, …) go through.
-			return Verdict{Allow: f.state != stateDropped}
-		}
-		e.stats.ICMPErrorsUnmatched.Add(1)
-	}
-	d := e.decide(t, p.Src, p.Dst, 0, p.Proto, m.InDev, m.OutDev, nil)
-	// Never bypass on an ICMP error: its conntrack entry is the quoted
-	// flow's, and a mark set here would let that flow skip judgement.
-	return Verdict{Allow: d.m.Action == rules.Allow}
-}
-
 // malformed counts a packet the decoder refused, by kind, and answers
 // the [engine] malformed setting. Nothing else is known of the packet's
 // flow: it is not looked up, and its verdict is not bypassed.
