@@ -196,14 +196,14 @@ func (e *Engine) seen(fi *flowInfo) {
 	}
 }
 
-// capture gives a packet of a blocked flow to the capture, for the first
-// [log] pcap_packets packets of the flow.
-func (e *Engine) capture(t *rules.Table, fi *flowInfo, data []byte, now time.Time) {
-	if e.capt == nil || int(fi.captured) >= t.Log.PcapPackets {
+// capture gives the packet of w, of a blocked flow whose info is fi, to
+// the capture, for the first [log] pcap_packets packets of the flow.
+func (e *Engine) capture(w *work, fi *flowInfo) {
+	if e.capt == nil || int(fi.captured) >= w.t.Log.PcapPackets {
 		return
 	}
 	fi.captured++
-	e.capt.Capture(data, now)
+	e.capt.Capture(w.data, w.now)
 }
 
 // ended is called for a slot whose flow is about to be forgotten (expired,

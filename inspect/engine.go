@@ -209,7 +209,7 @@ type Engine struct {
 	dec     *Decoder
 	flows   *flowTable
 	base    time.Time
-	pkt     Packet
+	w       work // the packet being judged; reused, so that judging allocates nothing
 	stats   Stats
 	deep    *deep
 	rules   ruleCounters
@@ -247,145 +247,156 @@ func (e *Engine) Stats() *Stats { return &e.stats }
 // Judge decides the fate of one packet. data starts with the IP header.
 func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 	e.stats.Packets.Add(1)
-	t := e.tables.Load()
-	p := &e.pkt
-	if err := e.dec.Decode(data, p); err != nil {
-		return e.count(e.malformed(t, err))
-	}
-	clock := int64(now.Sub(e.base))
-	if p.IsICMPError() {
-		return e.count(e.judgeICMPError(t, p, m, clock))
-	}
-	k, srcIsA := makeKey(p.Src, p.SrcPort, p.Dst, p.DstPort, p.Proto)
-	h := e.flows.hashOf(&k)
-	if f := e.flows.lookup(&k, h, clock); f != nil {
-		f.lastSeen = clock
-		fi := e.flows.infoOf(f)
-		fi.bytes += uint64(len(data))
-		switch f.state {
-		case stateAllowed, stateDropped:
-			if fi.gen != uint32(t.Generation) {
-				e.rejudge(t, f, fi, p, len(data), m, srcIsA, now)
-			}
-			f.packets++
-			e.seen(fi)
-			f.expires = clock + timeout(p, f.state)
-			if f.state == stateDropped {
-				e.capture(t, fi, data, now)
-			}
-			return e.count(e.verdict(t, f.state == stateAllowed))
-		case stateQuery:
-			f.expires = clock + timeout(p, f.state)
-			return e.count(e.judgeQuery(t, p, data, m, f.aIsInit == srcIsA, now))
-		}
-		f.expires = clock + timeout(p, f.state)
-		return e.count(e.inspectTCP(t, f, &k, h, p, data, m, f.aIsInit == srcIsA, clock, now))
-	}
+	w := e.begin(now)
+	w.data, w.m = data, m
+	v := e.count(e.judge(w))
+	w.data = nil // the engine keeps no packet's memory alive between calls
+	return v
+}
 
+// judge gives the packet of w its verdict, before it is counted.
+func (e *Engine) judge(w *work) Verdict {
+	p := &w.p
+	if err := e.dec.Decode(w.data, p); err != nil {
+		return e.malformed(w.t, err)
+	}
+	if p.IsICMPError() {
+		return e.judgeICMPError(w)
+	}
+	w.key, w.srcIsA = makeKey(p.Src, p.SrcPort, p.Dst, p.DstPort, p.Proto)
+	w.hash = e.flows.hashOf(&w.key)
+	f := e.flows.lookup(&w.key, w.hash, w.clock)
+	if f == nil {
+		return e.judgeNew(w)
+	}
+	fi := e.flows.infoOf(f)
+	w.f, w.fi = f, fi
+	f.lastSeen = w.clock
+	fi.bytes += uint64(len(w.data))
+	switch f.state {
+	case stateAllowed, stateDropped:
+		if fi.gen != uint32(w.t.Generation) {
+			e.rejudge(w)
+		}
+		f.packets++
+		e.seen(fi)
+		f.expires = w.clock + timeout(p, f.state)
+		if f.state == stateDropped {
+			e.capture(w, fi)
+		}
+		return e.verdict(w.t, f.state == stateAllowed)
+	case stateQuery:
+		f.expires = w.clock + timeout(p, f.state)
+		return e.judgeQuery(w)
+	}
+	f.expires = w.clock + timeout(p, f.state)
+	return e.inspectTCP(w)
+}
+
+// judgeNew judges the first packet of a flow the table does not hold, and
+// gives the flow a slot.
+func (e *Engine) judgeNew(w *work) Verdict {
+	t, p := w.t, &w.p
+	sent := w.sent()
 	var d decision
-	aIsInit := srcIsA
+	aIsInit := w.srcIsA
 	if p.Proto == rules.ProtoTCP && p.TCPFlags&(TCPFlagSYN|TCPFlagACK) != TCPFlagSYN {
 		// Not an opening SYN: a flow that started before we saw it (before
 		// start-up, or evicted). Which end opened it is unknown, so it may
 		// go on if either reading of it is allowed; a TCP peer cannot open
 		// a new connection without a SYN, which is always judged.
 		e.stats.Midstream.Add(1)
-		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil)
+		d = e.decide(t, &sent, nil)
 		if d.m.Action == rules.Drop && d.need == 0 {
-			if r := e.decide(t, p.Dst, p.Src, p.SrcPort, p.Proto, m.OutDev, m.InDev, nil); r.m.Action == rules.Allow || r.need != 0 {
-				d, aIsInit = r, !srcIsA
+			back := sent.reversed()
+			if r := e.decide(t, &back, nil); r.m.Action == rules.Allow || r.need != 0 {
+				d, aIsInit = r, !w.srcIsA
 			}
 		}
 	} else {
-		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil)
+		d = e.decide(t, &sent, nil)
 	}
 
-	f, evicted := e.flows.insert(&k, h, clock)
+	f, evicted := e.flows.insert(&w.key, w.hash, w.clock)
 	if evicted {
 		e.stats.Evictions.Add(1)
 	}
 	f.aIsInit = aIsInit
 	fi := e.flows.infoOf(f)
-	fi.bytes, fi.gen = uint64(len(data)), uint32(t.Generation)
+	w.f, w.fi = f, fi
+	fi.bytes, fi.gen = uint64(len(w.data)), uint32(t.Generation)
 	if d.need != 0 {
-		return e.count(e.startInspection(t, f, &k, h, d, p, data, m, aIsInit == srcIsA, clock, now))
+		return e.startInspection(w)
 	}
-	f.packets = 1
-	f.state = stateAllowed
-	if d.m.Action == rules.Drop {
-		f.state = stateDropped
-	}
-	f.expires = clock + timeout(p, f.state)
 	e.stats.Flows.Add(1)
-	e.judged(fi, &d.m, d.dir, 1)
-	if d.m.Action == rules.Drop {
-		e.stats.Blocked.Add(1)
-		e.capture(t, fi, data, now)
-	} else if t.Engine.FastPath {
-		e.stats.FastPath.Add(1)
+	allow := e.settle(t, f, fi, &d, 1)
+	f.expires = w.clock + timeout(p, f.state)
+	if !allow {
+		e.capture(w, fi)
 	}
 	if d.logged() {
-		src := netip.AddrPortFrom(p.Src, p.SrcPort)
-		dst := netip.AddrPortFrom(p.Dst, p.DstPort)
-		if aIsInit != srcIsA {
-			src, dst = dst, src
-		}
-		ev := Event{Time: now, Proto: p.Proto, Src: src, Dst: dst, Packets: 1}
-		fi.logged = e.logDecision(t, &d, nil, "", ev) && d.m.Action == rules.Drop
+		tu := w.initiated()
+		fi.logged = e.logDecision(t, &d, tu.event(w.now, 1)) && !allow
 	}
-	return e.count(e.verdict(t, f.state == stateAllowed))
+	return e.verdict(t, allow)
 }
 
-// rejudge judges flow f again by t, a table of another generation than the
-// one that judged it (a reloaded file): a dropped flow always, since the
-// new file may allow it; an allowed one when [engine] rejudge_on_reload is
-// set. A flow whose verdict waits for L7 facts by the new table keeps its
-// verdict: its facts are not kept. An allowed TCP flow that is now dropped
-// is cut with RSTs, like one dropped by deep inspection.
-func (e *Engine) rejudge(t *rules.Table, f *flow, fi *flowInfo, p *Packet, size int, m Meta, srcIsA bool, now time.Time) {
+// rejudge judges the flow of w again by w's table, of another generation
+// than the one that judged it (a reloaded file): a dropped flow always,
+// since the new file may allow it; an allowed one when [engine]
+// rejudge_on_reload is set. A flow whose verdict waits for L7 facts by the
+// new table keeps its verdict: its facts are not kept. An allowed TCP flow
+// that is now dropped is cut with RSTs, like one dropped by deep
+// inspection.
+func (e *Engine) rejudge(w *work) {
+	t, f, fi, p := w.t, w.f, w.fi, &w.p
 	fi.gen = uint32(t.Generation)
 	if f.state == stateAllowed && !t.Engine.RejudgeOnReload {
 		return
 	}
-	src, dst, sport, dport, in, out := p.Src, p.Dst, p.SrcPort, p.DstPort, m.InDev, m.OutDev
-	fromInit := f.aIsInit == srcIsA
-	if !fromInit {
-		src, dst, sport, dport, in, out = dst, src, dport, sport, out, in
-	}
-	d := e.decide(t, src, dst, dport, p.Proto, in, out, nil)
+	tu := w.initiated()
+	d := e.decide(t, &tu, nil)
 	allow := d.m.Action != rules.Drop
 	if d.need != 0 || allow == (f.state == stateAllowed) {
 		return
 	}
 	e.stats.Rejudged.Add(1)
 	e.ended(f, fi) // a dropped flow's blocked span ends here
-	clock := int64(now.Sub(e.base))
-	*fi = flowInfo{start: clock, bytes: uint64(size), gen: fi.gen}
-	f.packets = 0
-	e.judged(fi, &d.m, d.dir, 0)
-	if allow {
-		f.state = stateAllowed
-		if t.Engine.FastPath {
-			e.stats.FastPath.Add(1)
+	*fi = flowInfo{start: w.clock, bytes: uint64(len(w.data)), gen: fi.gen}
+	e.settle(t, f, fi, &d, 0)
+	if !allow && p.Proto == rules.ProtoTCP && p.TCPFlags&TCPFlagRST == 0 {
+		clientSeq, serverSeq := p.Seq, p.Ack
+		if !w.fromInit() {
+			clientSeq, serverSeq = p.Ack, p.Seq
 		}
-	} else {
-		f.state = stateDropped
-		e.stats.Blocked.Add(1)
-		if p.Proto == rules.ProtoTCP && p.TCPFlags&TCPFlagRST == 0 {
-			clientSeq, serverSeq := p.Seq, p.Ack
-			if !fromInit {
-				clientSeq, serverSeq = p.Ack, p.Seq
-			}
-			e.reset(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), clientSeq, serverSeq)
-		}
+		e.reset(&tu, clientSeq, serverSeq)
 	}
 	if d.logged() {
-		ev := Event{
-			Time: now, Proto: p.Proto, Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport), Packets: 1,
-			Reason: "rejudged after a reload",
-		}
-		fi.logged = e.logDecision(t, &d, nil, "", ev) && !allow
+		ev := tu.event(w.now, 1)
+		ev.Reason = "rejudged after a reload"
+		fi.logged = e.logDecision(t, &d, ev) && !allow
 	}
+}
+
+// settle records decision d of flow f, whose info is fi, with its first
+// packets: the flow's state (f is nil for a flow whose slot is gone: it is
+// counted, not remembered), its rule's counters and the engine's. It
+// reports whether d allows the flow.
+func (e *Engine) settle(t *rules.Table, f *flow, fi *flowInfo, d *decision, packets uint32) bool {
+	allow := d.m.Action != rules.Drop
+	if f != nil {
+		f.state, f.packets = stateDropped, packets
+		if allow {
+			f.state = stateAllowed
+		}
+	}
+	e.judged(fi, &d.m, d.dir, packets)
+	if !allow {
+		e.stats.Blocked.Add(1)
+	} else if t.Engine.FastPath {
+		e.stats.FastPath.Add(1)
+	}
+	return allow
 }
 
 // describe adds Docker's metadata of the event's container end. It runs
@@ -411,6 +422,11 @@ type decision struct {
 	dir     rules.Direction
 	foreign bool     // neither end is a container
 	need    rules.L7 // the verdict waits for these L7 facts (m is the fallback)
+
+	// For a flow or query judged by deep inspection: the facts it was
+	// judged by, or, when they could not be had, why (a reason… string).
+	facts  *rules.Facts
+	reason string
 }
 
 // logged reports whether the flow's verdict is logged: every drop, and
@@ -419,21 +435,22 @@ func (d *decision) logged() bool {
 	return (d.m.Action == rules.Drop || d.m.Log) && !d.foreign
 }
 
-// decide judges a flow initiated by src towards dst on port dport. Each end
-// that is a container judges it (egress for src, ingress for dst); drop wins.
-// With facts nil, rules with L7 fields are not matched: if the verdict
-// depends on them, need says which facts it waits for, unless one end
-// already drops the flow for good.
-func (e *Engine) decide(t *rules.Table, src, dst netip.Addr, dport uint16, proto uint8, in, out uint32, facts *rules.Facts) decision {
+// decide judges flow tu. Each end that is a container judges it (egress
+// for the client, ingress for the server); drop wins. With facts nil,
+// rules with L7 fields are not matched: if the verdict depends on them,
+// need says which facts it waits for, unless one end already drops the
+// flow for good.
+func (e *Engine) decide(t *rules.Table, tu *tuple, facts *rules.Facts) decision {
+	src, dst, dport, proto := tu.client.Addr(), tu.server.Addr(), tu.server.Port(), tu.proto
 	if proto != rules.ProtoTCP && proto != rules.ProtoUDP {
 		dport = 0
 	}
 	d := decision{foreign: true}
-	if t.Listed(dst) || e.bridges.IsBridge(out) {
+	if t.Listed(dst) || e.bridges.IsBridge(tu.out) {
 		d = decision{m: judge(t, dst, rules.Ingress, proto, dport, src, facts), dir: rules.Ingress}
 		d.need = d.m.Need
 	}
-	if t.Listed(src) || e.bridges.IsBridge(in) {
+	if t.Listed(src) || e.bridges.IsBridge(tu.in) {
 		eg := judge(t, src, rules.Egress, proto, dport, dst, facts)
 		finalDrop := func(m rules.Match) bool { return m.Action == rules.Drop && m.Need == 0 }
 		switch {

@@ -1,10 +1,6 @@
 package inspect
 
-import (
-	"net/netip"
-
-	"github.com/nfqguard/nfqguard/rules"
-)
+import "github.com/nfqguard/nfqguard/rules"
 
 // A held flow is one whose verdict waits for an L7 fact (TLS server name,
 // HTTP host, DNS name): the packets of its initiator that carry data are
@@ -33,10 +29,8 @@ type hold struct {
 
 	// The flow as its initiator sees it, for judging it once the fact is
 	// known and for cutting it.
-	client, server netip.AddrPort
-	proto          uint8
-	need           rules.L7 // the facts the flow's candidate rules need
-	in, out        uint32   // interfaces of the initiator's packets
+	tuple
+	need rules.L7 // the facts the flow's candidate rules need
 
 	base uint32 // sequence number of the stream's first byte
 	ack  uint32 // latest acknowledgement number sent by the client

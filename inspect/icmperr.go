@@ -33,7 +33,8 @@ func (p *Packet) IsICMPError() bool {
 // judgeICMPError follows the verdict of the flow an ICMP error quotes, so
 // that "port unreachable" or "fragmentation needed" reach the peers of an
 // allowed flow, and errors about unknown flows are judged as ICMP.
-func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) Verdict {
+func (e *Engine) judgeICMPError(w *work) Verdict {
+	p := &w.p
 	e.stats.ICMPErrors.Add(1)
 	switch {
 	case !p.Inner:
@@ -46,7 +47,7 @@ func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) 
 		e.stats.ICMPErrorsUnmatched.Add(1)
 	default:
 		k, _ := makeKey(p.InnerSrc.Addr(), p.InnerSrc.Port(), p.InnerDst.Addr(), p.InnerDst.Port(), p.InnerPro)
-		if f := e.flows.lookup(&k, e.flows.hashOf(&k), clock); f != nil {
+		if f := e.flows.lookup(&k, e.flows.hashOf(&k), w.clock); f != nil {
 			e.stats.ICMPErrorsMatched.Add(1)
 			// A flow under inspection has not been dropped: its ICMP
 			// errors (fragmentation needed, …) go through.
@@ -54,7 +55,8 @@ func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) 
 		}
 		e.stats.ICMPErrorsUnmatched.Add(1)
 	}
-	d := e.decide(t, p.Src, p.Dst, 0, p.Proto, m.InDev, m.OutDev, nil)
+	tu := w.sent() // its port is not judged: the protocol is ICMP
+	d := e.decide(w.t, &tu, nil)
 	// Never bypass on an ICMP error: its conntrack entry is the quoted
 	// flow's, and a mark set here would let that flow skip judgement.
 	return Verdict{Allow: d.m.Action == rules.Allow}
