@@ -17,7 +17,7 @@ import (
 // responder's packets pass meanwhile (so a server that speaks first is not
 // stalled). Each time the in-order prefix grows, the parsers the candidate
 // rules need run over it from its start. When one finds its fact the flow
-// is judged with it; when the fact cannot be had (another protocol, a
+// is decided by it; when the fact cannot be had (another protocol, a
 // malformed message, a ClientHello without server name, the budget spent,
 // the connection closed) the flow gets [inspect] undecided. Then every held
 // packet is released with the verdict, in arrival order, and an allowed
@@ -25,8 +25,8 @@ import (
 // packets are dropped, the Resetter (if any) sends a RST to each end, and
 // every later packet of the flow is dropped until the flow expires.
 //
-// UDP: every datagram of the initiator is one DNS query, judged on its own
-// by its question names; the flow is never bypassed, and the responder's
+// UDP: every datagram of the initiator is one DNS query, decided on its
+// own by its question names; the flow is never bypassed, and the responder's
 // datagrams pass.
 
 // Released is the verdict for a packet the engine held.
@@ -44,7 +44,8 @@ type Resetter interface {
 	Reset(client, server netip.AddrPort, clientSeq, serverSeq uint32)
 }
 
-// Reasons a held flow was judged by [inspect] undecided.
+// Reasons an inspected flow (or DNS query) was decided by [inspect]
+// undecided.
 const (
 	reasonNoSNI      = "undecided: TLS ClientHello without server name"
 	reasonNoHost     = "undecided: HTTP request without Host"
@@ -117,7 +118,7 @@ func (e *Engine) Tick(now time.Time) {
 			continue
 		}
 		if h.deadline <= clock {
-			e.finish(w, h, nil, reasonWait)
+			e.release(w, h, nil, reasonWait)
 			continue
 		}
 		next = min(next, h.deadline)
@@ -131,7 +132,7 @@ func (e *Engine) ReleaseAll(now time.Time) {
 	w := e.begin(now)
 	for i := range e.deep.holds.holds {
 		if h := &e.deep.holds.holds[i]; h.used {
-			e.finish(w, h, nil, reasonStopping)
+			e.release(w, h, nil, reasonStopping)
 		}
 	}
 	e.deep.nextExpiry = math.MaxInt64
@@ -200,7 +201,7 @@ func (e *Engine) inspectTCP(w *work) Verdict {
 				clientSeq = f.packets
 			}
 			d := e.decideInspected(t, &tu, nil, reasonHoldFull)
-			allow := e.conclude(w, f, &d, &tu, 1)
+			allow := e.settleInspected(w, f, &d, &tu, 1)
 			// Dropped after its handshake like a held flow: reset both ends,
 			// or they retransmit into the drop until their own timeouts.
 			if !allow && p.TCPFlags&TCPFlagRST == 0 {
@@ -236,12 +237,12 @@ func (e *Engine) inspectTCP(w *work) Verdict {
 		case addFull:
 			// Not reachable while the budget check below ends a hold at
 			// max_packets; kept so a mistake cannot hold unbounded packets.
-			e.finish(w, hd, nil, reasonPackets)
-			return e.flowVerdict(w)
+			e.release(w, hd, nil, reasonPackets)
+			return e.decidedVerdict(w)
 		}
 	} else if !hd.addMarker(w.m.ID, w.m.Mark) {
-		e.finish(w, hd, nil, reasonPackets)
-		return e.flowVerdict(w)
+		e.release(w, hd, nil, reasonPackets)
+		return e.decidedVerdict(w)
 	}
 	e.stats.HeldPackets.Add(1)
 	e.stats.heldPacketsNow.Add(1)
@@ -258,7 +259,7 @@ func (e *Engine) inspectTCP(w *work) Verdict {
 	default:
 		return Verdict{Hold: true}
 	}
-	e.finish(w, hd, facts, reason)
+	e.release(w, hd, facts, reason)
 	if f.state == stateDropped {
 		// The packet that decided a drop (usually the whole request) is
 		// what a capture is for.
@@ -267,9 +268,9 @@ func (e *Engine) inspectTCP(w *work) Verdict {
 	return Verdict{Hold: true}
 }
 
-// flowVerdict is the verdict of the packet of w, whose flow was just
+// decidedVerdict is the verdict of the packet of w, whose flow was just
 // decided: the flow's, if its slot is still the flow's.
-func (e *Engine) flowVerdict(w *work) Verdict {
+func (e *Engine) decidedVerdict(w *work) Verdict {
 	if g := e.flows.lookup(&w.key, w.hash, w.clock); g != nil && g == w.f {
 		return e.verdict(w.t, w.f.state == stateAllowed)
 	}
@@ -287,8 +288,8 @@ func (e *Engine) heldOf(f *flow, k *flowKey) *hold {
 // parse runs the parsers the flow's candidate rules need over its stream.
 // It returns the facts once one parser has them, a reason when none can,
 // and neither while more bytes are needed. A flow that no longer needs any
-// fact (the table was reloaded) is undecided at once, which judges it by
-// the new table.
+// fact (the table was reloaded) gets a reason at once, and release then
+// decides it by the new table's rules.
 func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
 	need := hd.need
 	s := hd.stream()
@@ -360,16 +361,17 @@ func (e *Engine) dnsFacts() (*rules.Facts, string) {
 	return f, ""
 }
 
-// finish decides held flow hd, by facts or, without them, by [inspect]
-// undecided for reason; releases its packets and frees the hold.
-func (e *Engine) finish(w *work, hd *hold, facts *rules.Facts, reason string) {
+// release decides held flow hd, by facts or, without them, by [inspect]
+// undecided for reason; answers its held packets with the flow's verdict
+// (see Released), and frees the hold.
+func (e *Engine) release(w *work, hd *hold, facts *rules.Facts, reason string) {
 	t := w.t
 	d := e.decideInspected(t, &hd.tuple, facts, reason)
 	var f *flow
 	if g := e.flows.lookup(&hd.key, hd.hash, w.clock); g != nil && g.state == stateHeld && g.packets == uint32(hd.idx) {
 		f = g
 	}
-	allow := e.conclude(w, f, &d, &hd.tuple, hd.seen)
+	allow := e.settleInspected(w, f, &d, &hd.tuple, hd.seen)
 	v := e.verdict(t, allow)
 	for _, p := range hd.pkts {
 		e.deep.released = append(e.deep.released, Released{ID: p.id, Mark: p.mark, Verdict: v})
@@ -380,7 +382,7 @@ func (e *Engine) finish(w *work, hd *hold, facts *rules.Facts, reason string) {
 	}
 	e.stats.heldPacketsNow.Add(-int64(len(hd.pkts)))
 	e.stats.heldNow.Add(-1)
-	e.deep.holds.release(hd)
+	e.deep.holds.free(hd)
 	if e.deep.holds.used == 0 {
 		e.deep.nextExpiry = math.MaxInt64
 	}
@@ -402,10 +404,10 @@ func (e *Engine) decideInspected(t *rules.Table, tu *tuple, facts *rules.Facts, 
 	return d
 }
 
-// conclude records the decision of inspected flow tu in its slot f (nil
-// if the slot is gone), counts and logs it with packets, and reports
-// whether it is allowed.
-func (e *Engine) conclude(w *work, f *flow, d *decision, tu *tuple, packets uint32) bool {
+// settleInspected settles inspected flow tu with decision d: in its slot
+// f (nil if the slot is gone) with its timeout, in the counters, and in
+// the log with packets. It reports whether d allows the flow.
+func (e *Engine) settleInspected(w *work, f *flow, d *decision, tu *tuple, packets uint32) bool {
 	fi := &e.spare // a slot that is gone: counted, not remembered
 	*fi = flowInfo{}
 	if f != nil {
@@ -426,9 +428,9 @@ func (e *Engine) conclude(w *work, f *flow, d *decision, tu *tuple, packets uint
 
 // logDecision emits ev, which names the flow or query, for decision d
 // (call it when d.logged()): the rule, the Docker names and the facts the
-// flow was judged by. d's reason is added when it was judged by [inspect]
-// undecided; a Reason already in ev is kept otherwise. It reports whether
-// the sink took the event.
+// flow was decided by. d's reason is added when it was decided by
+// [inspect] undecided; a Reason already in ev is kept otherwise. It
+// reports whether the sink took the event.
 func (e *Engine) logDecision(t *rules.Table, d *decision, ev Event) bool {
 	ev.Action, ev.RuleID, ev.Container, ev.Direction = d.m.Action, d.m.RuleID, d.m.Container, d.dir
 	if d.facts == nil && d.m.RuleID == rules.RuleIDUndecided {
@@ -442,7 +444,7 @@ func (e *Engine) logDecision(t *rules.Table, d *decision, ev Event) bool {
 	return e.sink.Emit(ev)
 }
 
-// describeFacts copies the facts a flow was judged by into its event. It
+// describeFacts copies the facts a flow was decided by into its event. It
 // runs only for flows that are logged.
 func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
 	if f == nil {
@@ -465,7 +467,8 @@ func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
 	}
 }
 
-// judgeQuery judges one datagram of a UDP flow judged per DNS query.
+// judgeQuery judges one datagram of a UDP flow whose DNS queries are
+// decided one by one.
 func (e *Engine) judgeQuery(w *work) Verdict {
 	if !w.fromInit() {
 		return Verdict{Allow: true} // responses to allowed queries; never bypassed

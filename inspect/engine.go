@@ -82,7 +82,7 @@ type Event struct {
 	Packets   uint32
 	Bytes     uint64    // EventEnd: IP bytes of the flow's packets seen
 	Start     time.Time // EventEnd: when the flow's first packet was seen
-	Reason    string    // why a packet was judged without rules (malformed, …)
+	Reason    string    // why, beyond its rule ("undecided: …", "rejudged after a reload")
 
 	// Docker's view of the container end (Dst for Ingress, Src for
 	// Egress), from the table's Meta; empty when the table was not
@@ -97,9 +97,10 @@ type Event struct {
 	Published string
 
 	// L7 is the protocol deep inspection found the flow (or DNS query) to
-	// speak, 0 if the flow was judged on its L4 key alone; the fields after
-	// it hold the facts it was judged by. Reason says why an inspected flow
-	// was judged by [inspect] undecided (RuleID "undecided").
+	// speak, 0 if the flow was decided on its L4 key alone; the fields
+	// after it hold the facts it was decided by. Reason says why an
+	// inspected flow was decided by [inspect] undecided (RuleID
+	// "undecided").
 	L7         rules.L7
 	SNI        string // TLS server name as sent
 	ECH        bool   // SNI is the outer name of an Encrypted Client Hello
@@ -107,7 +108,7 @@ type Event struct {
 	HTTPPath   string // HTTP path (without query)
 	HTTPMethod string
 	QName      string // the DNS question name that matched, else the first
-	QueryID    uint16 // DNS message id of a query judged on its own (UDP)
+	QueryID    uint16 // DNS message id of a query decided on its own (UDP)
 }
 
 // Sink receives events. Emit is called on the packet path: it must not
@@ -142,8 +143,8 @@ type Stats struct {
 	Packets     atomic.Uint64
 	Allowed     atomic.Uint64
 	Dropped     atomic.Uint64
-	Flows       atomic.Uint64 // flows judged by rules
-	Blocked     atomic.Uint64 // flows judged drop
+	Flows       atomic.Uint64 // flows decided by rules
+	Blocked     atomic.Uint64 // flows decided drop
 	Midstream   atomic.Uint64 // TCP flows first seen after their SYN
 	ICMPErrors  atomic.Uint64 // all ICMP and ICMPv6 errors: matched + unmatched + bad quote
 	Evictions   atomic.Uint64 // live flows pushed out of a full table
@@ -164,9 +165,9 @@ type Stats struct {
 	HeldPackets    atomic.Uint64 // packets held
 	HeldDuplicates atomic.Uint64 // retransmissions of held bytes, dropped
 	HoldFull       atomic.Uint64 // flows not held because max_held_flows were
-	Decided        atomic.Uint64 // flows and queries judged by their L7 fact
-	Undecided      atomic.Uint64 // flows and queries judged by [inspect] undecided
-	Queries        atomic.Uint64 // DNS datagrams judged one by one
+	Decided        atomic.Uint64 // flows and queries decided by their L7 fact
+	Undecided      atomic.Uint64 // flows and queries decided by [inspect] undecided
+	Queries        atomic.Uint64 // DNS datagrams decided one by one
 	AllowedQueries atomic.Uint64
 	BlockedQueries atomic.Uint64
 	Resets         atomic.Uint64 // dropped flows cut with RSTs
@@ -237,7 +238,7 @@ func New(o Options, maxFlows int) *Engine {
 		deep:    newDeep(o.Tables.Load().Inspect, o.Resetter),
 		rules:   ruleCounters{index: map[ruleRef]uint32{}, byKey: map[ruleKey]uint32{}},
 	}
-	e.flows = newFlowTable(maxFlows, rand.Uint64(), e.ended)
+	e.flows = newFlowTable(maxFlows, rand.Uint64(), e.endFlow)
 	return e
 }
 
@@ -279,7 +280,7 @@ func (e *Engine) judge(w *work) Verdict {
 			e.rejudge(w)
 		}
 		f.packets++
-		e.seen(fi)
+		e.countPacket(fi)
 		f.expires = w.clock + timeout(p, f.state)
 		if f.state == stateDropped {
 			e.capture(w, fi)
@@ -293,8 +294,8 @@ func (e *Engine) judge(w *work) Verdict {
 	return e.inspectTCP(w)
 }
 
-// judgeNew judges the first packet of a flow the table does not hold, and
-// gives the flow a slot.
+// judgeNew judges the first packet of a flow the table does not hold:
+// decides the flow and gives it a slot.
 func (e *Engine) judgeNew(w *work) Verdict {
 	t, p := w.t, &w.p
 	sent := w.sent()
@@ -341,8 +342,8 @@ func (e *Engine) judgeNew(w *work) Verdict {
 	return e.verdict(t, allow)
 }
 
-// rejudge judges the flow of w again by w's table, of another generation
-// than the one that judged it (a reloaded file): a dropped flow always,
+// rejudge decides the flow of w again by w's table, of another generation
+// than the one that decided it (a reloaded file): a dropped flow always,
 // since the new file may allow it; an allowed one when [engine]
 // rejudge_on_reload is set. A flow whose verdict waits for L7 facts by the
 // new table keeps its verdict: its facts are not kept. An allowed TCP flow
@@ -361,7 +362,7 @@ func (e *Engine) rejudge(w *work) {
 		return
 	}
 	e.stats.Rejudged.Add(1)
-	e.ended(f, fi) // a dropped flow's blocked span ends here
+	e.endFlow(f, fi) // a dropped flow's blocked span ends here
 	*fi = flowInfo{start: w.clock, bytes: uint64(len(w.data)), gen: fi.gen}
 	e.settle(t, f, fi, &d, 0)
 	if !allow && p.Proto == rules.ProtoTCP && p.TCPFlags&TCPFlagRST == 0 {
@@ -390,7 +391,7 @@ func (e *Engine) settle(t *rules.Table, f *flow, fi *flowInfo, d *decision, pack
 			f.state = stateAllowed
 		}
 	}
-	e.judged(fi, &d.m, d.dir, packets)
+	e.countRule(fi, &d.m, d.dir, packets)
 	if !allow {
 		e.stats.Blocked.Add(1)
 	} else if t.Engine.FastPath {
@@ -416,15 +417,15 @@ func describe(t *rules.Table, ev *Event) {
 	}
 }
 
-// decision is the combined judgement of a flow from both of its ends.
+// decision is what decide found for a flow from both of its ends.
 type decision struct {
 	m       rules.Match
 	dir     rules.Direction
 	foreign bool     // neither end is a container
 	need    rules.L7 // the verdict waits for these L7 facts (m is the fallback)
 
-	// For a flow or query judged by deep inspection: the facts it was
-	// judged by, or, when they could not be had, why (a reason… string).
+	// For a flow or query decided by deep inspection: the facts it was
+	// decided by, or, when they could not be had, why (a reason… string).
 	facts  *rules.Facts
 	reason string
 }
@@ -435,8 +436,9 @@ func (d *decision) logged() bool {
 	return (d.m.Action == rules.Drop || d.m.Log) && !d.foreign
 }
 
-// decide judges flow tu. Each end that is a container judges it (egress
-// for the client, ingress for the server); drop wins. With facts nil,
+// decide works out the decision of flow tu. Each end that is a container
+// matches it against its rules (egress for the client, ingress for the
+// server); drop wins. With facts nil,
 // rules with L7 fields are not matched: if the verdict depends on them,
 // need says which facts it waits for, unless one end already drops the
 // flow for good.
@@ -447,11 +449,11 @@ func (e *Engine) decide(t *rules.Table, tu *tuple, facts *rules.Facts) decision 
 	}
 	d := decision{foreign: true}
 	if t.Listed(dst) || e.bridges.IsBridge(tu.out) {
-		d = decision{m: judge(t, dst, rules.Ingress, proto, dport, src, facts), dir: rules.Ingress}
+		d = decision{m: matchEnd(t, dst, rules.Ingress, proto, dport, src, facts), dir: rules.Ingress}
 		d.need = d.m.Need
 	}
 	if t.Listed(src) || e.bridges.IsBridge(tu.in) {
-		eg := judge(t, src, rules.Egress, proto, dport, dst, facts)
+		eg := matchEnd(t, src, rules.Egress, proto, dport, dst, facts)
 		finalDrop := func(m rules.Match) bool { return m.Action == rules.Drop && m.Need == 0 }
 		switch {
 		case d.foreign:
@@ -474,8 +476,8 @@ func (e *Engine) decide(t *rules.Table, tu *tuple, facts *rules.Facts) decision 
 	return d
 }
 
-// judge is Table.Judge, or Table.JudgeFacts when facts are known.
-func judge(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port uint16, peer netip.Addr, facts *rules.Facts) rules.Match {
+// matchEnd is Table.Judge, or Table.JudgeFacts when facts are known.
+func matchEnd(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port uint16, peer netip.Addr, facts *rules.Facts) rules.Match {
 	if facts != nil {
 		return t.JudgeFacts(c, dir, proto, port, peer, facts)
 	}

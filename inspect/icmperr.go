@@ -55,7 +55,7 @@ func (e *Engine) judgeICMPError(w *work) Verdict {
 		}
 		e.stats.ICMPErrorsUnmatched.Add(1)
 	}
-	tu := w.sent() // its port is not judged: the protocol is ICMP
+	tu := w.sent() // its port is not matched: the protocol is ICMP
 	d := e.decide(w.t, &tu, nil)
 	// Never bypass on an ICMP error: its conntrack entry is the quoted
 	// flow's, and a mark set here would let that flow skip judgement.
