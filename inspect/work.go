@@ -13,7 +13,7 @@ import (
 // reuses it for every packet, so carrying it allocates nothing. Tick and
 // ReleaseAll, which judge no packet, use only its table and time.
 type work struct {
-	// Set by begin, for every call.
+	// Set for every call.
 	t     *rules.Table // the table in force
 	now   time.Time
 	clock int64 // now on the engine clock
@@ -26,18 +26,18 @@ type work struct {
 	hash   uint64 // of key
 	srcIsA bool   // the packet's source is endpoint a of key
 
-	// The flow's slot and its info, once the packet has one (not for
-	// malformed packets and ICMP errors).
+	// The flow's slot and its info, set once the packet has one (never for
+	// malformed packets and ICMP errors); stale until then.
 	f  *flow
 	fi *flowInfo
 }
 
-// begin readies the engine's work for a call at now, with the table in
-// force.
+// begin readies the engine's work for a call at now that judges no packet
+// (Tick, ReleaseAll): the table in force and the time. Judge does the same
+// by hand.
 func (e *Engine) begin(now time.Time) *work {
 	w := &e.w
 	w.t, w.now, w.clock = e.tables.Load(), now, int64(now.Sub(e.base))
-	w.f, w.fi = nil, nil
 	return w
 }
 
