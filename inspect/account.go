@@ -19,8 +19,8 @@ import (
 type flowInfo struct {
 	start    int64  // engine clock of the flow's first packet
 	bytes    uint64 // IP bytes of its packets seen
-	rule     uint32 // index+1 into the engine's rule counters; 0 until judged
-	gen      uint32 // low bits of the generation of the table that judged it
+	rule     uint32 // index+1 into the engine's rule counters; 0 until decided
+	gen      uint32 // low bits of the generation of the table that decided it
 	logged   bool   // its blocked verdict was logged: its end is wanted
 	captured uint8  // packets given to the capture
 }
@@ -33,7 +33,7 @@ const (
 	sweepSlots = 1024 // per sweep: a 65,536-slot table every 0.64 s
 )
 
-// RuleCount is what one rule judged in one engine: flows (and DNS queries)
+// RuleCount is what one rule decided in one engine: flows (and DNS queries)
 // and their packets that reached the queue.
 type RuleCount struct {
 	Container string // [[container]] entry; "" for RuleID "none"
@@ -70,7 +70,7 @@ func refOf(k *ruleKey) ruleRef {
 }
 
 // indexSlack bounds ruleCounters.index to this many entries per rule: room
-// for the tables of a few reloads at once (flows judged by the old table
+// for the tables of a few reloads at once (flows decided by the old table
 // and the new one meet in the same worker for a moment).
 const indexSlack = 4
 
@@ -125,7 +125,7 @@ func (r *ruleCounters) of(k ruleKey) uint32 {
 // at returns counters i (an index+1 from of); the engine's goroutine only.
 func (r *ruleCounters) at(i uint32) *ruleCounter { return r.list[i-1] }
 
-// count adds a judged flow of match m with its packets, and returns the
+// count adds a flow (or query) decided by match m with its packets, and returns the
 // index+1 of its counters.
 func (r *ruleCounters) count(m *rules.Match, dir rules.Direction, packets uint32) uint32 {
 	i := r.of(ruleKey{container: m.Container, rule: m.RuleID, dir: dir, action: m.Action})
@@ -184,32 +184,33 @@ func (e *Engine) Counts() Counts {
 	return c
 }
 
-// judged records the verdict of a new flow in its info and counters.
-func (e *Engine) judged(fi *flowInfo, m *rules.Match, dir rules.Direction, packets uint32) {
+// countRule records the rule that decided a flow in the flow's info, and
+// counts the flow with packets on that rule.
+func (e *Engine) countRule(fi *flowInfo, m *rules.Match, dir rules.Direction, packets uint32) {
 	fi.rule = e.rules.count(m, dir, packets)
 }
 
-// seen counts one more packet of a judged flow.
-func (e *Engine) seen(fi *flowInfo) {
+// countPacket counts one more packet of a decided flow on its rule.
+func (e *Engine) countPacket(fi *flowInfo) {
 	if fi.rule != 0 {
 		e.rules.at(fi.rule).packets.Add(1)
 	}
 }
 
-// capture gives a packet of a blocked flow to the capture, for the first
-// [log] pcap_packets packets of the flow.
-func (e *Engine) capture(t *rules.Table, fi *flowInfo, data []byte, now time.Time) {
-	if e.capt == nil || int(fi.captured) >= t.Log.PcapPackets {
+// capture gives the packet of w, of a blocked flow whose info is fi, to
+// the capture, for the first [log] pcap_packets packets of the flow.
+func (e *Engine) capture(w *work, fi *flowInfo) {
+	if e.capt == nil || int(fi.captured) >= w.t.Log.PcapPackets {
 		return
 	}
 	fi.captured++
-	e.capt.Capture(data, now)
+	e.capt.Capture(w.data, w.now)
 }
 
-// ended is called for a slot whose flow is about to be forgotten (expired,
+// endFlow is called for a slot whose flow is about to be forgotten (expired,
 // evicted, or the engine stops): a blocked flow whose verdict was logged
-// gets its summary.
-func (e *Engine) ended(f *flow, fi *flowInfo) {
+// gets its summary, an EventEnd.
+func (e *Engine) endFlow(f *flow, fi *flowInfo) {
 	if f.state != stateDropped || !fi.logged || fi.rule == 0 {
 		return
 	}
@@ -240,7 +241,7 @@ func (e *Engine) sweep(clock int64) {
 func (e *Engine) EndAll() {
 	for i := range e.flows.slots {
 		if f := &e.flows.slots[i]; f.state != stateFree {
-			e.ended(f, &e.flows.info[i])
+			e.endFlow(f, &e.flows.info[i])
 		}
 	}
 }

@@ -17,7 +17,7 @@ import (
 // responder's packets pass meanwhile (so a server that speaks first is not
 // stalled). Each time the in-order prefix grows, the parsers the candidate
 // rules need run over it from its start. When one finds its fact the flow
-// is judged with it; when the fact cannot be had (another protocol, a
+// is decided by it; when the fact cannot be had (another protocol, a
 // malformed message, a ClientHello without server name, the budget spent,
 // the connection closed) the flow gets [inspect] undecided. Then every held
 // packet is released with the verdict, in arrival order, and an allowed
@@ -25,8 +25,8 @@ import (
 // packets are dropped, the Resetter (if any) sends a RST to each end, and
 // every later packet of the flow is dropped until the flow expires.
 //
-// UDP: every datagram of the initiator is one DNS query, judged on its own
-// by its question names; the flow is never bypassed, and the responder's
+// UDP: every datagram of the initiator is one DNS query, decided on its
+// own by its question names; the flow is never bypassed, and the responder's
 // datagrams pass.
 
 // Released is the verdict for a packet the engine held.
@@ -44,7 +44,8 @@ type Resetter interface {
 	Reset(client, server netip.AddrPort, clientSeq, serverSeq uint32)
 }
 
-// Reasons a held flow was judged by [inspect] undecided.
+// Reasons an inspected flow (or DNS query) was decided by [inspect]
+// undecided.
 const (
 	reasonNoSNI      = "undecided: TLS ClientHello without server name"
 	reasonNoHost     = "undecided: HTTP request without Host"
@@ -109,7 +110,7 @@ func (e *Engine) Tick(now time.Time) {
 	if clock < d.nextExpiry {
 		return
 	}
-	t := e.tables.Load()
+	w := e.begin(now)
 	next := int64(math.MaxInt64)
 	for i := range d.holds.holds {
 		h := &d.holds.holds[i]
@@ -117,7 +118,7 @@ func (e *Engine) Tick(now time.Time) {
 			continue
 		}
 		if h.deadline <= clock {
-			e.finish(t, h, nil, reasonWait, now, clock)
+			e.release(w, h, nil, reasonWait)
 			continue
 		}
 		next = min(next, h.deadline)
@@ -128,27 +129,26 @@ func (e *Engine) Tick(now time.Time) {
 // ReleaseAll decides every held flow as undecided, for a worker that stops:
 // the kernel would otherwise drop their packets when the queue is unbound.
 func (e *Engine) ReleaseAll(now time.Time) {
-	t := e.tables.Load()
-	clock := int64(now.Sub(e.base))
+	w := e.begin(now)
 	for i := range e.deep.holds.holds {
 		if h := &e.deep.holds.holds[i]; h.used {
-			e.finish(t, h, nil, reasonStopping, now, clock)
+			e.release(w, h, nil, reasonStopping)
 		}
 	}
 	e.deep.nextExpiry = math.MaxInt64
 }
 
-// startInspection sets up a new flow whose verdict needs L7 facts and
-// judges its first packet.
-func (e *Engine) startInspection(t *rules.Table, f *flow, k *flowKey, h uint64, d decision,
-	p *Packet, data []byte, m Meta, fromInit bool, clock int64, now time.Time) Verdict {
+// startInspection sets up the new flow of w, whose verdict needs L7
+// facts, and judges its first packet.
+func (e *Engine) startInspection(w *work) Verdict {
+	f, p := w.f, &w.p
 	e.stats.Inspected.Add(1)
 	if p.Proto == rules.ProtoUDP {
 		f.state = stateQuery
-		f.expires = clock + timeout(p, f.state)
-		return e.judgeQuery(t, p, data, m, fromInit, now)
+		f.expires = w.clock + timeout(p, f.state)
+		return e.judgeQuery(w)
 	}
-	if fromInit && p.TCPFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN {
+	if w.fromInit() && p.TCPFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN {
 		f.state, f.packets = stateAwait, p.Seq+1
 	} else {
 		// First seen after its handshake (evicted, or a retransmission after
@@ -157,21 +157,21 @@ func (e *Engine) startInspection(t *rules.Table, f *flow, k *flowKey, h uint64, 
 		// ClientHello or request is where it does start.
 		f.state = stateAwaitMid
 	}
-	f.expires = clock + timeout(p, f.state)
-	return e.inspectTCP(t, f, k, h, p, data, m, fromInit, clock, now)
+	f.expires = w.clock + timeout(p, f.state)
+	return e.inspectTCP(w)
 }
 
 // inspectTCP judges a packet of a TCP flow under inspection.
-func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
-	p *Packet, data []byte, m Meta, fromInit bool, clock int64, now time.Time) Verdict {
+func (e *Engine) inspectTCP(w *work) Verdict {
+	t, f, p := w.t, w.f, &w.p
 	pass := Verdict{Allow: true} // judged, but not bypassed: later packets still come here
-	if !fromInit {
-		if hd := e.heldOf(f, k); hd != nil {
+	if !w.fromInit() {
+		if hd := e.heldOf(f, &w.key); hd != nil {
 			hd.seen++
 		}
 		return pass
 	}
-	payload := data[p.PayloadOff : p.PayloadOff+p.PayloadLen]
+	payload := w.data[p.PayloadOff : p.PayloadOff+p.PayloadLen]
 	end := p.TCPFlags&(TCPFlagFIN|TCPFlagRST) != 0
 	if p.TCPFlags&TCPFlagSYN != 0 {
 		if f.state == stateAwait {
@@ -179,7 +179,7 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 		}
 		return pass
 	}
-	hd := e.heldOf(f, k)
+	hd := e.heldOf(f, &w.key)
 	if hd == nil {
 		if len(payload) == 0 && !end {
 			return pass // the handshake's last ACK, or a window update
@@ -189,6 +189,7 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 			// reused: judge again from here.
 			f.state = stateAwaitMid
 		}
+		tu := w.sent() // the initiator's packet: its flow as the initiator sees it
 		var idx int32
 		idx, hd = e.deep.holds.alloc()
 		if hd == nil {
@@ -199,22 +200,19 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 			if f.state == stateAwait {
 				clientSeq = f.packets
 			}
-			client, server := netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)
-			d := e.undecided(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
-			allow := e.conclude(t, f, &d, nil, reasonHoldFull, client, server, p.Proto, 1, now, clock)
+			d := e.decideInspected(t, &tu, nil, reasonHoldFull)
+			allow := e.settleInspected(w, f, &d, &tu, 1)
 			// Dropped after its handshake like a held flow: reset both ends,
 			// or they retransmit into the drop until their own timeouts.
 			if !allow && p.TCPFlags&TCPFlagRST == 0 {
-				e.reset(client, server, clientSeq, p.Ack)
+				e.reset(&tu, clientSeq, p.Ack)
 			}
-			return Verdict{Allow: allow, Bypass: allow && t.Engine.FastPath}
+			return e.verdict(t, allow)
 		}
-		hd.key, hd.hash = *k, hash
-		hd.client = netip.AddrPortFrom(p.Src, p.SrcPort)
-		hd.server = netip.AddrPortFrom(p.Dst, p.DstPort)
-		hd.proto, hd.in, hd.out = p.Proto, m.InDev, m.OutDev
-		hd.need = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil).need
-		hd.deadline = clock + e.deep.maxWait
+		hd.key, hd.hash = w.key, w.hash
+		hd.tuple = tu
+		hd.need = e.decide(t, &tu, nil).need
+		hd.deadline = w.clock + e.deep.maxWait
 		hd.base = p.Seq
 		if f.state == stateAwait {
 			hd.base = f.packets
@@ -230,7 +228,7 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 		return pass
 	}
 	if len(payload) > 0 {
-		switch hd.add(p.Seq, payload, m.ID, m.Mark) {
+		switch hd.add(p.Seq, payload, w.m.ID, w.m.Mark) {
 		case addDuplicate:
 			// A retransmission of held bytes: the first copy is held and
 			// will be released; this one would only arrive out of order.
@@ -239,12 +237,12 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 		case addFull:
 			// Not reachable while the budget check below ends a hold at
 			// max_packets; kept so a mistake cannot hold unbounded packets.
-			e.finish(t, hd, nil, reasonPackets, now, clock)
-			return e.flowVerdict(t, f, k, hash, clock)
+			e.release(w, hd, nil, reasonPackets)
+			return e.decidedVerdict(w)
 		}
-	} else if !hd.addMarker(m.ID, m.Mark) {
-		e.finish(t, hd, nil, reasonPackets, now, clock)
-		return e.flowVerdict(t, f, k, hash, clock)
+	} else if !hd.addMarker(w.m.ID, w.m.Mark) {
+		e.release(w, hd, nil, reasonPackets)
+		return e.decidedVerdict(w)
 	}
 	e.stats.HeldPackets.Add(1)
 	e.stats.heldPacketsNow.Add(1)
@@ -261,19 +259,20 @@ func (e *Engine) inspectTCP(t *rules.Table, f *flow, k *flowKey, hash uint64,
 	default:
 		return Verdict{Hold: true}
 	}
-	e.finish(t, hd, facts, reason, now, clock)
+	e.release(w, hd, facts, reason)
 	if f.state == stateDropped {
 		// The packet that decided a drop (usually the whole request) is
 		// what a capture is for.
-		e.capture(t, e.flows.infoOf(f), data, now)
+		e.capture(w, e.flows.infoOf(f))
 	}
 	return Verdict{Hold: true}
 }
 
-// flowVerdict is the verdict of a flow that was just decided.
-func (e *Engine) flowVerdict(t *rules.Table, f *flow, k *flowKey, hash uint64, clock int64) Verdict {
-	if g := e.flows.lookup(k, hash, clock); g != nil && g == f {
-		return e.verdict(t, f.state == stateAllowed)
+// decidedVerdict is the verdict of the packet of w, whose flow was just
+// decided: the flow's, if its slot is still the flow's.
+func (e *Engine) decidedVerdict(w *work) Verdict {
+	if g := e.flows.lookup(&w.key, w.hash, w.clock); g != nil && g == w.f {
+		return e.verdict(w.t, w.f.state == stateAllowed)
 	}
 	return Verdict{Allow: false}
 }
@@ -289,8 +288,8 @@ func (e *Engine) heldOf(f *flow, k *flowKey) *hold {
 // parse runs the parsers the flow's candidate rules need over its stream.
 // It returns the facts once one parser has them, a reason when none can,
 // and neither while more bytes are needed. A flow that no longer needs any
-// fact (the table was reloaded) is undecided at once, which judges it by
-// the new table.
+// fact (the table was reloaded) gets a reason at once, and release then
+// decides it by the new table's rules.
 func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
 	need := hd.need
 	s := hd.stream()
@@ -362,97 +361,90 @@ func (e *Engine) dnsFacts() (*rules.Facts, string) {
 	return f, ""
 }
 
-// finish decides held flow hd, by facts or, without them, by [inspect]
-// undecided for reason; releases its packets and frees the hold.
-func (e *Engine) finish(t *rules.Table, hd *hold, facts *rules.Facts, reason string, now time.Time, clock int64) {
-	var d decision
-	if facts != nil {
-		d = e.decide(t, hd.client.Addr(), hd.server.Addr(), hd.server.Port(), hd.proto, hd.in, hd.out, facts)
-		e.stats.Decided.Add(1)
-	} else {
-		d = e.undecided(t, hd.client.Addr(), hd.server.Addr(), hd.server.Port(), hd.proto, hd.in, hd.out)
-	}
+// release decides held flow hd, by facts or, without them, by [inspect]
+// undecided for reason; answers its held packets with the flow's verdict
+// (see Released), and frees the hold.
+func (e *Engine) release(w *work, hd *hold, facts *rules.Facts, reason string) {
+	t := w.t
+	d := e.decideInspected(t, &hd.tuple, facts, reason)
 	var f *flow
-	if g := e.flows.lookup(&hd.key, hd.hash, clock); g != nil && g.state == stateHeld && g.packets == uint32(hd.idx) {
+	if g := e.flows.lookup(&hd.key, hd.hash, w.clock); g != nil && g.state == stateHeld && g.packets == uint32(hd.idx) {
 		f = g
 	}
-	allow := e.conclude(t, f, &d, facts, reason, hd.client, hd.server, hd.proto, hd.seen, now, clock)
-	v := Verdict{Allow: allow, Bypass: allow && t.Engine.FastPath}
+	allow := e.settleInspected(w, f, &d, &hd.tuple, hd.seen)
+	v := e.verdict(t, allow)
 	for _, p := range hd.pkts {
 		e.deep.released = append(e.deep.released, Released{ID: p.id, Mark: p.mark, Verdict: v})
 		e.count(v)
 	}
 	if !allow {
-		e.reset(hd.client, hd.server, hd.base, hd.ack)
+		e.reset(&hd.tuple, hd.base, hd.ack)
 	}
 	e.stats.heldPacketsNow.Add(-int64(len(hd.pkts)))
 	e.stats.heldNow.Add(-1)
-	e.deep.holds.release(hd)
+	e.deep.holds.free(hd)
 	if e.deep.holds.used == 0 {
 		e.deep.nextExpiry = math.MaxInt64
 	}
 }
 
-// undecided is the decision for a flow whose fact could not be had.
-func (e *Engine) undecided(t *rules.Table, src, dst netip.Addr, dport uint16, proto uint8, in, out uint32) decision {
-	d := e.decide(t, src, dst, dport, proto, in, out, nil)
-	if d.need != 0 {
+// decideInspected decides flow (or query) tu by its L7 facts, or, with
+// facts nil because they could not be had, by [inspect] undecided for
+// reason. A flow whose verdict no longer waits for facts (the table was
+// reloaded) is decided by its rules.
+func (e *Engine) decideInspected(t *rules.Table, tu *tuple, facts *rules.Facts, reason string) decision {
+	d := e.decide(t, tu, facts)
+	d.facts, d.reason = facts, reason
+	if facts != nil {
+		e.stats.Decided.Add(1)
+	} else if d.need != 0 {
 		d.m.Action, d.m.RuleID, d.m.Log, d.need = t.Inspect.Undecided, rules.RuleIDUndecided, false, 0
 		e.stats.Undecided.Add(1)
 	}
 	return d
 }
 
-// conclude records the decision of an inspected flow in its slot f (nil
-// if the slot is gone), counts and logs it, and reports whether it is
-// allowed.
-func (e *Engine) conclude(t *rules.Table, f *flow, d *decision, facts *rules.Facts, reason string,
-	client, server netip.AddrPort, proto uint8, packets uint32, now time.Time, clock int64) bool {
-	allow := d.m.Action != rules.Drop
+// settleInspected settles inspected flow tu with decision d: in its slot
+// f (nil if the slot is gone) with its timeout, in the counters, and in
+// the log with packets. It reports whether d allows the flow.
+func (e *Engine) settleInspected(w *work, f *flow, d *decision, tu *tuple, packets uint32) bool {
 	fi := &e.spare // a slot that is gone: counted, not remembered
 	*fi = flowInfo{}
 	if f != nil {
-		f.state, f.packets = stateDropped, packets
-		if allow {
-			f.state = stateAllowed
-		}
-		f.expires = clock + int64(tcpTimeout)
-		if !allow {
-			f.expires = clock + int64(droppedTimeout)
-		}
 		fi = e.flows.infoOf(f)
 	}
 	e.stats.Flows.Add(1)
-	e.judged(fi, &d.m, d.dir, packets)
-	if !allow {
-		e.stats.Blocked.Add(1)
-	} else if t.Engine.FastPath {
-		e.stats.FastPath.Add(1)
+	allow := e.settle(w.t, f, fi, d, packets)
+	if f != nil {
+		f.expires = w.clock + int64(tcpTimeout)
+		if !allow {
+			f.expires = w.clock + int64(droppedTimeout)
+		}
 	}
-	logged := d.logged() && e.logDecision(t, d, facts, reason, Event{Time: now, Proto: proto, Src: client, Dst: server, Packets: packets})
+	logged := d.logged() && e.logDecision(w.t, d, tu.event(w.now, packets))
 	fi.logged = logged && !allow
 	return allow
 }
 
 // logDecision emits ev, which names the flow or query, for decision d
 // (call it when d.logged()): the rule, the Docker names and the facts the
-// flow was judged by. reason is added when it was judged by [inspect]
-// undecided; a Reason already in ev is kept otherwise. It reports whether
-// the sink took the event.
-func (e *Engine) logDecision(t *rules.Table, d *decision, facts *rules.Facts, reason string, ev Event) bool {
+// flow was decided by. d's reason is added when it was decided by
+// [inspect] undecided; a Reason already in ev is kept otherwise. It
+// reports whether the sink took the event.
+func (e *Engine) logDecision(t *rules.Table, d *decision, ev Event) bool {
 	ev.Action, ev.RuleID, ev.Container, ev.Direction = d.m.Action, d.m.RuleID, d.m.Container, d.dir
-	if facts == nil && d.m.RuleID == rules.RuleIDUndecided {
-		ev.Reason = reason
+	if d.facts == nil && d.m.RuleID == rules.RuleIDUndecided {
+		ev.Reason = d.reason
 	}
-	describeFacts(&ev, facts, d.m)
-	if facts != nil && facts.Proto == rules.L7TLS {
+	describeFacts(&ev, d.facts, d.m)
+	if d.facts != nil && d.facts.Proto == rules.L7TLS {
 		ev.ECH = e.deep.hello.ECH // the hello facts were parsed from
 	}
 	describe(t, &ev)
 	return e.sink.Emit(ev)
 }
 
-// describeFacts copies the facts a flow was judged by into its event. It
+// describeFacts copies the facts a flow was decided by into its event. It
 // runs only for flows that are logged.
 func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
 	if f == nil {
@@ -475,28 +467,24 @@ func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
 	}
 }
 
-// judgeQuery judges one datagram of a UDP flow judged per DNS query.
-func (e *Engine) judgeQuery(t *rules.Table, p *Packet, data []byte, m Meta, fromInit bool, now time.Time) Verdict {
-	if !fromInit {
+// judgeQuery judges one datagram of a UDP flow whose DNS queries are
+// decided one by one.
+func (e *Engine) judgeQuery(w *work) Verdict {
+	if !w.fromInit() {
 		return Verdict{Allow: true} // responses to allowed queries; never bypassed
 	}
 	e.stats.Queries.Add(1)
-	dp := e.deep
+	p, dp := &w.p, e.deep
 	var facts *rules.Facts
 	reason := reasonMalformed
-	switch l7.ParseDNSQuery(data[p.PayloadOff:p.PayloadOff+p.PayloadLen], &dp.dns) {
+	switch l7.ParseDNSQuery(w.data[p.PayloadOff:p.PayloadOff+p.PayloadLen], &dp.dns) {
 	case l7.Done:
 		facts, reason = e.dnsFacts()
 	case l7.NotMatch:
 		reason = reasonNotProto
 	}
-	var d decision
-	if facts != nil {
-		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, facts)
-		e.stats.Decided.Add(1)
-	} else {
-		d = e.undecided(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev)
-	}
+	tu := w.sent()
+	d := e.decideInspected(w.t, &tu, facts, reason)
 	allow := d.m.Action != rules.Drop
 	e.rules.count(&d.m, d.dir, 1)
 	if allow {
@@ -504,23 +492,22 @@ func (e *Engine) judgeQuery(t *rules.Table, p *Packet, data []byte, m Meta, from
 	} else {
 		e.stats.BlockedQueries.Add(1)
 		e.spare = flowInfo{} // each query is captured on its own
-		e.capture(t, &e.spare, data, now)
+		e.capture(w, &e.spare)
 	}
 	if d.logged() {
-		e.logDecision(t, &d, facts, reason, Event{
-			Time: now, Proto: p.Proto, Src: netip.AddrPortFrom(p.Src, p.SrcPort), Dst: netip.AddrPortFrom(p.Dst, p.DstPort),
-			Packets: 1, QueryID: dp.dns.ID,
-		})
+		ev := tu.event(w.now, 1)
+		ev.QueryID = dp.dns.ID
+		e.logDecision(w.t, &d, ev)
 	}
 	return Verdict{Allow: allow}
 }
 
-// reset cuts a TCP flow dropped after its handshake: a RST to each end,
+// reset cuts TCP flow tu, dropped after its handshake: a RST to each end,
 // with the sequence numbers each expects, when the engine has a Resetter.
-func (e *Engine) reset(client, server netip.AddrPort, clientSeq, serverSeq uint32) {
+func (e *Engine) reset(tu *tuple, clientSeq, serverSeq uint32) {
 	if e.deep.resetter == nil {
 		return
 	}
-	e.deep.resetter.Reset(client, server, clientSeq, serverSeq)
+	e.deep.resetter.Reset(tu.client, tu.server, clientSeq, serverSeq)
 	e.stats.Resets.Add(1)
 }

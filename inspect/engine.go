@@ -82,7 +82,7 @@ type Event struct {
 	Packets   uint32
 	Bytes     uint64    // EventEnd: IP bytes of the flow's packets seen
 	Start     time.Time // EventEnd: when the flow's first packet was seen
-	Reason    string    // why a packet was judged without rules (malformed, …)
+	Reason    string    // why, beyond its rule ("undecided: …", "rejudged after a reload")
 
 	// Docker's view of the container end (Dst for Ingress, Src for
 	// Egress), from the table's Meta; empty when the table was not
@@ -97,9 +97,10 @@ type Event struct {
 	Published string
 
 	// L7 is the protocol deep inspection found the flow (or DNS query) to
-	// speak, 0 if the flow was judged on its L4 key alone; the fields after
-	// it hold the facts it was judged by. Reason says why an inspected flow
-	// was judged by [inspect] undecided (RuleID "undecided").
+	// speak, 0 if the flow was decided on its L4 key alone; the fields
+	// after it hold the facts it was decided by. Reason says why an
+	// inspected flow was decided by [inspect] undecided (RuleID
+	// "undecided").
 	L7         rules.L7
 	SNI        string // TLS server name as sent
 	ECH        bool   // SNI is the outer name of an Encrypted Client Hello
@@ -107,7 +108,7 @@ type Event struct {
 	HTTPPath   string // HTTP path (without query)
 	HTTPMethod string
 	QName      string // the DNS question name that matched, else the first
-	QueryID    uint16 // DNS message id of a query judged on its own (UDP)
+	QueryID    uint16 // DNS message id of a query decided on its own (UDP)
 }
 
 // Sink receives events. Emit is called on the packet path: it must not
@@ -142,8 +143,8 @@ type Stats struct {
 	Packets     atomic.Uint64
 	Allowed     atomic.Uint64
 	Dropped     atomic.Uint64
-	Flows       atomic.Uint64 // flows judged by rules
-	Blocked     atomic.Uint64 // flows judged drop
+	Flows       atomic.Uint64 // flows decided by rules
+	Blocked     atomic.Uint64 // flows decided drop
 	Midstream   atomic.Uint64 // TCP flows first seen after their SYN
 	ICMPErrors  atomic.Uint64 // all ICMP and ICMPv6 errors: matched + unmatched + bad quote
 	Evictions   atomic.Uint64 // live flows pushed out of a full table
@@ -164,9 +165,9 @@ type Stats struct {
 	HeldPackets    atomic.Uint64 // packets held
 	HeldDuplicates atomic.Uint64 // retransmissions of held bytes, dropped
 	HoldFull       atomic.Uint64 // flows not held because max_held_flows were
-	Decided        atomic.Uint64 // flows and queries judged by their L7 fact
-	Undecided      atomic.Uint64 // flows and queries judged by [inspect] undecided
-	Queries        atomic.Uint64 // DNS datagrams judged one by one
+	Decided        atomic.Uint64 // flows and queries decided by their L7 fact
+	Undecided      atomic.Uint64 // flows and queries decided by [inspect] undecided
+	Queries        atomic.Uint64 // DNS datagrams decided one by one
 	AllowedQueries atomic.Uint64
 	BlockedQueries atomic.Uint64
 	Resets         atomic.Uint64 // dropped flows cut with RSTs
@@ -209,7 +210,7 @@ type Engine struct {
 	dec     *Decoder
 	flows   *flowTable
 	base    time.Time
-	pkt     Packet
+	w       work // the packet being judged; reused, so that judging allocates nothing
 	stats   Stats
 	deep    *deep
 	rules   ruleCounters
@@ -237,7 +238,7 @@ func New(o Options, maxFlows int) *Engine {
 		deep:    newDeep(o.Tables.Load().Inspect, o.Resetter),
 		rules:   ruleCounters{index: map[ruleRef]uint32{}, byKey: map[ruleKey]uint32{}},
 	}
-	e.flows = newFlowTable(maxFlows, rand.Uint64(), e.ended)
+	e.flows = newFlowTable(maxFlows, rand.Uint64(), e.endFlow)
 	return e
 }
 
@@ -247,145 +248,158 @@ func (e *Engine) Stats() *Stats { return &e.stats }
 // Judge decides the fate of one packet. data starts with the IP header.
 func (e *Engine) Judge(data []byte, m Meta, now time.Time) Verdict {
 	e.stats.Packets.Add(1)
-	t := e.tables.Load()
-	p := &e.pkt
-	if err := e.dec.Decode(data, p); err != nil {
-		return e.count(e.malformed(t, err))
-	}
-	clock := int64(now.Sub(e.base))
-	if p.IsICMPError() {
-		return e.count(e.judgeICMPError(t, p, m, clock))
-	}
-	k, srcIsA := makeKey(p.Src, p.SrcPort, p.Dst, p.DstPort, p.Proto)
-	h := e.flows.hashOf(&k)
-	if f := e.flows.lookup(&k, h, clock); f != nil {
-		f.lastSeen = clock
-		fi := e.flows.infoOf(f)
-		fi.bytes += uint64(len(data))
-		switch f.state {
-		case stateAllowed, stateDropped:
-			if fi.gen != uint32(t.Generation) {
-				e.rejudge(t, f, fi, p, len(data), m, srcIsA, now)
-			}
-			f.packets++
-			e.seen(fi)
-			f.expires = clock + timeout(p, f.state)
-			if f.state == stateDropped {
-				e.capture(t, fi, data, now)
-			}
-			return e.count(e.verdict(t, f.state == stateAllowed))
-		case stateQuery:
-			f.expires = clock + timeout(p, f.state)
-			return e.count(e.judgeQuery(t, p, data, m, f.aIsInit == srcIsA, now))
-		}
-		f.expires = clock + timeout(p, f.state)
-		return e.count(e.inspectTCP(t, f, &k, h, p, data, m, f.aIsInit == srcIsA, clock, now))
-	}
+	// begin, by hand: it does not inline, and this is the hot path.
+	w := &e.w
+	w.t, w.now, w.clock = e.tables.Load(), now, int64(now.Sub(e.base))
+	w.data, w.m = data, m
+	v := e.count(e.judge(w))
+	w.data = nil // the engine keeps no packet's memory alive between calls
+	return v
+}
 
+// judge gives the packet of w its verdict, before it is counted.
+func (e *Engine) judge(w *work) Verdict {
+	p := &w.p
+	if err := e.dec.Decode(w.data, p); err != nil {
+		return e.malformed(w.t, err)
+	}
+	if p.IsICMPError() {
+		return e.judgeICMPError(w)
+	}
+	w.key, w.srcIsA = makeKey(p.Src, p.SrcPort, p.Dst, p.DstPort, p.Proto)
+	w.hash = e.flows.hashOf(&w.key)
+	f := e.flows.lookup(&w.key, w.hash, w.clock)
+	if f == nil {
+		return e.judgeNew(w)
+	}
+	fi := e.flows.infoOf(f)
+	w.f, w.fi = f, fi
+	f.lastSeen = w.clock
+	fi.bytes += uint64(len(w.data))
+	switch f.state {
+	case stateAllowed, stateDropped:
+		if fi.gen != uint32(w.t.Generation) {
+			e.rejudge(w)
+		}
+		f.packets++
+		e.countPacket(fi)
+		f.expires = w.clock + timeout(p, f.state)
+		if f.state == stateDropped {
+			e.capture(w, fi)
+		}
+		return e.verdict(w.t, f.state == stateAllowed)
+	case stateQuery:
+		f.expires = w.clock + timeout(p, f.state)
+		return e.judgeQuery(w)
+	}
+	f.expires = w.clock + timeout(p, f.state)
+	return e.inspectTCP(w)
+}
+
+// judgeNew judges the first packet of a flow the table does not hold:
+// decides the flow and gives it a slot.
+func (e *Engine) judgeNew(w *work) Verdict {
+	t, p := w.t, &w.p
+	sent := w.sent()
 	var d decision
-	aIsInit := srcIsA
+	aIsInit := w.srcIsA
 	if p.Proto == rules.ProtoTCP && p.TCPFlags&(TCPFlagSYN|TCPFlagACK) != TCPFlagSYN {
 		// Not an opening SYN: a flow that started before we saw it (before
 		// start-up, or evicted). Which end opened it is unknown, so it may
 		// go on if either reading of it is allowed; a TCP peer cannot open
 		// a new connection without a SYN, which is always judged.
 		e.stats.Midstream.Add(1)
-		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil)
+		d = e.decide(t, &sent, nil)
 		if d.m.Action == rules.Drop && d.need == 0 {
-			if r := e.decide(t, p.Dst, p.Src, p.SrcPort, p.Proto, m.OutDev, m.InDev, nil); r.m.Action == rules.Allow || r.need != 0 {
-				d, aIsInit = r, !srcIsA
+			back := sent.reversed()
+			if r := e.decide(t, &back, nil); r.m.Action == rules.Allow || r.need != 0 {
+				d, aIsInit = r, !w.srcIsA
 			}
 		}
 	} else {
-		d = e.decide(t, p.Src, p.Dst, p.DstPort, p.Proto, m.InDev, m.OutDev, nil)
+		d = e.decide(t, &sent, nil)
 	}
 
-	f, evicted := e.flows.insert(&k, h, clock)
+	f, evicted := e.flows.insert(&w.key, w.hash, w.clock)
 	if evicted {
 		e.stats.Evictions.Add(1)
 	}
 	f.aIsInit = aIsInit
 	fi := e.flows.infoOf(f)
-	fi.bytes, fi.gen = uint64(len(data)), uint32(t.Generation)
+	w.f, w.fi = f, fi
+	fi.bytes, fi.gen = uint64(len(w.data)), uint32(t.Generation)
 	if d.need != 0 {
-		return e.count(e.startInspection(t, f, &k, h, d, p, data, m, aIsInit == srcIsA, clock, now))
+		return e.startInspection(w)
 	}
-	f.packets = 1
-	f.state = stateAllowed
-	if d.m.Action == rules.Drop {
-		f.state = stateDropped
-	}
-	f.expires = clock + timeout(p, f.state)
 	e.stats.Flows.Add(1)
-	e.judged(fi, &d.m, d.dir, 1)
-	if d.m.Action == rules.Drop {
-		e.stats.Blocked.Add(1)
-		e.capture(t, fi, data, now)
-	} else if t.Engine.FastPath {
-		e.stats.FastPath.Add(1)
+	allow := e.settle(t, f, fi, &d, 1)
+	f.expires = w.clock + timeout(p, f.state)
+	if !allow {
+		e.capture(w, fi)
 	}
 	if d.logged() {
-		src := netip.AddrPortFrom(p.Src, p.SrcPort)
-		dst := netip.AddrPortFrom(p.Dst, p.DstPort)
-		if aIsInit != srcIsA {
-			src, dst = dst, src
-		}
-		ev := Event{Time: now, Proto: p.Proto, Src: src, Dst: dst, Packets: 1}
-		fi.logged = e.logDecision(t, &d, nil, "", ev) && d.m.Action == rules.Drop
+		tu := w.initiated()
+		fi.logged = e.logDecision(t, &d, tu.event(w.now, 1)) && !allow
 	}
-	return e.count(e.verdict(t, f.state == stateAllowed))
+	return e.verdict(t, allow)
 }
 
-// rejudge judges flow f again by t, a table of another generation than the
-// one that judged it (a reloaded file): a dropped flow always, since the
-// new file may allow it; an allowed one when [engine] rejudge_on_reload is
-// set. A flow whose verdict waits for L7 facts by the new table keeps its
-// verdict: its facts are not kept. An allowed TCP flow that is now dropped
-// is cut with RSTs, like one dropped by deep inspection.
-func (e *Engine) rejudge(t *rules.Table, f *flow, fi *flowInfo, p *Packet, size int, m Meta, srcIsA bool, now time.Time) {
+// rejudge decides the flow of w again by w's table, of another generation
+// than the one that decided it (a reloaded file): a dropped flow always,
+// since the new file may allow it; an allowed one when [engine]
+// rejudge_on_reload is set. A flow whose verdict waits for L7 facts by the
+// new table keeps its verdict: its facts are not kept. An allowed TCP flow
+// that is now dropped is cut with RSTs, like one dropped by deep
+// inspection.
+func (e *Engine) rejudge(w *work) {
+	t, f, fi, p := w.t, w.f, w.fi, &w.p
 	fi.gen = uint32(t.Generation)
 	if f.state == stateAllowed && !t.Engine.RejudgeOnReload {
 		return
 	}
-	src, dst, sport, dport, in, out := p.Src, p.Dst, p.SrcPort, p.DstPort, m.InDev, m.OutDev
-	fromInit := f.aIsInit == srcIsA
-	if !fromInit {
-		src, dst, sport, dport, in, out = dst, src, dport, sport, out, in
-	}
-	d := e.decide(t, src, dst, dport, p.Proto, in, out, nil)
+	tu := w.initiated()
+	d := e.decide(t, &tu, nil)
 	allow := d.m.Action != rules.Drop
 	if d.need != 0 || allow == (f.state == stateAllowed) {
 		return
 	}
 	e.stats.Rejudged.Add(1)
-	e.ended(f, fi) // a dropped flow's blocked span ends here
-	clock := int64(now.Sub(e.base))
-	*fi = flowInfo{start: clock, bytes: uint64(size), gen: fi.gen}
-	f.packets = 0
-	e.judged(fi, &d.m, d.dir, 0)
-	if allow {
-		f.state = stateAllowed
-		if t.Engine.FastPath {
-			e.stats.FastPath.Add(1)
+	e.endFlow(f, fi) // a dropped flow's blocked span ends here
+	*fi = flowInfo{start: w.clock, bytes: uint64(len(w.data)), gen: fi.gen}
+	e.settle(t, f, fi, &d, 0)
+	if !allow && p.Proto == rules.ProtoTCP && p.TCPFlags&TCPFlagRST == 0 {
+		clientSeq, serverSeq := p.Seq, p.Ack
+		if !w.fromInit() {
+			clientSeq, serverSeq = p.Ack, p.Seq
 		}
-	} else {
-		f.state = stateDropped
-		e.stats.Blocked.Add(1)
-		if p.Proto == rules.ProtoTCP && p.TCPFlags&TCPFlagRST == 0 {
-			clientSeq, serverSeq := p.Seq, p.Ack
-			if !fromInit {
-				clientSeq, serverSeq = p.Ack, p.Seq
-			}
-			e.reset(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), clientSeq, serverSeq)
-		}
+		e.reset(&tu, clientSeq, serverSeq)
 	}
 	if d.logged() {
-		ev := Event{
-			Time: now, Proto: p.Proto, Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport), Packets: 1,
-			Reason: "rejudged after a reload",
-		}
-		fi.logged = e.logDecision(t, &d, nil, "", ev) && !allow
+		ev := tu.event(w.now, 1)
+		ev.Reason = "rejudged after a reload"
+		fi.logged = e.logDecision(t, &d, ev) && !allow
 	}
+}
+
+// settle records decision d of flow f, whose info is fi, with its first
+// packets: the flow's state (f is nil for a flow whose slot is gone: it is
+// counted, not remembered), its rule's counters and the engine's. It
+// reports whether d allows the flow.
+func (e *Engine) settle(t *rules.Table, f *flow, fi *flowInfo, d *decision, packets uint32) bool {
+	allow := d.m.Action != rules.Drop
+	if f != nil {
+		f.state, f.packets = stateDropped, packets
+		if allow {
+			f.state = stateAllowed
+		}
+	}
+	e.countRule(fi, &d.m, d.dir, packets)
+	if !allow {
+		e.stats.Blocked.Add(1)
+	} else if t.Engine.FastPath {
+		e.stats.FastPath.Add(1)
+	}
+	return allow
 }
 
 // describe adds Docker's metadata of the event's container end. It runs
@@ -405,12 +419,17 @@ func describe(t *rules.Table, ev *Event) {
 	}
 }
 
-// decision is the combined judgement of a flow from both of its ends.
+// decision is what decide found for a flow from both of its ends.
 type decision struct {
 	m       rules.Match
 	dir     rules.Direction
 	foreign bool     // neither end is a container
 	need    rules.L7 // the verdict waits for these L7 facts (m is the fallback)
+
+	// For a flow or query decided by deep inspection: the facts it was
+	// decided by, or, when they could not be had, why (a reason… string).
+	facts  *rules.Facts
+	reason string
 }
 
 // logged reports whether the flow's verdict is logged: every drop, and
@@ -419,35 +438,36 @@ func (d *decision) logged() bool {
 	return (d.m.Action == rules.Drop || d.m.Log) && !d.foreign
 }
 
-// decide judges a flow initiated by src towards dst on port dport. Each end
-// that is a container judges it (egress for src, ingress for dst); drop wins.
-// With facts nil, rules with L7 fields are not matched: if the verdict
-// depends on them, need says which facts it waits for, unless one end
-// already drops the flow for good.
-func (e *Engine) decide(t *rules.Table, src, dst netip.Addr, dport uint16, proto uint8, in, out uint32, facts *rules.Facts) decision {
+// decide works out the decision of flow tu. Each end that is a container
+// matches it against its rules (egress for the client, ingress for the
+// server); drop wins. With facts nil, rules with L7 fields are not
+// matched: if the verdict depends on them, need says which facts it waits
+// for, unless one end already drops the flow for good.
+func (e *Engine) decide(t *rules.Table, tu *tuple, facts *rules.Facts) decision {
+	src, dst, dport, proto := tu.client.Addr(), tu.server.Addr(), tu.server.Port(), tu.proto
 	if proto != rules.ProtoTCP && proto != rules.ProtoUDP {
 		dport = 0
 	}
+	// d is set field by field: it is returned by value on every new flow.
 	d := decision{foreign: true}
-	if t.Listed(dst) || e.bridges.IsBridge(out) {
-		d = decision{m: judge(t, dst, rules.Ingress, proto, dport, src, facts), dir: rules.Ingress}
+	if t.Listed(dst) || e.bridges.IsBridge(tu.out) {
+		d.m, d.dir, d.foreign = matchEnd(t, dst, rules.Ingress, proto, dport, src, facts), rules.Ingress, false
 		d.need = d.m.Need
 	}
-	if t.Listed(src) || e.bridges.IsBridge(in) {
-		eg := judge(t, src, rules.Egress, proto, dport, dst, facts)
+	if t.Listed(src) || e.bridges.IsBridge(tu.in) {
+		eg := matchEnd(t, src, rules.Egress, proto, dport, dst, facts)
 		finalDrop := func(m rules.Match) bool { return m.Action == rules.Drop && m.Need == 0 }
 		switch {
 		case d.foreign:
-			d = decision{m: eg, dir: rules.Egress, need: eg.Need}
+			d.m, d.dir, d.foreign, d.need = eg, rules.Egress, false, eg.Need
 		case finalDrop(d.m):
 		case finalDrop(eg):
-			d = decision{m: eg, dir: rules.Egress}
+			d.m, d.dir, d.need = eg, rules.Egress, 0
 		default:
-			need := d.need | eg.Need
 			if eg.Action == rules.Drop && d.m.Action != rules.Drop {
-				d = decision{m: eg, dir: rules.Egress}
+				d.m, d.dir = eg, rules.Egress
 			}
-			d.need = need
+			d.need |= eg.Need
 		}
 	}
 	if d.foreign {
@@ -457,42 +477,12 @@ func (e *Engine) decide(t *rules.Table, src, dst netip.Addr, dport uint16, proto
 	return d
 }
 
-// judge is Table.Judge, or Table.JudgeFacts when facts are known.
-func judge(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port uint16, peer netip.Addr, facts *rules.Facts) rules.Match {
+// matchEnd is Table.Judge, or Table.JudgeFacts when facts are known.
+func matchEnd(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port uint16, peer netip.Addr, facts *rules.Facts) rules.Match {
 	if facts != nil {
 		return t.JudgeFacts(c, dir, proto, port, peer, facts)
 	}
 	return t.Judge(c, dir, proto, port, peer)
-}
-
-// judgeICMPError follows the verdict of the flow an ICMP error quotes, so
-// that "port unreachable" or "fragmentation needed" reach the peers of an
-// allowed flow, and errors about unknown flows are judged as ICMP.
-func (e *Engine) judgeICMPError(t *rules.Table, p *Packet, m Meta, clock int64) Verdict {
-	e.stats.ICMPErrors.Add(1)
-	switch {
-	case !p.Inner:
-		e.stats.ICMPErrorsBadQuote.Add(1)
-	case p.Dst != p.InnerSrc.Addr():
-		// An error goes back to the sender of the packet it quotes (after
-		// the kernel undid NAT on both). One sent elsewhere is not about
-		// that flow: following its verdict would let anyone who knows an
-		// allowed flow reach any container with ICMP.
-		e.stats.ICMPErrorsUnmatched.Add(1)
-	default:
-		k, _ := makeKey(p.InnerSrc.Addr(), p.InnerSrc.Port(), p.InnerDst.Addr(), p.InnerDst.Port(), p.InnerPro)
-		if f := e.flows.lookup(&k, e.flows.hashOf(&k), clock); f != nil {
-			e.stats.ICMPErrorsMatched.Add(1)
-			// A flow under inspection has not been dropped: its ICMP
-			// errors (fragmentation needed, …) go through.
-			return Verdict{Allow: f.state != stateDropped}
-		}
-		e.stats.ICMPErrorsUnmatched.Add(1)
-	}
-	d := e.decide(t, p.Src, p.Dst, 0, p.Proto, m.InDev, m.OutDev, nil)
-	// Never bypass on an ICMP error: its conntrack entry is the quoted
-	// flow's, and a mark set here would let that flow skip judgement.
-	return Verdict{Allow: d.m.Action == rules.Allow}
 }
 
 // malformed counts a packet the decoder refused, by kind, and answers

@@ -68,7 +68,7 @@ const (
 	stateAwait    // TCP, waiting for the initiator's first data
 	stateAwaitMid // the same, first seen after its SYN: the stream starts at the first data seen
 	stateHeld     // TCP, packets held while the fact is sought
-	stateQuery    // UDP, each datagram of the initiator judged as a DNS query
+	stateQuery    // UDP, each datagram of the initiator decided as a DNS query
 )
 
 // flow is one slot of the flow table: 64 bytes, one cache line.
@@ -110,17 +110,17 @@ type flowTable struct {
 	seed  uint64
 	live  atomic.Int64 // slots in use, expired ones not yet freed included
 	next  int          // where the sweep goes on
-	// ended is told of a flow before its slot is freed or reused.
-	ended func(*flow, *flowInfo)
+	// endFlow is told of a flow before its slot is freed or reused.
+	endFlow func(*flow, *flowInfo)
 }
 
-func newFlowTable(size int, seed uint64, ended func(*flow, *flowInfo)) *flowTable {
+func newFlowTable(size int, seed uint64, endFlow func(*flow, *flowInfo)) *flowTable {
 	buckets := 1
 	for buckets*ways < size {
 		buckets <<= 1
 	}
 	n := buckets * ways
-	return &flowTable{slots: make([]flow, n), info: make([]flowInfo, n), mask: uint64(buckets - 1), seed: seed, ended: ended}
+	return &flowTable{slots: make([]flow, n), info: make([]flowInfo, n), mask: uint64(buckets - 1), seed: seed, endFlow: endFlow}
 }
 
 // infoOf returns the info of slot f.
@@ -131,7 +131,7 @@ func (t *flowTable) infoOf(f *flow) *flowInfo {
 
 // free forgets the flow in slot f.
 func (t *flowTable) free(f *flow) {
-	t.ended(f, t.infoOf(f))
+	t.endFlow(f, t.infoOf(f))
 	f.state = stateFree
 	t.live.Add(-1)
 }
@@ -212,7 +212,7 @@ func (t *flowTable) insert(k *flowKey, h uint64, now int64) (f *flow, evicted bo
 	}
 	fi := t.infoOf(f)
 	if f.state != stateFree {
-		t.ended(f, fi) // expired or evicted: reused, still counted live
+		t.endFlow(f, fi) // expired or evicted: reused, still counted live
 	} else {
 		t.live.Add(1)
 	}

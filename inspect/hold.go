@@ -1,10 +1,6 @@
 package inspect
 
-import (
-	"net/netip"
-
-	"github.com/nfqguard/nfqguard/rules"
-)
+import "github.com/nfqguard/nfqguard/rules"
 
 // A held flow is one whose verdict waits for an L7 fact (TLS server name,
 // HTTP host, DNS name): the packets of its initiator that carry data are
@@ -29,14 +25,12 @@ type hold struct {
 	idx      int32 // position in the table
 	key      flowKey
 	hash     uint64
-	deadline int64 // engine clock: decided as undecided then
+	deadline int64 // engine clock: decided by [inspect] undecided then
 
 	// The flow as its initiator sees it, for judging it once the fact is
 	// known and for cutting it.
-	client, server netip.AddrPort
-	proto          uint8
-	need           rules.L7 // the facts the flow's candidate rules need
-	in, out        uint32   // interfaces of the initiator's packets
+	tuple
+	need rules.L7 // the facts the flow's candidate rules need
 
 	base uint32 // sequence number of the stream's first byte
 	ack  uint32 // latest acknowledgement number sent by the client
@@ -53,7 +47,7 @@ type hold struct {
 // of max_bytes each. It never allocates afterwards.
 type holdTable struct {
 	holds      []hold
-	free       []int32 // stack of unused indexes
+	unused     []int32 // stack of unused indexes
 	maxPackets int
 	maxBytes   int
 	used       int
@@ -62,7 +56,7 @@ type holdTable struct {
 func newHoldTable(flows, maxPackets, maxBytes int) *holdTable {
 	t := &holdTable{
 		holds:      make([]hold, flows),
-		free:       make([]int32, flows),
+		unused:     make([]int32, flows),
 		maxPackets: maxPackets,
 		maxBytes:   maxBytes,
 	}
@@ -76,7 +70,7 @@ func newHoldTable(flows, maxPackets, maxBytes int) *holdTable {
 		h.buf = buf[i*maxBytes : (i+1)*maxBytes : (i+1)*maxBytes]
 		h.segs = segs[i*maxPackets : i*maxPackets : (i+1)*maxPackets]
 		h.pkts = pkts[i*maxPackets : i*maxPackets : (i+1)*maxPackets]
-		t.free[i] = int32(flows - 1 - i)
+		t.unused[i] = int32(flows - 1 - i)
 	}
 	return t
 }
@@ -95,26 +89,26 @@ func (t *holdTable) get(i uint32, k *flowKey) *hold {
 
 // alloc takes a free hold, or returns -1 when all are in use.
 func (t *holdTable) alloc() (int32, *hold) {
-	n := len(t.free)
+	n := len(t.unused)
 	if n == 0 {
 		return -1, nil
 	}
-	i := t.free[n-1]
-	t.free = t.free[:n-1]
+	i := t.unused[n-1]
+	t.unused = t.unused[:n-1]
 	h := &t.holds[i]
 	*h = hold{used: true, idx: i, buf: h.buf, segs: h.segs[:0], pkts: h.pkts[:0]}
 	t.used++
 	return i, h
 }
 
-// release returns h to the pool.
-func (t *holdTable) release(h *hold) {
+// free returns h to the pool.
+func (t *holdTable) free(h *hold) {
 	if !h.used {
 		return
 	}
 	h.used = false
 	t.used--
-	t.free = append(t.free, h.idx)
+	t.unused = append(t.unused, h.idx)
 }
 
 // addResult is what adding a segment did.

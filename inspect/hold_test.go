@@ -131,8 +131,8 @@ func TestHoldTableReuse(t *testing.T) {
 		t.Fatal("third alloc from a table of 2 succeeded")
 	}
 	a.add(a.base, []byte("data"), 1, 0)
-	ht.release(a)
-	ht.release(a) // twice is harmless
+	ht.free(a)
+	ht.free(a) // twice is harmless
 	if ht.used != 1 {
 		t.Fatalf("used = %d, want 1", ht.used)
 	}
@@ -163,7 +163,7 @@ func TestHoldAddDoesNotAllocate(t *testing.T) {
 		for i := range 6 {
 			h.add(1+uint32(i*10), seg, uint32(i), 0)
 		}
-		ht.release(h)
+		ht.free(h)
 	})
 	if allocs != 0 {
 		t.Fatalf("alloc/add/release allocates %v times", allocs)
