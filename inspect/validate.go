@@ -265,28 +265,19 @@ func validateTransport(l4 []byte, proto uint8, frag, noLen, isIPv6 bool) Malform
 // Operation is one byte; any other option has a length byte of at least
 // 3 (gopacket refuses 2, which the kernel would take) that stays within
 // the header.
-func ipv4OptionsOK(b []byte) bool {
-	for len(b) > 0 {
-		switch b[0] {
-		case 0:
-			return true
-		case 1:
-			b = b[1:]
-		default:
-			if len(b) < 2 || b[1] <= 2 || int(b[1]) > len(b) {
-				return false
-			}
-			b = b[b[1]:]
-		}
-	}
-	return true
-}
+func ipv4OptionsOK(b []byte) bool { return optionsOK(b, 3) }
 
 // tcpOptionsOK reports whether the TCP options b are framed as gopacket's
 // TCP layer (and RFC 9293 3.1) requires: after End of Option List,
 // padding; No-Operation is one byte; any other option has a length byte of
 // at least 2 that stays within the header.
-func tcpOptionsOK(b []byte) bool {
+func tcpOptionsOK(b []byte) bool { return optionsOK(b, 2) }
+
+// optionsOK walks IPv4 or TCP options, which share their framing (kind 0
+// ends the list, kind 1 is a single byte, any other kind has a length
+// byte), requiring every length to be at least minLen and to stay within
+// b.
+func optionsOK(b []byte, minLen byte) bool {
 	for len(b) > 0 {
 		switch b[0] {
 		case 0:
@@ -294,7 +285,7 @@ func tcpOptionsOK(b []byte) bool {
 		case 1:
 			b = b[1:]
 		default:
-			if len(b) < 2 || b[1] < 2 || int(b[1]) > len(b) {
+			if len(b) < 2 || b[1] < minLen || int(b[1]) > len(b) {
 				return false
 			}
 			b = b[b[1]:]
