@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/queue"
 )
@@ -40,12 +41,44 @@ type Status struct {
 	HeldFlows     uint64 `json:"held_flows"`   // held for deep inspection now
 	HeldPackets   uint64 `json:"held_packets"` // their packets waiting for a verdict now
 
+	// Redirect is the state of nfqguard's rules in the host's firewall.
+	Redirect Redirect `json:"redirect"`
+
 	Latency Latency `json:"verdict_latency"`
 	Queues  []Queue `json:"queues"`
 	// TopBlocked are the live blocked flows with the most packets.
 	TopBlocked []Flow `json:"top_blocked_flows"`
 	// TopRules are the rules that blocked the most flows since the start.
 	TopRules []Rule `json:"top_blocking_rules"`
+}
+
+// Redirect is what the firewall watcher knows of the redirect.
+type Redirect struct {
+	// State is "in place", "shadowed" (a rule above the redirect may end
+	// a packet's walk first), "restore failed" or "not watched".
+	State      string `json:"state"`
+	InPlace    bool   `json:"in_place"`
+	ShadowedBy string `json:"shadowed_by,omitempty"`
+	Watch      string `json:"watch"` // how changes are noticed
+	// Events is the number of looks that found the rules disturbed;
+	// ByEvent counts them by what was found.
+	Events    uint64            `json:"events"`
+	ByEvent   map[string]uint64 `json:"by_event"`
+	LastEvent *RedirectEvent    `json:"last_event,omitempty"`
+	// Dropped counts packets nfqguard's own rules dropped: invalid,
+	// untracked (no connection) and guard (unjudged while the redirect
+	// was away).
+	Dropped map[string]uint64 `json:"dropped_packets"`
+}
+
+// RedirectEvent is the watcher's last event.
+type RedirectEvent struct {
+	Time        time.Time `json:"time"`
+	Family      string    `json:"family"`
+	Found       []string  `json:"found"`
+	Rule        string    `json:"rule,omitempty"`
+	TookSeconds float64   `json:"took_seconds"`
+	Error       string    `json:"error,omitempty"`
 }
 
 // Latency is the verdict latency (packet received → verdict sent) since
@@ -170,6 +203,7 @@ func Build(snap queue.Snapshot, top []queue.BlockedFlow, s *Sampler, n int) *Sta
 			P99: seconds(snap.Percentiles.P99), P999: seconds(snap.Percentiles.P999),
 		},
 		Queues: []Queue{}, TopBlocked: []Flow{}, TopRules: []Rule{},
+		Redirect: redirectOf(&snap.Redirect),
 	}
 	var old sample
 	var dt float64
@@ -219,6 +253,44 @@ func Build(snap queue.Snapshot, top []queue.BlockedFlow, s *Sampler, n int) *Sta
 	return st
 }
 
+func redirectOf(h *firewall.Health) Redirect {
+	r := Redirect{State: h.State, InPlace: h.InPlace, ShadowedBy: h.ShadowedBy, Watch: h.Method,
+		Events: h.Total, ByEvent: map[string]uint64{}, Dropped: map[string]uint64{}}
+	if r.State == "" {
+		r.State = "not watched"
+	}
+	for _, k := range firewall.EventKinds {
+		r.ByEvent[k] = h.Events[k]
+	}
+	for _, k := range firewall.DropKinds {
+		r.Dropped[k] = h.Dropped[k]
+	}
+	if e := h.Last; e != nil {
+		r.LastEvent = &RedirectEvent{Time: e.Time, Family: e.Family, Found: e.Found, Rule: e.Rule,
+			TookSeconds: e.Took.Seconds(), Error: e.Err}
+	}
+	return r
+}
+
+// writeText prints the redirect's lines for a terminal.
+func (r *Redirect) writeText(b *strings.Builder) {
+	fmt.Fprintf(b, "redirect   %s", r.State)
+	if r.ShadowedBy != "" {
+		fmt.Fprintf(b, " by %s: traffic it ends the walk for is NOT judged", r.ShadowedBy)
+	}
+	fmt.Fprintf(b, "; %d events", r.Events)
+	if e := r.LastEvent; e != nil {
+		fmt.Fprintf(b, ", last %s %s (%s)", e.Time.Format(time.RFC3339), strings.Join(e.Found, ","), e.Family)
+		if e.Error != "" {
+			fmt.Fprintf(b, ": %s", e.Error)
+		} else if e.TookSeconds > 0 {
+			fmt.Fprintf(b, ", restored in %s", dur(e.TookSeconds))
+		}
+	}
+	fmt.Fprintf(b, "\n           watched by %s; dropped: %d invalid, %d untracked, %d by the guard\n",
+		orDash(r.Watch), r.Dropped["invalid"], r.Dropped["untracked"], r.Dropped["guard"])
+}
+
 func seconds(ns int64) float64 { return time.Duration(ns).Seconds() }
 
 // WriteText prints st for a terminal.
@@ -233,6 +305,7 @@ func (st *Status) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "last reload: %s, FAILED: %s (the previous rules stay in force)\n", r.Time.Format(time.RFC3339), r.Error)
 		}
 	}
+	st.Redirect.writeText(&b)
 	window := "rate warming up"
 	if st.RateWindowSeconds > 0 {
 		window = fmt.Sprintf("over the last %.0fs", st.RateWindowSeconds)

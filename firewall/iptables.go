@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
 )
@@ -42,6 +44,12 @@ type RuleSpec struct {
 	BypassMark uint32 // mark bit copied to the connmark: flow decided
 	FastPath   bool
 	FailOpen   bool
+	// GuardMark is the packet-mark bit of the guard, which drops new flows
+	// while the redirect is away (0: no guard; never with FailOpen).
+	GuardMark uint32
+	// DropInvalid drops packets that conntrack calls INVALID or does not
+	// track, which the redirect cannot send to the queues.
+	DropInvalid bool
 }
 
 // redirect returns the NFQUEUE rule: every not-yet-judged packet of a flow
@@ -79,6 +87,7 @@ type family struct {
 	path    string
 	backend string // "nft" or "legacy"
 	created bool   // DOCKER-USER was created by nfqguard and goes on exit
+	watch   watchState
 }
 
 func (f *family) String() string { return fmt.Sprintf("%s: %s (%s)", f.name, f.path, f.backend) }
@@ -95,10 +104,13 @@ type Options struct {
 
 // IPTables installs nfqguard's rules in the DOCKER-USER chain of each
 // address family whose DOCKER-USER Docker actually jumps to, with the
-// iptables binary (nft or legacy) of the backend Docker uses. It is not
-// safe for concurrent use.
+// iptables binary (nft or legacy) of the backend Docker uses. Only Health
+// is safe for concurrent use.
 type IPTables struct {
 	families []*family
+
+	mu     sync.Mutex
+	health Health
 }
 
 // OpenIPTables finds DOCKER-USER for IPv4 (required) and IPv6 (used when
@@ -112,7 +124,7 @@ func OpenIPTables(opts Options) (*IPTables, error) {
 	if b6 == nil {
 		b6 = []string{"ip6tables-nft", "ip6tables-legacy", "ip6tables"}
 	}
-	fw := &IPTables{}
+	fw := &IPTables{health: Health{Events: map[string]uint64{}, Dropped: map[string]uint64{}}}
 	v4, err := findFamily("IPv4", iptables.ProtocolIPv4, b4, opts.CreateChain)
 	if err != nil {
 		return nil, fmt.Errorf("IPv4 firewall: %w", err)
@@ -395,85 +407,41 @@ func (f *family) deleteCreated() error {
 	return nil
 }
 
-// Install inserts the redirect and, with the fast path, its companion at
-// the top of DOCKER-USER, then removes the rules a previous run left
-// behind. On error it removes whatever it had inserted, in every family.
+// Install puts spec's rules in place in every family: the redirect, the
+// companion and the INVALID drops at the top of DOCKER-USER, a FORWARD jump
+// to DOCKER-USER where Docker's is missing, and the guard in the mangle
+// table. Rules a previous run left are replaced in the same transaction,
+// so a restarting fail-closed engine never leaves DOCKER-USER without a
+// redirect. On error it removes whatever it had written, in every family.
 func (fw *IPTables) Install(spec RuleSpec) error {
 	for _, f := range fw.families {
-		if err := installRules(f.ipt, f.name, spec); err != nil {
+		if err := f.apply(spec, modeInstall); err != nil {
 			return errors.Join(err, fw.Remove())
 		}
 	}
 	return nil
 }
 
-// chainEditor is what installRules needs of *iptables.IPTables: a seam for
-// the test that checks the chain after every step.
-type chainEditor interface {
-	List(table, chain string) ([]string, error)
-	Insert(table, chain string, pos int, rulespec ...string) error
-	DeleteIfExists(table, chain string, rulespec ...string) error
-}
-
-// installRules puts spec's rules at the top of DOCKER-USER, above those a
-// killed run left, and only then deletes the old ones. The other order
-// would leave DOCKER-USER without a redirect for the few milliseconds of
-// the iptables calls, and a restart of a fail-closed engine would let new
-// flows through unjudged meanwhile; this way the old redirect keeps
-// sending them to the queues, which the new run has already bound.
-func installRules(ipt chainEditor, name string, spec RuleSpec) error {
-	stale, err := listOurs(ipt, name)
+// apply reads the family's tables and writes what reconcile says, the
+// filter table first when installing (the redirect before the guard that
+// relies on it) and the mangle table first when removing.
+func (f *family) apply(spec RuleSpec, m mode) error {
+	ctx := context.Background()
+	filter, err := listTable(ctx, f.path, filterTable)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", f.name, err)
 	}
-	if spec.FastPath {
-		if err := ipt.Insert(filterTable, dockerUserChain, 1, spec.companion()...); err != nil {
-			return fmt.Errorf("%s: insert fast-path rule in %s: %w", name, dockerUserChain, err)
-		}
-	}
-	if err := ipt.Insert(filterTable, dockerUserChain, 1, spec.redirect()...); err != nil {
-		return fmt.Errorf("%s: insert NFQUEUE rule in %s: %w", name, dockerUserChain, err)
-	}
-	// An old rule identical to a new one is deleted by its spec, which
-	// takes the first match (the new one): the old one, just below, stays
-	// in its place, and the chain ends the same.
-	return deleteRules(ipt, name, stale)
-}
-
-// removeOurs deletes every redirect and companion rule in DOCKER-USER,
-// whoever's run wrote them.
-func (f *family) removeOurs() error {
-	ours, err := listOurs(f.ipt, f.name)
+	mangle, err := listTable(ctx, f.path, mangleTable)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", f.name, err)
 	}
-	return deleteRules(f.ipt, f.name, ours)
-}
-
-// listOurs returns the specs of the redirect and companion rules in
-// DOCKER-USER.
-func listOurs(ipt chainEditor, name string) ([][]string, error) {
-	rules, err := ipt.List(filterTable, dockerUserChain)
-	if err != nil {
-		return nil, fmt.Errorf("%s: list %s: %w", name, dockerUserChain, err)
+	fd := reconcile(filter, mangle, spec, m, false)
+	s := script(filterTable, fd.filter) + script(mangleTable, fd.mangle)
+	if m == modeRemove {
+		s = script(mangleTable, fd.mangle) + script(filterTable, fd.filter)
 	}
-	var ours [][]string
-	for _, r := range rules {
-		if !strings.Contains(r, commentRedirect) && !strings.Contains(r, commentFastPath) {
-			continue
-		}
-		if spec := ruleSpecOf(r); len(spec) > 0 {
-			ours = append(ours, spec)
-		}
-	}
-	return ours, nil
-}
-
-func deleteRules(ipt chainEditor, name string, specs [][]string) error {
-	for _, spec := range specs {
-		if err := ipt.DeleteIfExists(filterTable, dockerUserChain, spec...); err != nil {
-			return fmt.Errorf("%s: remove old rule %q: %w", name, strings.Join(spec, " "), err)
-		}
+	if err := restore(ctx, f.path, s); err != nil {
+		return fmt.Errorf("%s: %w", f.name, err)
 	}
 	return nil
 }
@@ -498,7 +466,7 @@ func ruleSpecOf(line string) []string {
 func (fw *IPTables) Remove() error {
 	var errs []error
 	for _, f := range fw.families {
-		if err := f.removeOurs(); err != nil {
+		if err := f.apply(RuleSpec{}, modeRemove); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -244,84 +243,4 @@ func isIPTables(x ast.Expr) bool {
 	}
 	sel, ok := x.(*ast.SelectorExpr)
 	return ok && sel.Sel.Name == "ipt"
-}
-
-// fakeChain is DOCKER-USER in memory, listed as `iptables -S` lists it.
-// After every change it notes whether a redirect is in the chain.
-type fakeChain struct {
-	rules      []string // "-A DOCKER-USER …" lines, in order
-	redirected []bool   // after each change: does a redirect remain?
-}
-
-func (c *fakeChain) List(table, chain string) ([]string, error) {
-	return append([]string{"-N " + chain}, c.rules...), nil
-}
-
-func (c *fakeChain) Insert(table, chain string, pos int, spec ...string) error {
-	c.rules = slices.Insert(c.rules, pos-1, "-A "+chain+" "+strings.Join(spec, " "))
-	c.changed()
-	return nil
-}
-
-// DeleteIfExists deletes the first rule with spec, as iptables -D does.
-func (c *fakeChain) DeleteIfExists(table, chain string, spec ...string) error {
-	if i := slices.Index(c.rules, "-A "+chain+" "+strings.Join(spec, " ")); i >= 0 {
-		c.rules = slices.Delete(c.rules, i, i+1)
-	}
-	c.changed()
-	return nil
-}
-
-func (c *fakeChain) changed() {
-	c.redirected = append(c.redirected, slices.ContainsFunc(c.rules, func(r string) bool {
-		return strings.Contains(r, commentRedirect)
-	}))
-}
-
-// TestInstallNeverUnhooks: installing over what a killed run left (the same
-// rules, other ones, duplicates) ends with exactly the new redirect and
-// companion above Docker's RETURN, and DOCKER-USER holds a redirect at
-// every step, so that a fail-closed engine restarting lets nothing through
-// unjudged.
-func TestInstallNeverUnhooks(t *testing.T) {
-	line := func(args []string) string { return "-A DOCKER-USER " + strings.Join(args, " ") }
-	const ret = "-A DOCKER-USER -j RETURN"
-	fast := RuleSpec{FirstQueue: 0, Queues: 2, Mark: 0x10000000, BypassMark: 0x20000000, FastPath: true}
-	other := RuleSpec{FirstQueue: 4, Queues: 1, Mark: 0x1, BypassMark: 0x2, FastPath: true, FailOpen: true}
-	perPacket := fast
-	perPacket.FastPath = false
-	for _, c := range []struct {
-		name   string
-		before []string
-		spec   RuleSpec
-		want   []string
-	}{
-		{"fresh", []string{ret}, fast,
-			[]string{line(fast.redirect()), line(fast.companion()), ret}},
-		{"same rules left by a killed run", []string{line(fast.redirect()), line(fast.companion()), ret}, fast,
-			[]string{line(fast.redirect()), line(fast.companion()), ret}},
-		{"other rules left by a killed run", []string{line(other.redirect()), line(other.companion()), ret}, fast,
-			[]string{line(fast.redirect()), line(fast.companion()), ret}},
-		{"duplicates", []string{line(fast.redirect()), line(fast.companion()), line(fast.redirect()), line(fast.companion()), ret}, fast,
-			[]string{line(fast.redirect()), line(fast.companion()), ret}},
-		{"fast path left, per-packet now", []string{line(fast.redirect()), line(fast.companion()), ret}, perPacket,
-			[]string{line(perPacket.redirect()), ret}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			chain := &fakeChain{rules: slices.Clone(c.before)}
-			if err := installRules(chain, "IPv4", c.spec); err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(c.want, chain.rules); diff != "" {
-				t.Errorf("DOCKER-USER after install (-want +got):\n%s", diff)
-			}
-			hooked := slices.ContainsFunc(c.before, func(r string) bool { return strings.Contains(r, commentRedirect) })
-			for i, ok := range chain.redirected {
-				hooked = hooked || ok
-				if hooked && !ok {
-					t.Errorf("step %d of %d left DOCKER-USER without a redirect", i+1, len(chain.redirected))
-				}
-			}
-		})
-	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/queue"
 )
@@ -147,6 +148,20 @@ var (
 	descFlowTableEvictions = desc("flow_table_evictions_total",
 		"Live flows pushed out of a full flow table; their next packet is judged as a new flow.", q)
 
+	descRedirectEvents = desc("redirect_events_total",
+		"Looks at the firewall that found nfqguard's rules disturbed, by what was found: "+
+			"removed (a rule of nfqguard's gone, put back), duplicated (there more than once, put back to one), "+
+			"chain_recreated (DOCKER-USER gone, created again), jump_missing (FORWARD no longer jumped to DOCKER-USER; nfqguard's own jump inserted), "+
+			"shadowed (a rule above the redirect may end the walk first; reported, not removed), "+
+			"guard_removed (a guard rule gone, put back), restore_failed (the rules could not be put back).", "event")
+	descRedirectInPlace = desc("redirect_in_place",
+		"1 while, at the watcher's last look, the redirect was in place in every family and nothing above it could end a packet's walk first; 0 otherwise.")
+	descOwnDrops = desc("redirect_guard_dropped_packets_total",
+		"Packets the guard dropped: packets of new flows that were not judged because the redirect was away (a flush, an old ruleset restored), dropped on their way out instead of passing.")
+	descInvalidDrops = desc("invalid_packets_dropped_total",
+		"Forwarded packets without a connection that nfqguard's rules dropped ([engine] invalid = \"drop\"), by kind: "+
+			"invalid (conntrack state INVALID, e.g. TCP SYN+FIN or out of window) or untracked (NOTRACK in the raw table).", "kind")
+
 	descGeneration = desc("rule_table_generation",
 		"Generation of the rule table in use; it changes when a configuration reload is applied.")
 	descStartTime = desc("start_time_seconds",
@@ -192,6 +207,7 @@ var (
 		descLatency,
 		descKernelDropped, descUserDropped, descENOBUFS, descRecvErrors, descVerdictErrors,
 		descFlowTableFlows, descFlowTableSlots, descFlowTableEvictions,
+		descRedirectEvents, descRedirectInPlace, descOwnDrops, descInvalidDrops,
 		descGeneration, descStartTime,
 		descReloads, descLastReloadTime, descLastReloadOK,
 		descLogRecords, descLogSuppressed, descLogDropped, descLogWriteErrors, descLogReopens,
@@ -263,6 +279,7 @@ func (c *Collector) collectSnapshot(ch chan<- prometheus.Metric, s *queue.Snapsh
 	}
 	c.collectRules(ch, s.Rules)
 	collectLatency(ch, &s.Latency)
+	c.collectRedirect(ch, &s.Redirect)
 	gauge(ch, descGeneration, float64(s.Generation))
 	if !s.Started.IsZero() {
 		gauge(ch, descStartTime, unixSeconds(s.Started))
@@ -311,6 +328,20 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qs *queue.QueueSta
 	gauge(ch, descFlowTableFlows, float64(e.FlowTableFlows), l)
 	gauge(ch, descFlowTableSlots, float64(e.FlowTableSize), l)
 	counter(ch, descFlowTableEvictions, e.Evictions, l)
+}
+
+func (c *Collector) collectRedirect(ch chan<- prometheus.Metric, h *firewall.Health) {
+	for _, k := range firewall.EventKinds {
+		counter(ch, descRedirectEvents, h.Events[k], k)
+	}
+	inPlace := 0.0
+	if h.InPlace {
+		inPlace = 1
+	}
+	gauge(ch, descRedirectInPlace, inPlace)
+	counter(ch, descOwnDrops, h.Dropped["guard"])
+	counter(ch, descInvalidDrops, h.Dropped["invalid"], "invalid")
+	counter(ch, descInvalidDrops, h.Dropped["untracked"], "untracked")
 }
 
 type ruleKey struct{ container, rule, direction, verdict string }

@@ -81,7 +81,7 @@ func (m *Monitor) TopBlocked(n int) ([]BlockedFlow, bool) {
 }
 
 func (st *status) snapshot() Snapshot {
-	s := Snapshot{Time: time.Now(), Started: st.started, Generation: st.tables.Load().Generation}
+	s := Snapshot{Time: time.Now(), Started: st.started, Generation: st.tables.Load().Generation, Redirect: st.fw.Health()}
 	drops, _ := queueDrops() // unreadable: zeros
 	var lat Histogram
 	byRule := map[RuleStats]*RuleStats{} // keyed by the labels, counts zero

@@ -47,6 +47,10 @@ type hook interface {
 	Install(firewall.RuleSpec) error
 	Remove() error
 	UndoCreate() error
+	// Watch keeps the rules in place until ctx ends, reporting each look
+	// that found something wrong; Health is what it knows now.
+	Watch(ctx context.Context, spec firewall.RuleSpec, report func(firewall.Event))
+	Health() firewall.Health
 }
 
 // openFirewall opens the firewall Run hooks into.
@@ -60,6 +64,7 @@ func openFirewall(o firewall.Options) (hook, error) {
 
 // status describes a running engine. Its counters are live.
 type status struct {
+	fw       hook
 	families []string
 	started  time.Time
 	tables   inspect.TableSource
@@ -137,7 +142,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st := &status{families: fw.Families(), tables: o.Tables}
+	st := &status{fw: fw, families: fw.Families(), tables: o.Tables}
 	var workers []*worker
 	var g errgroup.Group
 	// shutdown stops the workers, waits for them and unbinds the queues.
@@ -209,17 +214,26 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 	spec := firewall.RuleSpec{
 		FirstQueue: cfg.Queue, Queues: cfg.Workers, Mark: cfg.Mark, BypassMark: cfg.BypassMark,
-		FastPath: cfg.FastPath, FailOpen: cfg.FailOpen,
+		FastPath: cfg.FastPath, FailOpen: cfg.FailOpen, GuardMark: cfg.GuardMark, DropInvalid: cfg.DropInvalid,
 	}
 	if err := fw.Install(spec); err != nil {
 		return nil, errors.Join(err, shutdown())
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		fw.Watch(watchCtx, spec, func(ev firewall.Event) { logRedirectEvent(log, ev) })
+	}()
+	// The watcher stops before the rules are removed: it would put them back.
+	unwatch := func() { stopWatch(); <-watched }
+	defer unwatch()
 	st.started = time.Now()
 	o.Monitor.attach(st)
 	log.Info("nfqguard running", "queues", queueRange(cfg.Queue, cfg.Workers), "firewall", strings.Join(st.families, "; "),
 		"fast_path", cfg.FastPath, "fail_open", cfg.FailOpen, "mark", fmt.Sprintf("0x%x", cfg.Mark),
 		"bypass_mark", fmt.Sprintf("0x%x", cfg.BypassMark), "bridge_nf_call_iptables", bridgeNF,
-		"ipv6_docker_user", ipv6Status(fw))
+		"ipv6_docker_user", ipv6Status(fw), "guard", guardStatus(spec), "invalid", invalidStatus(spec))
 
 	tick := time.NewTicker(bridgeRefresh)
 	defer tick.Stop()
@@ -236,6 +250,7 @@ loop:
 	}
 	// Remove the redirect before unbinding, so no packet meets a queue with
 	// no listener on the way out.
+	unwatch()
 	rmErr := fw.Remove()
 	runErr := shutdown()
 	o.Monitor.attach(nil)
@@ -245,6 +260,43 @@ loop:
 		"inspected_flows", sum.Inspected, "l7_undecided", sum.Undecided, "resets", sum.Resets,
 		"verdict_p50", time.Duration(sum.Latency.P50), "verdict_p99", time.Duration(sum.Latency.P99))
 	return sum, errors.Join(runErr, rmErr)
+}
+
+// logRedirectEvent writes one log line for a watcher event: what was
+// found and whether the rules are back.
+func logRedirectEvent(log *slog.Logger, ev firewall.Event) {
+	attrs := []any{"found", strings.Join(ev.Found, ","), "family", ev.Family}
+	if ev.Rule != "" {
+		attrs = append(attrs, "rule", ev.Rule)
+	}
+	switch {
+	case ev.Err != "":
+		log.Error("redirect restore failed: container traffic may pass unjudged", append(attrs, "err", ev.Err)...)
+	case ev.Restored():
+		log.Warn("redirect restored", append(attrs, "took", ev.Took)...)
+	default:
+		log.Warn("redirect shadowed: traffic this rule ends the walk for is not judged", attrs...)
+	}
+}
+
+// guardStatus says whether the guard drops new flows while the redirect is
+// away.
+func guardStatus(s firewall.RuleSpec) string {
+	switch {
+	case s.FailOpen:
+		return "off (fail_open)"
+	case s.GuardMark == 0:
+		return "off (guard_mark = 0)"
+	}
+	return fmt.Sprintf("mark 0x%x", s.GuardMark)
+}
+
+// invalidStatus says what happens to packets without a connection.
+func invalidStatus(s firewall.RuleSpec) string {
+	if s.DropInvalid {
+		return "drop"
+	}
+	return "docker (INVALID and untracked packets get Docker's verdict, unjudged)"
 }
 
 // ipv6Status says whether IPv6 container traffic is inspected.

@@ -3,6 +3,7 @@ package queue
 import (
 	"time"
 
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
 )
 
@@ -21,6 +22,8 @@ type Snapshot struct {
 	// Percentiles of the verdict latency since the start, from the same
 	// histogram at its full resolution.
 	Percentiles LatencySummary
+	// Redirect is what the firewall watcher knows of the redirect.
+	Redirect firewall.Health
 }
 
 // QueueStats are one queue's (one worker's) counters.

@@ -134,10 +134,28 @@ var engineKeys = keyTable{
 			show: func(t *Table) string { return fmt.Sprintf("max_flows %d per worker", t.Engine.MaxFlows) }},
 		{name: "queue_len", restart: true, field: at(func(t *Table) *uint32 { return &t.Engine.QueueLen })},
 		{name: "rejudge_on_reload", field: at(func(t *Table) *bool { return &t.Engine.RejudgeOnReload })},
+		{name: "guard_mark", restart: true, field: at(func(t *Table) *uint32 { return &t.Engine.GuardMark }),
+			show: func(t *Table) string {
+				switch {
+				case t.Engine.GuardMark == 0:
+					return "guard off"
+				case t.Engine.FailOpen:
+					return fmt.Sprintf("guard_mark 0x%08x (unused: fail_open)", t.Engine.GuardMark)
+				}
+				return fmt.Sprintf("guard_mark 0x%08x", t.Engine.GuardMark)
+			}},
+		{name: "invalid", restart: true, field: at(func(t *Table) *bool { return &t.Engine.DropInvalid }),
+			show: func(t *Table) string {
+				if t.Engine.DropInvalid {
+					return `invalid "drop"`
+				}
+				return `invalid "docker"`
+			}},
 	},
 	check: [][]string{
 		{"queue", "workers", "queue_len", "max_flows"},
 		{"mark", "bypass_mark", "fail_open", "fast_path", "malformed", "rejudge_on_reload"},
+		{"guard_mark", "invalid"},
 	},
 }
 

@@ -27,6 +27,8 @@ malformed = "allow"
 max_flows = 2048
 queue_len = 2048
 rejudge_on_reload = true
+guard_mark = 0x400
+invalid = "docker"
 
 [inspect]
 max_packets = 4

@@ -10,12 +10,14 @@ import (
 
 func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 	e := EngineConfig{
-		Mark:       DefaultMark,
-		BypassMark: DefaultBypassMark,
-		FastPath:   true,
-		Malformed:  Drop,
-		MaxFlows:   DefaultMaxFlows,
-		QueueLen:   DefaultQueueLen,
+		Mark:        DefaultMark,
+		BypassMark:  DefaultBypassMark,
+		GuardMark:   DefaultGuardMark,
+		DropInvalid: true,
+		FastPath:    true,
+		Malformed:   Drop,
+		MaxFlows:    DefaultMaxFlows,
+		QueueLen:    DefaultQueueLen,
 	}
 	m, ok := p.section(doc, "", "engine")
 	if !ok {
@@ -58,6 +60,25 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 		}
 		p.errorf(key, "mark 0x%08x and bypass_mark 0x%08x share bits 0x%08x; they must not overlap",
 			e.Mark, e.BypassMark, e.Mark&e.BypassMark)
+	}
+	if v, ok := p.integer(m, at, "guard_mark"); ok && v == 0 {
+		e.GuardMark = 0 // no guard
+	} else if v, ok := p.mask(m, at, "guard_mark"); ok {
+		e.GuardMark = v
+	}
+	if markOK && bypassOK && e.GuardMark&(e.Mark|e.BypassMark) != 0 {
+		p.errorf("engine.guard_mark", "guard_mark 0x%08x shares bits 0x%08x with mark 0x%08x or bypass_mark 0x%08x; they must not overlap",
+			e.GuardMark, e.GuardMark&(e.Mark|e.BypassMark), e.Mark, e.BypassMark)
+	}
+	if s, ok := p.str(m, at, "invalid"); ok {
+		switch s {
+		case "drop":
+			e.DropInvalid = true
+		case "docker":
+			e.DropInvalid = false
+		default:
+			p.errorf("engine.invalid", `must be "drop" or "docker", got %q`, s)
+		}
 	}
 	if a, ok := p.action(m, at, "malformed"); ok {
 		e.Malformed = a

@@ -25,6 +25,8 @@ var startOnlyCases = []struct {
 	{"engine.max_flows", "2048", "engine.max_flows"},
 	{"engine.queue_len", "8192", "engine.queue_len"},
 	{"engine.rejudge_on_reload", "true", ""},
+	{"engine.guard_mark", "0", "engine.guard_mark"},
+	{"engine.invalid", `"docker"`, "engine.invalid"},
 	{"inspect.max_packets", "4", "inspect.max_packets"},
 	{"inspect.max_bytes", "4096", "inspect.max_bytes"},
 	{"inspect.undecided", `"allow"`, ""},

@@ -18,6 +18,13 @@ type EngineConfig struct {
 	// RejudgeOnReload: on a reload, flows already allowed are judged again
 	// by the new table (fast-path flows are sent back to the queue).
 	RejudgeOnReload bool
+	// GuardMark is the packet-mark bit of the guard that drops new flows
+	// while the redirect is away from DOCKER-USER; 0: no guard.
+	GuardMark uint32
+	// DropInvalid (invalid = "drop"): packets conntrack calls INVALID or
+	// does not track are dropped by a rule of nfqguard's; false ("docker"):
+	// they get Docker's verdict, unjudged.
+	DropInvalid bool
 }
 
 // InspectConfig is the [inspect] section with defaults applied: how much
@@ -79,6 +86,7 @@ type DockerConfig struct {
 const (
 	DefaultMark       uint32 = 0x10000000 // engine.mark
 	DefaultBypassMark uint32 = 0x20000000 // engine.bypass_mark
+	DefaultGuardMark  uint32 = 0x40000000 // engine.guard_mark
 	DefaultMaxFlows          = 65536      // engine.max_flows
 	DefaultQueueLen          = 4096       // engine.queue_len
 	DefaultBlockedLog        = "stdout"   // log.blocked
