@@ -89,7 +89,7 @@ require-root:
 	@if [ "$$(id -u)" != 0 ]; then \
 	  echo "nfqguard changes iptables and creates network namespaces: run as root (sudo make $(MAKECMDGOALS))"; exit 1; fi
 
-# deps installs the Debian packages that provide iptables, ip, setpriv, gcc,
+# deps installs the Debian packages that provide iptables, nft, ip, setpriv, gcc,
 # the libnetfilter_queue header and dockerd when any of them is missing.
 # Installing docker.io may start the machine's own Docker service; the tests
 # do not use it (they run a private dockerd in a network namespace).
@@ -102,6 +102,7 @@ deps:
 	  test -f $(NFQ_HEADER) || missing="$$missing libnetfilter-queue-dev"; \
 	  command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	  command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+	  command -v nft >/dev/null || missing="$$missing nftables"; \
 	  command -v logrotate >/dev/null || missing="$$missing logrotate"; \
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  if [ -n "$$missing" ]; then \

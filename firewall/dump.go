@@ -13,6 +13,7 @@ import (
 // which chains exist and their rules in order, with their packet counters.
 type table struct {
 	chains map[string][]listedRule
+	policy map[string]string // built-in chain -> its policy
 }
 
 // listedRule is one "-A CHAIN …" line without its counters.
@@ -45,7 +46,7 @@ func (t *table) has(chain string) bool {
 // parseTable reads `iptables -S -v` output. Built-in chains appear through
 // their "-P" lines, user chains through "-N".
 func parseTable(out string) (*table, error) {
-	t := &table{chains: map[string][]listedRule{}}
+	t := &table{chains: map[string][]listedRule{}, policy: map[string]string{}}
 	for n, line := range strings.Split(out, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" {
@@ -60,6 +61,9 @@ func parseTable(out string) (*table, error) {
 		}
 		switch words[0] {
 		case "-P", "-N":
+			if words[0] == "-P" && len(words) > 2 {
+				t.policy[words[1]] = words[2]
+			}
 			if _, ok := t.chains[words[1]]; !ok {
 				t.chains[words[1]] = nil
 			}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -431,7 +432,7 @@ func (f *family) apply(spec RuleSpec, m mode) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.name, err)
 	}
-	mangle, err := listTable(ctx, f.path, mangleTable)
+	mangle, err := f.listMangle(ctx, m == modeInstall && spec.guarded())
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.name, err)
 	}
@@ -442,6 +443,47 @@ func (f *family) apply(spec RuleSpec, m mode) error {
 	}
 	if err := restore(ctx, f.path, s); err != nil {
 		return fmt.Errorf("%s: %w", f.name, err)
+	}
+	if m == modeRemove {
+		return f.dropEmptyHooks(ctx, mangle)
+	}
+	return nil
+}
+
+// listMangle lists the mangle table. With iptables-legacy, listing a table
+// instantiates it in the kernel (and hooks it into every packet's path), so
+// a table that does not exist yet is not listed but taken as empty, unless
+// need says nfqguard is about to write to it anyway.
+func (f *family) listMangle(ctx context.Context, need bool) (*table, error) {
+	if f.backend == "legacy" && !need {
+		names := "/proc/thread-self/net/ip_tables_names"
+		if f.name == "IPv6" {
+			names = "/proc/thread-self/net/ip6_tables_names"
+		}
+		b, err := os.ReadFile(names)
+		if err == nil && !slices.Contains(strings.Fields(string(b)), mangleTable) {
+			return &table{chains: map[string][]listedRule{}, policy: map[string]string{}}, nil
+		}
+	}
+	return listTable(ctx, f.path, mangleTable)
+}
+
+// dropEmptyHooks deletes, with iptables-nft, the built-in mangle chains
+// that held only nfqguard's guard and accept by policy: iptables-nft
+// creates built-in chains on demand, and an empty one still costs every
+// packet a hook. Legacy built-in chains cannot be deleted, and are left.
+func (f *family) dropEmptyHooks(ctx context.Context, mangle *table) error {
+	if f.backend != "nft" {
+		return nil
+	}
+	for _, c := range []string{forwardChain, postroutingChain} {
+		rs := mangle.chains[c]
+		if len(rs) == 0 || len(ours(mangle, c)) != len(rs) || mangle.policy[c] != "ACCEPT" {
+			continue
+		}
+		if out, err := exec.CommandContext(ctx, f.path, "-w", "-t", mangleTable, "-X", c).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: delete the empty mangle %s chain: %w: %s", f.name, c, err, strings.TrimSpace(string(out)))
+		}
 	}
 	return nil
 }

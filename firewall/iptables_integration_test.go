@@ -1,6 +1,7 @@
 package firewall_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"regexp"
@@ -28,7 +29,7 @@ func in(t *testing.T, l *netlab.Lab, fn func() error) {
 // and comments, to compare the firewall before and after.
 func save(t *testing.T, l *netlab.Lab, bin string) string {
 	t.Helper()
-	out, err := l.Command(t.Context(), l.Host, bin).Output()
+	out, err := l.Command(context.Background(), l.Host, bin).Output() // also from Cleanup
 	if err != nil {
 		t.Fatalf("%s: %v", bin, err)
 	}
