@@ -117,9 +117,13 @@ func (fw *IPTables) Watch(ctx context.Context, spec RuleSpec, report func(Event)
 		} else {
 			method, interval = fmt.Sprintf("nf_tables change events, and a poll every %v", PollNetlink), PollNetlink
 			nlErr = make(chan error, 1)
-			stop := context.AfterFunc(ctx, func() { c.Close() })
-			defer stop()
-			go listenChanges(c, wake, nlErr)
+			listening := make(chan struct{})
+			go func() {
+				defer close(listening)
+				listenChanges(c, wake, nlErr)
+			}()
+			// Closing the socket ends listenChanges; Watch returns after it.
+			defer func() { c.Close(); <-listening }()
 		}
 	}
 	fw.mu.Lock()

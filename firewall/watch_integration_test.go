@@ -12,6 +12,7 @@ import (
 	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
+	"github.com/nfqguard/nfqguard/internal/netns"
 )
 
 // watched is the spec of the watch tests: the guard and the drops of
@@ -41,7 +42,7 @@ func startWatch(t *testing.T, backend string) *watcher {
 	if backend == netlab.BackendLegacy {
 		w.bin = "iptables-legacy"
 	}
-	before := withoutEmptyMangle(save(t, l, w.bin+"-save"))
+	before := netns.WithoutEmptyTable(save(t, l, w.bin+"-save"), "mangle")
 	in(t, l, func() (err error) {
 		if w.fw, err = firewall.OpenIPTables(firewall.Options{}); err != nil {
 			return err
@@ -66,7 +67,7 @@ func startWatch(t *testing.T, backend string) *watcher {
 		if err := l.Do(l.Host, w.fw.Remove); err != nil {
 			t.Errorf("Remove: %v", err)
 		}
-		if after := withoutEmptyMangle(save(t, l, w.bin+"-save")); after != before {
+		if after := netns.WithoutEmptyTable(save(t, l, w.bin+"-save"), "mangle"); after != before {
 			t.Errorf("Remove after watching left the firewall changed:\n%s", cmp.Diff(before, after))
 		}
 		if backend == netlab.BackendNFT {
@@ -87,28 +88,6 @@ func (w *watcher) with(t *testing.T) *watcher {
 	c := *w
 	c.t = t
 	return &c
-}
-
-// withoutEmptyMangle drops a mangle table without rules, accepting by
-// policy, from iptables-save output: the guard's table stays behind as
-// such a shell (iptables-nft deletes its chains, so it hooks nothing;
-// iptables-legacy cannot remove an instantiated table).
-func withoutEmptyMangle(saved string) string {
-	start := strings.Index(saved, "*mangle\n")
-	if start < 0 {
-		return saved
-	}
-	end := strings.Index(saved[start:], "COMMIT\n")
-	if end < 0 {
-		return saved
-	}
-	block := saved[start : start+end+len("COMMIT\n")]
-	for _, line := range strings.Split(block, "\n") {
-		if line != "" && line != "*mangle" && line != "COMMIT" && !(strings.HasPrefix(line, ":") && strings.Contains(line, " ACCEPT")) {
-			return saved
-		}
-	}
-	return saved[:start] + saved[start+len(block):]
 }
 
 // run runs one iptables command of the lab's backend in its host.

@@ -3,6 +3,8 @@ package netns
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 )
 
 // IPTables runs the iptables binaries of one backend in one network
@@ -43,4 +45,29 @@ func (x IPTables) Run(ctx context.Context, v6 bool, args ...string) (string, err
 		return out, fmt.Errorf("netns: in %s: %w", x.Path, err)
 	}
 	return out, nil
+}
+
+// WithoutEmptyTable returns iptables-save output without the table name
+// when that table holds no rule and every chain of it accepts by policy:
+// such a table judges nothing. nfqguard's guard leaves the mangle table
+// so behind (iptables-nft deletes its chains, so it hooks nothing;
+// iptables-legacy cannot un-instantiate a table), and before/after
+// comparisons of a firewall use this to see through it.
+func WithoutEmptyTable(saved, name string) string {
+	lines := strings.SplitAfter(saved, "\n")
+	start := slices.IndexFunc(lines, func(l string) bool { return strings.TrimSpace(l) == "*"+name })
+	if start < 0 {
+		return saved
+	}
+	for end := start + 1; end < len(lines); end++ {
+		l := strings.TrimSpace(lines[end])
+		switch {
+		case l == "COMMIT":
+			return strings.Join(slices.Delete(lines, start, end+1), "")
+		case strings.HasPrefix(l, ":") && strings.Contains(l, " ACCEPT"), strings.HasPrefix(l, "#"):
+		default:
+			return saved
+		}
+	}
+	return saved
 }

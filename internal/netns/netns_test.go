@@ -60,3 +60,25 @@ route add 198.51.100.0/24 via 192.0.2.1
 		t.Errorf("after Reset: %q", s.String())
 	}
 }
+
+func TestWithoutEmptyTable(t *testing.T) {
+	filter := "*filter\n:INPUT ACCEPT\n-A INPUT -j ACCEPT\nCOMMIT\n"
+	empty := "*mangle\n:PREROUTING ACCEPT\n:FORWARD ACCEPT\n:POSTROUTING ACCEPT\nCOMMIT\n"
+	for _, c := range []struct{ in, want string }{
+		{filter + empty, filter},
+		{empty + filter, filter},
+		{filter, filter},
+		// A rule, or a policy that drops, is something to compare.
+		{filter + "*mangle\n:FORWARD ACCEPT\n-A FORWARD -j MARK --set-xmark 0x1/0x1\nCOMMIT\n", ""},
+		{filter + "*mangle\n:FORWARD DROP\nCOMMIT\n", ""},
+		{filter + "*mangle\n:FORWARD ACCEPT\n", ""}, // no COMMIT: left alone
+	} {
+		want := c.want
+		if want == "" {
+			want = c.in
+		}
+		if got := WithoutEmptyTable(c.in, "mangle"); got != want {
+			t.Errorf("WithoutEmptyTable(%q) = %q, want %q", c.in, got, want)
+		}
+	}
+}

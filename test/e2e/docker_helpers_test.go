@@ -47,39 +47,34 @@ func dkSave(t testing.TB, d *dockerlab.Docker, v6 bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b strings.Builder
-	for _, line := range strings.Split(out, "\n") {
-		if line == "" || strings.HasPrefix(line, "# Generated") || strings.HasPrefix(line, "# Completed") {
-			continue
-		}
-		b.WriteString(counters.ReplaceAllString(line, ""))
-		b.WriteByte('\n')
-	}
-	return b.String()
+	return comparableSave(out)
 }
 
 // scrubOurRules deletes every nfqguard rule left in the Docker namespace's
-// DOCKER-USER chains (after a killed engine) and logs what it removed.
+// filter and mangle tables (after a killed engine: the redirect, its
+// drops, a FORWARD jump, the guard) and logs what it removed.
 func scrubOurRules(t testing.TB, d *dockerlab.Docker) {
 	for _, v6 := range []bool{false, true} {
 		run := d.IPTables
 		if v6 {
 			run = d.IP6Tables
 		}
-		out, err := run(context.Background(), "-S", "DOCKER-USER")
-		if err != nil {
-			continue // no such chain (IPv6 without Docker's chain)
-		}
-		for _, r := range nonEmptyLines(out) {
-			if !strings.Contains(r, "nfqguard") || !strings.HasPrefix(r, "-A ") {
-				continue
+		for _, table := range []string{"filter", "mangle"} {
+			out, err := run(context.Background(), "-t", table, "-S")
+			if err != nil {
+				continue // no such table (IPv6 without Docker's rules)
 			}
-			args := splitRule(strings.Replace(r, "-A ", "-D ", 1))
-			if _, err := run(context.Background(), args...); err != nil {
-				t.Errorf("remove a stale nfqguard rule: %v", err)
-				continue
+			for _, r := range nonEmptyLines(out) {
+				if !strings.Contains(r, "nfqguard") || !strings.HasPrefix(r, "-A ") {
+					continue
+				}
+				args := append([]string{"-t", table}, splitRule(strings.Replace(r, "-A ", "-D ", 1))...)
+				if _, err := run(context.Background(), args...); err != nil {
+					t.Errorf("remove a stale nfqguard rule: %v", err)
+					continue
+				}
+				t.Logf("removed a stale nfqguard rule (v6=%v, %s): %s", v6, table, r)
 			}
-			t.Logf("removed a stale nfqguard rule (v6=%v): %s", v6, r)
 		}
 	}
 }

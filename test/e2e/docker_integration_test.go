@@ -50,22 +50,6 @@ func TestDocker(t *testing.T) {
 	t.Run("IPv6", testDockerIPv6)
 }
 
-// checkDockerUserLayout fails unless DOCKER-USER is nfqguard's redirect and
-// companion in front of Docker's RETURN, and nothing else.
-func checkDockerUserLayout(t *testing.T, d *dockerlab.Docker, v6 bool, when string) {
-	t.Helper()
-	rules := chainRules(t, d, v6)
-	bad := len(rules) != 4 || rules[0] != "-N DOCKER-USER" ||
-		!strings.Contains(rules[1], "-j NFQUEUE") || !strings.Contains(rules[1], "nfqguard-redirect") ||
-		!strings.Contains(rules[2], "-j CONNMARK") || !strings.Contains(rules[2], "nfqguard-fastpath") ||
-		rules[3] != "-A DOCKER-USER -j RETURN"
-	if bad {
-		t.Fatalf("%s: want DOCKER-USER (v6=%v) = [NFQUEUE redirect, CONNMARK companion, Docker's RETURN], got:\n%s",
-			when, v6, strings.Join(rules, "\n"))
-	}
-	requireOurRules(t, d, v6, 1, 1)
-}
-
 // testDockerStartup: with Docker's own chains the engine needs no
 // --create-chain; its start-up line names the backend, and a clean stop
 // leaves Docker's firewall exactly as it was.

@@ -505,15 +505,7 @@ func TestExactlyOneRule(t *testing.T) {
 
 	checkLayout := func(when string) {
 		t.Helper()
-		rules := chainRules(t, l, false)
-		bad := len(rules) != 4 || rules[0] != "-N DOCKER-USER" ||
-			!strings.Contains(rules[1], "-j NFQUEUE") || !strings.Contains(rules[1], "nfqguard-redirect") ||
-			!strings.Contains(rules[2], "-j CONNMARK") || !strings.Contains(rules[2], "nfqguard-fastpath") ||
-			rules[3] != "-A DOCKER-USER -j RETURN"
-		if bad {
-			t.Fatalf("%s: want DOCKER-USER = [NFQUEUE redirect, CONNMARK companion, Docker's RETURN], got:\n%s", when, strings.Join(rules, "\n"))
-		}
-		requireOurRules(t, l, false, 1, 1)
+		checkDockerUserLayout(t, l, false, when)
 	}
 	checkTraffic := func(when string, sport uint16) {
 		t.Helper()
@@ -548,8 +540,8 @@ func TestExactlyOneRule(t *testing.T) {
 
 	e4 := startTestEngine(t, l, allowAllConfig(false, false))
 	rules := requireOurRules(t, l, false, 1, 0)
-	if all := chainRules(t, l, false); len(all) != 3 || all[1] != rules[0] {
-		t.Errorf("fast_path = false: want DOCKER-USER = [NFQUEUE redirect, RETURN], got:\n%s", strings.Join(all, "\n"))
+	if all := chainRules(t, l, false); len(all) != 5 || all[1] != rules[0] || dropTag(all[2]) != "invalid" || dropTag(all[3]) != "untracked" {
+		t.Errorf("fast_path = false: want DOCKER-USER = [NFQUEUE redirect, INVALID drop, UNTRACKED drop, RETURN], got:\n%s", strings.Join(all, "\n"))
 	}
 	checkTraffic("fast_path = false", 44003)
 	e4.stopClean()
