@@ -16,7 +16,10 @@ func Ask(path string, req Request, timeout time.Duration) (*Response, error) {
 	c, err := net.DialTimeout("unix", path, timeout)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("no nfqguard is running here (no status socket at %s; see [status] socket)", path)
+		// An engine that could not open its socket runs without it: say
+		// where it would have said so.
+		return nil, fmt.Errorf("no nfqguard is running here (no status socket at %s; see [status] socket, "+
+			"and the engine's log for \"status socket unavailable\" if one runs)", path)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return nil, fmt.Errorf("no nfqguard is running here (nothing listens on %s)", path)
 	case errors.Is(err, fs.ErrPermission):

@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -105,7 +106,7 @@ func TestServerRoundTrip(t *testing.T) {
 func TestListenRefusesRunningDaemonAndReplacesStale(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.sock")
 	serve(t, path, &fakeHandler{})
-	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "another nfqguard is running") {
+	if _, err := Listen(path); !errors.Is(err, ErrRunning) || !strings.Contains(err.Error(), "another nfqguard is running") {
 		t.Errorf("second Listen: %v", err)
 	}
 
@@ -123,14 +124,14 @@ func TestListenRefusesRunningDaemonAndReplacesStale(t *testing.T) {
 
 	plain := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(plain, nil, 0o600)
-	if _, err := Listen(plain); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen(plain); !errors.Is(err, ErrNotSocket) || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("Listen over a plain file: %v", err)
 	}
 }
 
 func TestAskWithoutDaemon(t *testing.T) {
 	_, err := Ask(filepath.Join(t.TempDir(), "none.sock"), Request{Cmd: "status"}, time.Second)
-	if err == nil || !strings.Contains(err.Error(), "no nfqguard is running") {
+	if err == nil || !strings.Contains(err.Error(), "no nfqguard is running") || !strings.Contains(err.Error(), `"status socket unavailable"`) {
 		t.Errorf("Ask without a daemon: %v", err)
 	}
 }

@@ -66,30 +66,36 @@ type Server struct {
 	wg   sync.WaitGroup
 }
 
+// Errors of Listen that mean the socket must not be replaced: the daemon
+// treats them as fatal, where a socket it merely cannot open (permissions,
+// a read-only directory) leaves it running without one.
+var (
+	// ErrRunning: a socket at the path answers, so another nfqguard runs
+	// there.
+	ErrRunning = errors.New("another nfqguard is running and answers on it")
+	// ErrNotSocket: something other than a socket is at the path.
+	ErrNotSocket = errors.New("exists and is not a socket")
+)
+
 // Listen creates the socket at path (and its directory, mode 0700, if
 // missing), mode 0600. A socket left by a daemon that died is replaced;
-// one that answers belongs to a running nfqguard, and Listen fails.
+// one that answers belongs to a running nfqguard, and Listen fails with
+// ErrRunning; a path that is not a socket fails with ErrNotSocket. A
+// permission error says how to give the daemon's user a directory.
 func Listen(path string) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			// A user other than root cannot create /run/nfqguard: say how
-			// to give it a directory of its own.
-			return nil, fmt.Errorf("status socket %s: %w (as uid %d: create %s owned by that user, mode 0700 "+
-				"(systemd: RuntimeDirectory=nfqguard), or choose another [status] socket or --status-socket)",
-				path, err, os.Geteuid(), filepath.Dir(path))
-		}
-		return nil, fmt.Errorf("status socket %s: %w", path, err)
+		return nil, socketError(path, err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("status socket %s: exists and is not a socket", path)
+			return nil, fmt.Errorf("status socket %s: %w", path, ErrNotSocket)
 		}
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("status socket %s: another nfqguard is running and answers on it", path)
+			return nil, fmt.Errorf("status socket %s: %w", path, ErrRunning)
 		}
 		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("status socket %s: remove stale socket: %w", path, err)
+			return nil, socketError(path, fmt.Errorf("remove stale socket: %w", err))
 		}
 	}
 	// Created with no permissions for group and others from the start,
@@ -98,10 +104,24 @@ func Listen(path string) (*Server, error) {
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	unix.Umask(old)
 	if err != nil {
-		return nil, fmt.Errorf("status socket %s: %w", path, err)
+		return nil, socketError(path, err)
 	}
 	ln.SetUnlinkOnClose(true)
 	return &Server{path: path, ln: ln, uid: os.Geteuid()}, nil
+}
+
+// socketError wraps err, a failure to make the socket at path, and for a
+// permission error (a user other than root, with /run/nfqguard missing or
+// root's) says how to give that user a directory of its own: the fix is
+// the same whether the directory could not be created, the stale socket
+// not removed or the socket not bound.
+func socketError(path string, err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("status socket %s: %w (as uid %d: %s must exist and belong to that user, mode 0700 "+
+			"(systemd: RuntimeDirectory=nfqguard), or choose another [status] socket or --status-socket)",
+			path, err, os.Geteuid(), filepath.Dir(path))
+	}
+	return fmt.Errorf("status socket %s: %w", path, err)
 }
 
 // Path is the socket's path.

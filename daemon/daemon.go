@@ -55,8 +55,9 @@ type Daemon struct {
 	capt    *pcaplog.Writer // nil without [log] pcap
 	metrics *metrics.Server // nil without [metrics] listen
 	metLn   net.Listener
-	ctl     *control.Server // nil without [status] socket
-	closers []func() error  // in the order opened
+	ctl     *control.Server       // nil without [status] socket, or when it could not be opened
+	sock    *metrics.StatusSocket // nil without [status] socket
+	closers []func() error        // in the order opened
 
 	mu      sync.Mutex    // serialises reloads, and guards what follows
 	updater *tableUpdater // nil when Docker is not watched
@@ -69,6 +70,7 @@ type Daemon struct {
 // firewall backend, and opens the log, the capture, the metrics listener
 // and the status socket: everything that can fail on bad settings, before
 // the firewall is touched. On error everything it opened is closed again.
+// A status socket that cannot be opened is not an error (see openStatus).
 func New(ctx context.Context, o Options) (*Daemon, error) {
 	d := &Daemon{o: o, log: slog.New(slog.NewTextHandler(o.Stderr, nil))}
 	t, err := LoadRuleFile(o.Config)
@@ -116,6 +118,10 @@ func (d *Daemon) open(t *rules.Table) error {
 	d.reloads = &metrics.Reloads{}
 	d.reloads.SetLoaded(loaded)
 	mo := metrics.Options{Reloads: d.reloads, Log: logStats{d.events}, Source: d.mon}
+	if t.Status.Socket != "" {
+		d.sock = &metrics.StatusSocket{}
+		mo.StatusSocket = d.sock
+	}
 	if t.Log.Pcap != "" {
 		d.capt, err = pcaplog.Open(t.Log.Pcap, pcaplog.Options{MaxBytes: t.Log.PcapMaxBytes, Files: t.Log.PcapFiles})
 		if err != nil {
@@ -132,11 +138,31 @@ func (d *Daemon) open(t *rules.Table) error {
 		d.closers = append(d.closers, func() error { d.metLn.Close(); return nil })
 	}
 	if t.Status.Socket != "" {
-		if d.ctl, err = control.Listen(t.Status.Socket); err != nil {
-			return err
-		}
-		d.closers = append(d.closers, func() error { d.ctl.Close(); return nil })
+		return d.openStatus(t.Status.Socket)
 	}
+	return nil
+}
+
+// openStatus opens the status socket at path. One that cannot be opened
+// (permissions, a read-only directory) is logged and the engine runs
+// without it, with nfqguard_status_socket_up at 0: it is a monitoring side
+// channel, and refusing to start over it would leave the host's traffic
+// unjudged. Only a path that another nfqguard answers on (two engines would
+// fight over the firewall) or that is not a socket (a configuration error)
+// stops the start.
+func (d *Daemon) openStatus(path string) error {
+	ctl, err := control.Listen(path)
+	switch {
+	case errors.Is(err, control.ErrRunning), errors.Is(err, control.ErrNotSocket):
+		return err
+	case err != nil:
+		d.log.Error("status socket unavailable", "path", path, "err", err,
+			"effect", "the engine runs without it: nfqguard status and nfqguard reload cannot reach it (SIGHUP still reloads)")
+		return nil
+	}
+	d.ctl = ctl
+	d.sock.SetUp(true)
+	d.closers = append(d.closers, func() error { d.sock.SetUp(false); d.ctl.Close(); return nil })
 	return nil
 }
 
@@ -193,7 +219,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if d.ctl != nil {
 		goSide(func() {
-			if err := d.ctl.Serve(side, d); err != nil {
+			err := d.ctl.Serve(side, d)
+			d.sock.SetUp(false)
+			if err != nil {
 				d.log.Error("status socket stopped", "err", err)
 			}
 		})

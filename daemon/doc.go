@@ -5,7 +5,9 @@
 // run, and then runs the queues (package queue) until its context ends,
 // removing everything it installed on the way out. While it runs it
 // reloads the rule file on request, reopens its log and capture after
-// rotation, and answers the status socket and the metrics endpoint.
+// rotation, and answers the status socket and the metrics endpoint. A
+// status socket that cannot be opened is logged and the engine runs
+// without it: it is monitoring, not the firewall.
 //
 // It also holds what "nfqguard check" shares with run: the rule-file
 // ownership policy (LoadRuleFile) and the table as Docker would resolve it

@@ -174,6 +174,11 @@ var (
 	descLastReloadOK = desc("config_last_reload_successful",
 		"Whether the last configuration load or reload succeeded (1) or failed (0): after a failure the previous configuration stays in use.")
 
+	descStatusSocketUp = desc("status_socket_up",
+		"1 while the status socket ([status] socket) answers, 0 when it could not be opened or has stopped: "+
+			"the engine judges traffic without it, but nfqguard status and nfqguard reload cannot reach it. "+
+			"Absent when the socket is off.")
+
 	descLogRecords = desc("log_records_total",
 		"Records written to the flow log, by event: blocked (a flow's first block), allowed (rules with log = true), "+
 			"end (a blocked flow's end), suppressed (a record reporting events left out by the rate limit).", "event")
@@ -210,6 +215,7 @@ var (
 		descRedirectEvents, descRedirectInPlace, descOwnDrops, descInvalidDrops,
 		descGeneration, descStartTime,
 		descReloads, descLastReloadTime, descLastReloadOK,
+		descStatusSocketUp,
 		descLogRecords, descLogSuppressed, descLogDropped, descLogWriteErrors, descLogReopens,
 		descPcapPackets, descPcapDropped, descPcapBytes, descPcapRotations, descPcapWriteErrors,
 	}
@@ -245,6 +251,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.o.Reloads != nil {
 		c.o.Reloads.collect(ch)
+	}
+	if c.o.StatusSocket != nil {
+		c.o.StatusSocket.collect(ch)
 	}
 	if c.o.Log != nil {
 		st := c.o.Log.LogStats()

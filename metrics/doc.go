@@ -68,6 +68,11 @@
 //	                                                  last good load (initial or reload)
 //	nfqguard_config_last_reload_successful            gauge: 1 if the last load succeeded, else 0
 //
+// The status socket (from a StatusSocket; absent when [status] socket is off):
+//
+//	nfqguard_status_socket_up                         gauge: 1 while it answers, 0 when it could not
+//	                                                  be opened or stopped (the engine runs on)
+//
 // Flow log (from a LogSource) and packet capture (from a PcapSource):
 //
 //	nfqguard_log_records_total{event}                 records written; event is blocked, allowed,

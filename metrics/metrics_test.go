@@ -409,10 +409,11 @@ func TestScrape(t *testing.T) {
 
 func TestLint(t *testing.T) {
 	c := NewCollector(Options{
-		Source:  &fakeSource{s: testSnapshot()},
-		Reloads: &Reloads{},
-		Log:     fakeLog{},
-		Pcap:    fakePcap{},
+		Source:       &fakeSource{s: testSnapshot()},
+		Reloads:      &Reloads{},
+		StatusSocket: &StatusSocket{},
+		Log:          fakeLog{},
+		Pcap:         fakePcap{},
 	})
 	c.o.Reloads.SetLoaded(started)
 	problems, err := testutil.CollectAndLint(c)
@@ -464,7 +465,7 @@ func TestNoEngine(t *testing.T) {
 	if got := value(t, mfs, "nfqguard_packets_total", "queue", "1", "verdict", "accept"); got != 1999 {
 		t.Errorf("nfqguard_packets_total = %v, want 1999", got)
 	}
-	for _, name := range []string{"nfqguard_config_reloads_total", "nfqguard_log_records_total", "nfqguard_pcap_packets_total"} {
+	for _, name := range []string{"nfqguard_config_reloads_total", "nfqguard_status_socket_up", "nfqguard_log_records_total", "nfqguard_pcap_packets_total"} {
 		if mfs[name] != nil {
 			t.Errorf("%s without its source", name)
 		}
@@ -479,6 +480,29 @@ func TestNilOptions(t *testing.T) {
 			t.Errorf("%s without a source", name)
 		}
 	}
+}
+
+// TestStatusSocketUp: the gauge follows SetUp, 0 until the socket listens,
+// and is there without an engine (a socket that could not be opened is
+// worth an alert while the engine starts).
+func TestStatusSocketUp(t *testing.T) {
+	sock := &StatusSocket{}
+	c := NewCollector(Options{Source: &fakeSource{off: true}, StatusSocket: sock})
+	const head = `
+# HELP nfqguard_status_socket_up 1 while the status socket ([status] socket) answers, 0 when it could not be opened or has stopped: the engine judges traffic without it, but nfqguard status and nfqguard reload cannot reach it. Absent when the socket is off.
+# TYPE nfqguard_status_socket_up gauge
+`
+	check := func(when, want string) {
+		t.Helper()
+		if err := testutil.CollectAndCompare(c, strings.NewReader(head+"nfqguard_status_socket_up "+want+"\n")); err != nil {
+			t.Errorf("%s: %v", when, err)
+		}
+	}
+	check("before SetUp", "0")
+	sock.SetUp(true)
+	check("after SetUp(true)", "1")
+	sock.SetUp(false)
+	check("after SetUp(false)", "0")
 }
 
 func TestReloadsBeforeLoad(t *testing.T) {

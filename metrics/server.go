@@ -16,10 +16,11 @@ import (
 // Options say where the metrics come from. Every field may be nil: its
 // metrics are left out.
 type Options struct {
-	Source  Source     // the engine (a *queue.Monitor)
-	Reloads *Reloads   // configuration loads
-	Log     LogSource  // the blocked-flow log
-	Pcap    PcapSource // the packet capture
+	Source       Source        // the engine (a *queue.Monitor)
+	Reloads      *Reloads      // configuration loads
+	StatusSocket *StatusSocket // the status socket (nil when it is off)
+	Log          LogSource     // the blocked-flow log
+	Pcap         PcapSource    // the packet capture
 }
 
 // HTTP limits of the endpoint.

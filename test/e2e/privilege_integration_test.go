@@ -199,12 +199,12 @@ func TestUnprivilegedEngine(t *testing.T) {
 	cfg := writeNobodyConfig(t, dir, privConfig)
 	sock := filepath.Join(dir, "s.sock")
 
-	// start runs the engine as nobody with caps and checks, from /proc,
-	// that the process judging traffic is nfqguard with exactly those
-	// capabilities.
-	start := func(t *testing.T, caps []string, bits []int, extra ...string) *engine {
+	// start runs the engine as nobody with caps and status socket socket,
+	// and checks, from /proc, that the process judging traffic is nfqguard
+	// with exactly those capabilities.
+	start := func(t *testing.T, socket string, caps []string, bits []int, extra ...string) *engine {
 		t.Helper()
-		argv := append(asNobody(setpriv, caps...), binary(t), "run", "-c", cfg, "--blocked-log", "stdout", "--status-socket", sock)
+		argv := append(asNobody(setpriv, caps...), binary(t), "run", "-c", cfg, "--blocked-log", "stdout", "--status-socket", socket)
 		e := runEngine(t, l.Command(context.Background(), l.Host, argv[0], append(argv[1:], extra...)...))
 		pid := e.cmd.Process.Pid // ip netns exec and setpriv exec: the same process
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
@@ -245,7 +245,7 @@ func TestUnprivilegedEngine(t *testing.T) {
 	}
 
 	t.Run("net_admin+net_raw", func(t *testing.T) {
-		e := start(t, []string{"net_admin", "net_raw"}, []int{bitNetAdmin, bitNetRaw})
+		e := start(t, sock, []string{"net_admin", "net_raw"}, []int{bitNetAdmin, bitNetRaw})
 		judged(t, e, 47001)
 		// Resets work: the client learns at once that it was cut.
 		if d, err := pastebin(l7Timeout); err == nil || !errors.Is(err, syscall.ECONNRESET) || d > 3*time.Second {
@@ -261,6 +261,10 @@ func TestUnprivilegedEngine(t *testing.T) {
 		status := exec.Command(asNobody(setpriv)[0], append(asNobody(setpriv)[1:], binary(t), "status", "--socket", sock)...)
 		if b, err := status.CombinedOutput(); err != nil || !strings.Contains(string(b), fmt.Sprintf("nfqguard pid %d", e.cmd.Process.Pid)) {
 			t.Errorf("nfqguard status as nobody: %v\n%s", err, b)
+		}
+		if mf := scrapeOK(t, l); mf["nfqguard_status_socket_up"] == nil || metricValue(mf, "nfqguard_status_socket_up") != 1 {
+			t.Errorf("nfqguard_status_socket_up = %v (present: %v), want 1", metricValue(mf, "nfqguard_status_socket_up"),
+				mf["nfqguard_status_socket_up"] != nil)
 		}
 
 		// A reload of a rule file others may now write is refused like a
@@ -285,7 +289,7 @@ func TestUnprivilegedEngine(t *testing.T) {
 	t.Run("net_admin", func(t *testing.T) {
 		// And the metrics endpoint on every interface of the lab's host:
 		// allowed, with a warning.
-		e := start(t, []string{"net_admin"}, []int{bitNetAdmin}, "--metrics-listen", "0.0.0.0:9477")
+		e := start(t, sock, []string{"net_admin"}, []int{bitNetAdmin}, "--metrics-listen", "0.0.0.0:9477")
 		judged(t, e, 47011)
 		// No resets: the dropped flow hangs until its own timeout.
 		if d, err := pastebin(2 * time.Second); err == nil || errors.Is(err, syscall.ECONNRESET) {
@@ -301,19 +305,55 @@ func TestUnprivilegedEngine(t *testing.T) {
 		checkSameFirewall(t, l, false, original, "after a clean stop as nobody without CAP_NET_RAW")
 	})
 
-	t.Run("status socket directory", func(t *testing.T) {
-		// The default /run/nfqguard is root's to create: nobody is told how
-		// to get one, before anything is changed.
-		rootDir := t.TempDir() // root's, mode 0700
-		must(t, os.Chmod(rootDir, 0o755))
-		argv := append(asNobody(setpriv, "net_admin", "net_raw"), binary(t), "run", "-c", cfg,
-			"--status-socket", filepath.Join(rootDir, "nfqguard", "s.sock"), "--metrics-listen", "off")
-		stderr, code := runExpectFail(t, l, argv...)
-		if code != 1 || !strings.Contains(stderr, "permission denied") || !strings.Contains(stderr, "RuntimeDirectory=nfqguard") {
-			t.Errorf("exit %d, stderr %q; want exit 1 saying how to give nobody a socket directory", code, stderr)
-		}
-		checkSameFirewall(t, l, false, original, "after a run refused its status socket")
-	})
+	// A status socket nobody cannot make: /run/nfqguard missing (root's to
+	// create) or there but root's, as a run as root leaves it. The engine
+	// judges traffic without it, says how to give nobody a directory, and
+	// reports the socket down.
+	for _, c := range []struct {
+		name, socket string
+		sport        uint16
+	}{
+		{"status socket directory cannot be created", filepath.Join("nfqguard", "s.sock"), 47021},
+		{"status socket directory is root's", filepath.Join("nfqguard-root", "s.sock"), 47022},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// A /run of the test's own, root's, that nobody may enter
+			// (t.TempDir's parent is root's alone), holding nfqguard-root
+			// as RuntimeDirectory= makes /run/nfqguard for a unit run as root.
+			run, err := os.MkdirTemp("", "nfqg-run-")
+			must(t, err)
+			t.Cleanup(func() { os.RemoveAll(run) })
+			must(t, os.Chmod(run, 0o755))
+			must(t, os.Mkdir(filepath.Join(run, "nfqguard-root"), 0o700))
+			path := filepath.Join(run, c.socket)
+			e := start(t, path, []string{"net_admin", "net_raw"}, []int{bitNetAdmin, bitNetRaw})
+			judged(t, e, c.sport)
+			stderr := e.stderr()
+			var line string
+			for _, l := range strings.Split(stderr, "\n") {
+				if strings.Contains(l, `msg="status socket unavailable"`) {
+					line = l
+				}
+			}
+			t.Logf("%s", line)
+			for _, want := range []string{"level=ERROR", "path=" + path, "permission denied", "as uid 65534",
+				filepath.Dir(path) + " must exist and belong to that user", "RuntimeDirectory=nfqguard"} {
+				if !strings.Contains(line, want) {
+					t.Errorf("no log line msg=\"status socket unavailable\" with %q; stderr:\n%s", want, stderr)
+				}
+			}
+			if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: want no socket there (or cannot tell: %v)", path, err)
+			}
+			mf := scrapeOK(t, l)
+			if mf["nfqguard_status_socket_up"] == nil || metricValue(mf, "nfqguard_status_socket_up") != 0 {
+				t.Errorf("nfqguard_status_socket_up = %v (present: %v), want 0", metricValue(mf, "nfqguard_status_socket_up"),
+					mf["nfqguard_status_socket_up"] != nil)
+			}
+			e.stopClean()
+			checkSameFirewall(t, l, false, original, "after a run without its status socket")
+		})
+	}
 
 	for _, c := range []struct {
 		name string
