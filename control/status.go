@@ -278,7 +278,11 @@ func (r *Redirect) writeText(b *strings.Builder) {
 	if r.ShadowedBy != "" {
 		fmt.Fprintf(b, " by %s: traffic it ends the walk for is NOT judged", r.ShadowedBy)
 	}
-	fmt.Fprintf(b, "; %d events", r.Events)
+	if r.Events == 1 {
+		b.WriteString("; 1 event")
+	} else {
+		fmt.Fprintf(b, "; %d events", r.Events)
+	}
 	if e := r.LastEvent; e != nil {
 		fmt.Fprintf(b, ", last %s %s (%s)", e.Time.Format(time.RFC3339), strings.Join(e.Found, ","), e.Family)
 		if e.Error != "" {

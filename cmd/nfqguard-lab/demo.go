@@ -172,6 +172,10 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
+	if err := demoFlush(ctx, l, eng, sock, tcp(l.Out, ap(l.HostOutside, 8080)), stdout); err != nil {
+		return err
+	}
+
 	if err := eng.stop(); err != nil {
 		return err
 	}
@@ -186,14 +190,63 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
+// demoFlush shows the watcher at work: someone flushes DOCKER-USER, the
+// engine puts its rules back and says so, and traffic is judged as before.
+func demoFlush(ctx context.Context, l *netlab.Lab, eng *demoEngine, sock string, allowed func() error, stdout io.Writer) error {
+	fmt.Fprintf(stdout, "\n$ iptables -F DOCKER-USER    # someone else flushes the chain\n")
+	eng.mu.Lock()
+	eng.restored = nil
+	eng.mu.Unlock()
+	if _, err := l.IPTables(ctx, "-F", "DOCKER-USER"); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		eng.mu.Lock()
+		line := eng.restored
+		eng.mu.Unlock()
+		if line != nil {
+			fmt.Fprintf(stdout, "engine log: %s\n", *line)
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the engine did not put its rules back within 5s of a flush")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Fprintf(stdout, "$ iptables -A DOCKER-USER -j RETURN    # Docker's own rule went with the flush\n")
+	if _, err := l.IPTables(ctx, "-A", "DOCKER-USER", "-j", "RETURN"); err != nil {
+		return err
+	}
+	result := "reached"
+	if err := allowed(); err != nil {
+		result = "blocked: " + err.Error()
+	}
+	fmt.Fprintf(stdout, "outside → web:80 through published port 8080 again: %s\n", result)
+	resp, err := control.Ask(sock, control.Request{Cmd: "status"}, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n$ nfqguard status | head -3\n")
+	var b strings.Builder
+	if err := resp.Status.WriteText(&b); err != nil {
+		return err
+	}
+	lines := strings.SplitAfter(b.String(), "\n")
+	fmt.Fprint(stdout, strings.Join(lines[:min(3, len(lines))], ""))
+	return nil
+}
+
 // demoEngine is `nfqguard run` started inside the lab's host namespace.
 type demoEngine struct {
-	wait    func() error
-	signal  func(os.Signal) error
-	mu      sync.Mutex
-	records []flowlog.Record
-	once    sync.Once
-	err     error
+	// restored is the engine's last "redirect restored" log line.
+	restored *string
+	wait     func() error
+	signal   func(os.Signal) error
+	mu       sync.Mutex
+	records  []flowlog.Record
+	once     sync.Once
+	err      error
 }
 
 func startEngine(ctx context.Context, l *netlab.Lab, engine, config, sock string, stderr io.Writer) (*demoEngine, error) {
@@ -221,6 +274,11 @@ func startEngine(ctx context.Context, l *netlab.Lab, engine, config, sock string
 			fmt.Fprintf(stderr, "  engine | %s\n", sc.Text())
 			if strings.Contains(sc.Text(), "nfqguard running") {
 				readyOnce.Do(func() { close(ready) })
+			}
+			if line := sc.Text(); strings.Contains(line, `msg="redirect restored"`) {
+				e.mu.Lock()
+				e.restored = &line
+				e.mu.Unlock()
 			}
 		}
 	}()

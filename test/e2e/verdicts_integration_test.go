@@ -889,7 +889,8 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{"TRAFFIC", "RESULT", "ENGINE LOG", "reached", "blocked", "Lab removed",
 		"blocked by web-no-pastebins (web egress 172.17.0.2:", "sni pastebin.com)", "http POST pastebin.com/raw/x)",
-		"blocked by web-dns-deny", "qname c2.evil.example)", "8 of 14 exchanges reached"} {
+		"blocked by web-dns-deny", "qname c2.evil.example)", "8 of 14 exchanges reached",
+		`msg="redirect restored" found=removed family=IPv4`, "published port 8080 again: reached", "redirect   in place; 1 event, last "} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
