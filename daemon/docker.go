@@ -60,8 +60,12 @@ type tableUpdater struct {
 
 	applied bool                         // a list has been applied
 	down    bool                         // the last attempt to reach Docker failed
+	since   time.Time                    // when Docker became unreachable, while down
 	entries map[string]map[string]string // dynamic entry → container name → its addresses, as last logged
 	warned  map[string]bool              // Resolve warnings already logged
+	// onReachable runs, on a goroutine of its own, each time Docker
+	// answers again after it could not be asked; may be nil.
+	onReachable func()
 }
 
 func newTableUpdater(base *rules.Table, tables *atomic.Pointer[rules.Table], log *slog.Logger) *tableUpdater {
@@ -76,20 +80,47 @@ func (u *tableUpdater) apply(cs []docker.Container) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.cs = cs
+	if u.down {
+		u.log.Info("docker reachable again", "containers", len(cs), "unreachable_for", time.Since(u.since).Round(time.Millisecond))
+		u.down, u.since = false, time.Time{}
+		if u.onReachable != nil {
+			go u.onReachable()
+		}
+	}
 	u.resolve()
 }
 
 // rebase swaps in base, a reloaded file's table, resolved against the
-// containers last listed (or as is if Docker has not answered yet).
+// containers last listed (or as is if Docker has not answered yet), and
+// marked unreachable while Docker is.
 func (u *tableUpdater) rebase(base *rules.Table) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.base = base
 	if !u.applied {
-		u.tables.Store(base)
+		u.tables.Store(u.marked(base))
 		return
 	}
 	u.resolve()
+}
+
+// unreachable is the first failure to reach Docker in a row: the table in
+// use is marked so (see rules.Table.Unreachable) until a listing
+// succeeds. It reports whether unlisted addresses are dropped meanwhile.
+func (u *tableUpdater) unreachable(now time.Time) bool {
+	u.down, u.since = true, now
+	t := u.tables.Load().Unreachable(now)
+	u.tables.Store(t)
+	_, drop := t.DockerUnreachable()
+	return drop
+}
+
+// marked is t, marked unreachable while Docker is; u.mu is held.
+func (u *tableUpdater) marked(t *rules.Table) *rules.Table {
+	if u.down {
+		return t.Unreachable(u.since)
+	}
+	return t
 }
 
 // resolve resolves u.base against u.cs, stores the result and logs what
@@ -97,11 +128,7 @@ func (u *tableUpdater) rebase(base *rules.Table) {
 func (u *tableUpdater) resolve() {
 	cs := u.cs
 	t, warns := u.base.Resolve(toRules(cs))
-	u.tables.Store(t)
-	if u.down {
-		u.log.Info("docker reachable again", "containers", len(cs))
-		u.down = false
-	}
+	u.tables.Store(u.marked(t))
 	first := !u.applied
 	u.applied = true
 	for _, r := range t.Resolution() {
@@ -164,9 +191,16 @@ func (u *tableUpdater) failed(err error, retry time.Duration) {
 		u.log.Debug("docker still unreachable", "err", err, "retry_in", retry)
 		return
 	}
-	u.down = true
-	u.log.Warn("docker unreachable: keeping the last known containers; retrying in the background", "err", err, "retry_in", retry)
+	args := []any{"err", err, "retry_in", retry}
+	if u.unreachable(time.Now()) {
+		args = append(args, "unlisted", unlistedDropped)
+	}
+	u.log.Warn("docker unreachable: keeping the last known containers; retrying in the background", args...)
 }
+
+// unlistedDropped is what the log says of docker.unreachable = "drop" at
+// work.
+const unlistedDropped = `dropped until Docker answers (docker.unreachable = "drop"): an address no entry lists may be a container an entry selects`
 
 // startDocker reports Docker's version, resolves the table once so that
 // the first packets already meet name-keyed rules, and starts a watcher
@@ -175,7 +209,12 @@ func (u *tableUpdater) failed(err error, retry time.Duration) {
 // logs name containers); otherwise it only reports that Docker is absent.
 // The returned channel is closed when the watcher has stopped; the
 // updater, nil when Docker is not watched, takes reloaded tables.
-func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *atomic.Pointer[rules.Table]) (*tableUpdater, <-chan struct{}) {
+//
+// Each time Docker answers again after it could not be asked (it may have
+// been restarted with another firewall backend), it asks GET /info and
+// stores the backend Docker reports in fwWord, which the firewall watcher
+// reads when the kernel shows the tables of both backends.
+func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *atomic.Pointer[rules.Table], fwWord *atomic.Pointer[string]) (*tableUpdater, <-chan struct{}) {
 	done := make(chan struct{})
 	sock := dockerSocket(t)
 	if _, err := os.Stat(sock); errors.Is(err, fs.ErrNotExist) && !t.HasDynamic() {
@@ -185,6 +224,14 @@ func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *
 	}
 	client := docker.NewClient(sock)
 	u := newTableUpdater(t, tables, log)
+	u.onReachable = func() {
+		ictx, cancel := context.WithTimeout(ctx, dockerProbeTimeout)
+		defer cancel()
+		if info, err := client.Info(ictx); err == nil {
+			driver := info.FirewallBackend.Driver
+			fwWord.Store(&driver)
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, dockerProbeTimeout)
 	v, err := client.Version(pctx)
 	var cs []docker.Container
@@ -193,15 +240,18 @@ func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *
 	}
 	cancel()
 	if err != nil {
-		u.down = true
 		args := []any{"socket", sock, "unreachable", err.Error()}
 		if names := t.Unresolved(); len(names) > 0 {
 			args = append(args, "unresolved", strings.Join(names, ","),
 				"note", "rules keyed by ips work; these entries match nothing until Docker answers")
 		}
+		if u.unreachable(time.Now()) {
+			args = append(args, "unlisted", unlistedDropped)
+		}
 		log.Warn("docker", append(args, "retry", "in the background")...)
 	} else {
-		log.Info("docker", "socket", sock, "version", v.Version, "api", v.APIVersion, "containers", len(cs))
+		log.Info("docker", "socket", sock, "version", v.Version, "api", client.APIVersion(),
+			"daemon_api", v.MinAPIVersion+"-"+v.APIVersion, "containers", len(cs))
 		u.apply(cs)
 	}
 	w := &docker.Watcher{Client: client, OnError: u.failed}
@@ -212,19 +262,24 @@ func startDocker(ctx context.Context, log *slog.Logger, t *rules.Table, tables *
 	return u, done
 }
 
-// refuseDockerNftables stops a run before it changes anything when Docker
-// says it uses its nftables firewall backend (Docker 29, experimental),
-// which has no DOCKER-USER chain for nfqguard to hook into. A daemon that
-// cannot be asked is not refused here: the firewall probe decides then.
-func refuseDockerNftables(ctx context.Context, sock string) error {
+// dockerFirewall asks Docker which firewall backend it uses (GET /info,
+// FirewallBackend.Driver: Docker 28 and later), for the firewall's auto
+// choice; "" when Docker cannot be asked or does not say. It stops a run
+// before anything is changed when [engine] firewall insists on iptables
+// and Docker says nftables, which has no DOCKER-USER chain.
+func dockerFirewall(ctx context.Context, sock, want string) (string, error) {
 	if _, err := os.Stat(sock); err != nil {
-		return nil
+		return "", nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, dockerProbeTimeout)
 	defer cancel()
 	info, err := docker.NewClient(sock).Info(pctx)
-	if err != nil || info.FirewallBackend.Driver != "nftables" {
-		return nil
+	if err != nil {
+		return "", nil
 	}
-	return fmt.Errorf("docker at %s: %w", sock, firewall.ErrDockerNftables)
+	driver := info.FirewallBackend.Driver
+	if driver == rules.FirewallNftables && want == rules.FirewallIPTables {
+		return "", fmt.Errorf("docker at %s: %w", sock, firewall.ErrDockerNftables)
+	}
+	return driver, nil
 }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,23 +92,41 @@ func check(t *testing.T, path string) (string, error) {
 	return out.String(), err
 }
 
-func TestRunRefusesDockerNftables(t *testing.T) {
-	// Docker 29's nftables backend has no DOCKER-USER chain: run must stop
-	// before it touches anything, with a message that says why (no root is
-	// needed to get that far).
+// TestRunDockerNftables: Docker 29's nftables backend has no DOCKER-USER.
+// With [engine] firewall = "iptables" run stops before it touches
+// anything, with a message that says why and what to set; with the
+// default "auto" it goes on and takes Docker's word for the hook.
+func TestRunDockerNftables(t *testing.T) {
 	srv := fakedocker.New(t, fakeWeb)
 	srv.SetFirewallBackend("nftables")
-	cfg := writeDockerRules(t, srv.Path)
-	d, err := New(t.Context(), Options{Config: cfg, Stdout: io.Discard, Stderr: io.Discard})
+	auto := writeDockerRules(t, srv.Path)
+	b, err := os.ReadFile(auto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insist := filepath.Join(t.TempDir(), "iptables.toml")
+	if err := os.WriteFile(insist, []byte("[engine]\nfirewall = \"iptables\"\n\n"+string(b)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(t.Context(), Options{Config: insist, Stdout: io.Discard, Stderr: io.Discard})
 	if err == nil {
 		d.Close()
 	}
-	if !errors.Is(err, firewall.ErrDockerNftables) || !strings.Contains(err.Error(), "nftables firewall backend") {
-		t.Fatalf("run against Docker's nftables backend: %v, want firewall.ErrDockerNftables", err)
+	if !errors.Is(err, firewall.ErrDockerNftables) || !strings.Contains(err.Error(), "nftables firewall backend") ||
+		!strings.Contains(err.Error(), "[engine] firewall") {
+		t.Fatalf("run with firewall = \"iptables\" against Docker's nftables backend: %v, want firewall.ErrDockerNftables naming [engine] firewall", err)
 	}
-	srv.SetFirewallBackend("iptables")
-	if _, err := check(t, cfg); err != nil {
-		t.Errorf("check is not refused: %v", err)
+	if _, err := check(t, insist); err != nil {
+		t.Errorf("check is refused: %v", err)
+	}
+
+	d, err = New(t.Context(), Options{Config: auto, Stdout: io.Discard, Stderr: io.Discard})
+	if err != nil {
+		t.Fatalf("run with firewall = \"auto\" against Docker's nftables backend: %v", err)
+	}
+	defer d.Close()
+	if d.dockerFirewall != "nftables" {
+		t.Errorf("Docker's backend as the daemon took it: %q, want nftables", d.dockerFirewall)
 	}
 }
 
@@ -275,22 +294,30 @@ func TestTableUpdater(t *testing.T) {
 			u.failed(os.ErrNotExist, time.Second)
 			u.failed(os.ErrNotExist, 2*time.Second)
 		}, []string{
-			`level=WARN msg="docker unreachable: keeping the last known containers; retrying in the background" err="file does not exist" retry_in=1s`,
+			`level=WARN msg="docker unreachable: keeping the last known containers; retrying in the background" err="file does not exist" retry_in=1s unlisted="dropped until Docker answers (docker.unreachable = \"drop\"): an address no entry lists may be a container an entry selects"`,
 			`level=DEBUG msg="docker still unreachable" err="file does not exist" retry_in=2s`,
 		}, map[netip.Addr]string{netip.MustParseAddr("172.18.0.7"): "web"}},
+		{"reload while docker is away", func() { u.rebase(base) }, nil, map[netip.Addr]string{netip.MustParseAddr("172.18.0.7"): "web"}},
 		{"docker back", func() {
 			u.apply([]docker.Container{dc("3", "web", "nginx", nil, "172.18.0.7", "fd00::7")})
-		}, []string{`level=INFO msg="docker reachable again" containers=1`}, map[netip.Addr]string{netip.MustParseAddr("172.18.0.7"): "web"}},
+		}, []string{`level=INFO msg="docker reachable again" containers=1 unreachable_for=X`}, map[netip.Addr]string{netip.MustParseAddr("172.18.0.7"): "web"}},
 	}
+	unlisted := netip.MustParseAddr("172.18.0.99")
 	for _, s := range steps {
-		before := tables.Load()
 		s.do()
-		if diff := cmp.Diff(s.want, lines(buf.take())); diff != "" {
+		got := regexp.MustCompile(`unreachable_for=\S+`).ReplaceAllString(buf.take(), "unreachable_for=X")
+		if diff := cmp.Diff(s.want, lines(got)); diff != "" {
 			t.Errorf("%s: log (-want +got):\n%s", s.name, diff)
 		}
 		tbl := tables.Load()
-		if strings.HasPrefix(s.name, "docker goes away") && tbl != before {
-			t.Errorf("%s: the table was replaced while Docker is unreachable", s.name)
+		// While Docker is away, an unlisted address may be a container an
+		// entry would select: it is dropped, and listed ones keep their
+		// rules. Once Docker is back it gets [defaults] again.
+		away := strings.Contains(s.name, "away")
+		since, drop := tbl.DockerUnreachable()
+		m := tbl.Judge(unlisted, rules.Ingress, rules.ProtoTCP, 1, netip.MustParseAddr("203.0.113.1"))
+		if away != (drop && !since.IsZero()) || away != (m.RuleID == rules.RuleIDDockerUnreachable && m.Action == rules.Drop) {
+			t.Errorf("%s: table unreachable since %v, dropping unlisted %v; an unlisted address gets %+v", s.name, since, drop, m)
 		}
 		for ip, want := range s.listed {
 			if got := tbl.Judge(ip, rules.Ingress, rules.ProtoTCP, 1, netip.MustParseAddr("203.0.113.1")).Container; got != want {
@@ -316,13 +343,13 @@ func TestStartDocker(t *testing.T) {
 	log, buf := newTestLogger()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, done := startDocker(ctx, log, base, &tables)
+	_, done := startDocker(ctx, log, base, &tables, new(atomic.Pointer[string]))
 
 	web, redis := netip.MustParseAddr("172.18.0.2"), netip.MustParseAddr("172.18.0.3")
 	if !tables.Load().Listed(web) {
 		t.Fatalf("web not resolved when startDocker returned; log:\n%s", buf.take())
 	}
-	if l := buf.take(); !strings.Contains(l, `level=INFO msg=docker socket=`+srv.Path+` version=20.10.24+fake api=1.41 containers=1`) {
+	if l := buf.take(); !strings.Contains(l, `level=INFO msg=docker socket=`+srv.Path+` version=20.10.24+fake api=1.41 daemon_api=1.12-1.41 containers=1`) {
 		t.Errorf("no start-up docker line with the version:\n%s", l)
 	}
 	srv.SetContainers(fakeWeb, fakeRedis)
@@ -343,6 +370,40 @@ func TestStartDocker(t *testing.T) {
 	}
 }
 
+// TestStartDocker29 is the start against Docker 29 with its minimum API
+// version raised to 1.44 (DOCKER_MIN_API_VERSION), which refuses Docker
+// 20.10's 1.41: rules keyed by container name must apply all the same.
+func TestStartDocker29(t *testing.T) {
+	srv := fakedocker.New(t, fakeWeb)
+	srv.SetVersion(fakedocker.Docker29)
+	base, err := rules.Load(writeDockerRules(t, srv.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables atomic.Pointer[rules.Table]
+	tables.Store(base)
+	log, buf := newTestLogger()
+	ctx, cancel := context.WithCancel(context.Background())
+	_, done := startDocker(ctx, log, base, &tables, new(atomic.Pointer[string]))
+	defer func() { cancel(); <-done }()
+	if !tables.Load().Listed(netip.MustParseAddr("172.18.0.2")) {
+		t.Fatalf("web not resolved by a Docker 29 daemon; log:\n%s", buf.take())
+	}
+	if l := buf.take(); !strings.Contains(l, `version=29.0.0+fake api=1.52 daemon_api=1.44-1.52 containers=1`) {
+		t.Errorf("no start-up docker line with the negotiated version:\n%s", l)
+	}
+	stdout, err := check(t, writeDockerRules(t, srv.Path))
+	if err != nil || !strings.Contains(stdout, "\ndocker: 29.0.0+fake (API 1.52) at "+srv.Path+", 1 running containers\n") {
+		t.Errorf("check against Docker 29: %v\n%s", err, stdout)
+	}
+	// A daemon this version of nfqguard cannot speak to says so.
+	srv.SetVersion(map[string]string{"Version": "40.0.0", "ApiVersion": "1.70", "MinAPIVersion": "1.60"})
+	stdout, _ = check(t, writeDockerRules(t, srv.Path))
+	if !strings.Contains(stdout, "docker: refused at "+srv.Path+": list containers: Docker 40.0.0 serves API versions 1.60 and newer") {
+		t.Errorf("check against a daemon out of range:\n%s", stdout)
+	}
+}
+
 func TestStartDockerUnreachable(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "later.sock")
 	base, err := rules.Load(writeDockerRules(t, sock))
@@ -354,14 +415,14 @@ func TestStartDockerUnreachable(t *testing.T) {
 	log, buf := newTestLogger()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, done := startDocker(ctx, log, base, &tables)
+	_, done := startDocker(ctx, log, base, &tables, new(atomic.Pointer[string]))
 	l := buf.take()
 	if !strings.Contains(l, `level=WARN msg=docker socket=`+sock+` unreachable="docker: get version: dial unix `+sock) ||
-		!strings.Contains(l, `unresolved=web,caches,dbs,api note="rules keyed by ips work; these entries match nothing until Docker answers" retry="in the background"`) {
+		!strings.Contains(l, `unresolved=web,caches,dbs,api note="rules keyed by ips work; these entries match nothing until Docker answers" unlisted="dropped until Docker answers (docker.unreachable = \"drop\"): an address no entry lists may be a container an entry selects" retry="in the background"`) {
 		t.Errorf("start-up with Docker unreachable: log\n%s", l)
 	}
-	if tables.Load() != base {
-		t.Errorf("the table was replaced although Docker is unreachable")
+	if since, drop := tables.Load().DockerUnreachable(); since.IsZero() || !drop || !strings.Contains(l, `unlisted="dropped until Docker answers`) {
+		t.Errorf("Docker unreachable at start-up: table unreachable since %v, dropping unlisted %v; log\n%s", since, drop, l)
 	}
 
 	// Docker starts: the watcher finds it on its next retry (1s).
@@ -369,6 +430,9 @@ func TestStartDockerUnreachable(t *testing.T) {
 	waitFor(t, func() bool { return tables.Load().Listed(netip.MustParseAddr("172.18.0.2")) }, "web resolved once Docker is up")
 	if l := buf.take(); !strings.Contains(l, `msg="docker reachable again"`) || strings.Count(l, "level=WARN msg=\"docker unreachable") > 0 {
 		t.Errorf("after Docker came up: log\n%s", l)
+	}
+	if since, drop := tables.Load().DockerUnreachable(); !since.IsZero() || drop {
+		t.Errorf("Docker is up, the table says unreachable since %v (dropping %v)", since, drop)
 	}
 	cancel()
 	<-done
@@ -383,7 +447,7 @@ func TestStartDockerAbsent(t *testing.T) {
 	var tables atomic.Pointer[rules.Table]
 	tables.Store(base)
 	log, buf := newTestLogger()
-	_, done := startDocker(t.Context(), log, base, &tables)
+	_, done := startDocker(t.Context(), log, base, &tables, new(atomic.Pointer[string]))
 	select {
 	case <-done:
 	default:

@@ -61,13 +61,13 @@ func (c *Client) Containers(ctx context.Context) ([]Container, error) {
 	var list []struct {
 		ID string `json:"Id"`
 	}
-	if err := c.getJSON(ctx, versioned("/containers/json"), &list); err != nil {
+	if err := c.getVersionedJSON(ctx, "/containers/json", &list); err != nil {
 		return nil, &OpError{Op: "list containers", Err: err}
 	}
 	out := make([]Container, 0, len(list))
 	for _, l := range list {
 		var in inspectJSON
-		err := c.getJSON(ctx, versioned("/containers/"+url.PathEscape(l.ID)+"/json"), &in)
+		err := c.getVersionedJSON(ctx, "/containers/"+url.PathEscape(l.ID)+"/json", &in)
 		if ae, ok := errors.AsType[*APIError](err); ok && ae.Status == http.StatusNotFound {
 			continue // removed since the list
 		}

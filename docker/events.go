@@ -57,7 +57,7 @@ func (c *Client) Events(ctx context.Context) (*EventStream, error) {
 	if err != nil {
 		return nil, &OpError{Op: "follow events", Err: err}
 	}
-	resp, err := c.get(ctx, versioned("/events?filters="+url.QueryEscape(string(filters))))
+	resp, err := c.getVersioned(ctx, "/events?filters="+url.QueryEscape(string(filters)))
 	if err != nil {
 		return nil, &OpError{Op: "follow events", Err: err}
 	}

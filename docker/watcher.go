@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 )
 
@@ -13,6 +14,15 @@ const (
 	DefaultMinBackoff  = time.Second
 	DefaultMaxBackoff  = 30 * time.Second
 	DefaultListTimeout = 30 * time.Second
+	// DefaultDownRetry is the wait between attempts while no daemon
+	// listens on the socket (it does not exist, or connecting is
+	// refused): Docker is stopped or restarting, and a quarter of a
+	// second after it is back the containers are listed again. Backing
+	// off instead would make a Docker that was down a while wait up to
+	// MaxBackoff to be seen, with the name-keyed rules stale meanwhile.
+	// A connection attempt to a missing socket costs one failed
+	// connect(2).
+	DefaultDownRetry = 250 * time.Millisecond
 )
 
 // Watcher follows the running containers of one daemon. The zero value of
@@ -26,8 +36,13 @@ type Watcher struct {
 	// kill, die, stop, start and restart) share that listing.
 	Debounce time.Duration
 	// MinBackoff and MaxBackoff bound the wait before retrying after an
-	// error; it doubles with each failure in a row.
+	// error; it doubles with each failure in a row. Failures to reach a
+	// daemon where none listens are retried after DownRetry instead, and
+	// leave the backoff as it was.
 	MinBackoff, MaxBackoff time.Duration
+	// DownRetry is the wait before retrying while no daemon listens on
+	// the socket (see DefaultDownRetry).
+	DownRetry time.Duration
 	// ListTimeout bounds one listing, so that a hung daemon is retried.
 	ListTimeout time.Duration
 	// OnError, if set, is called on Run's goroutine with each failure (the
@@ -39,10 +54,14 @@ type Watcher struct {
 // Run lists the running containers and calls onChange with them, then
 // follows the event stream and calls onChange with a fresh list after each
 // burst of events that may change containers' addresses (see
-// Event.Changes). After an error it reports it to OnError, waits (1 s
-// doubling to 30 s by default) and starts over, subscribing and listing
-// again; onChange is therefore called after every (re)connection, whether
-// or not anything changed meanwhile.
+// Event.Changes). After an error it reports it to OnError, waits and
+// starts over, subscribing and listing again; onChange is therefore called
+// after every (re)connection, whether or not anything changed meanwhile.
+// The wait is DownRetry (250 ms by default) while no daemon listens on the
+// socket, so that a Docker that was stopped or restarting is seen soon
+// after it is back however long it was away; after any other error (the
+// daemon refused a request, did not answer, cut the stream) it is the
+// backoff, 1 s doubling to 30 s by default.
 //
 // onChange runs on Run's goroutine: while it runs no events are lost, but
 // the next listing waits. Run returns ctx's error once ctx is done, after
@@ -58,18 +77,33 @@ func (w *Watcher) Run(ctx context.Context, onChange func([]Container)) error {
 		if listed {
 			backoff = minB // it worked for a while: retry promptly
 		}
-		if w.OnError != nil {
-			w.OnError(err, backoff)
+		wait, down := backoff, noDaemon(err)
+		if down {
+			wait = orDefault(w.DownRetry, DefaultDownRetry)
 		}
-		t := time.NewTimer(backoff)
+		if w.OnError != nil {
+			w.OnError(err, wait)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(2*backoff, maxB)
+		if !down {
+			backoff = min(2*backoff, maxB)
+		}
 	}
+}
+
+// noDaemon reports whether err says that no daemon listens on the socket:
+// it does not exist (Docker stopped, or not yet listening after a start)
+// or connecting to it is refused (a socket file left behind by a daemon
+// that was killed). A daemon that answers, even with an error, or a
+// socket this process may not open (EACCES) is not this case.
+func noDaemon(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // session subscribes to events, lists, and relists after events until an

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,31 +219,66 @@ func TestWatcherStreamCut(t *testing.T) {
 	waitStreams(t, srv, 1)
 }
 
+// retries records what a watcher reports to OnError, besides startWatch's
+// own reporting.
+type retries struct {
+	mu    sync.Mutex
+	errs  []error
+	waits []time.Duration
+}
+
+// hook wraps dw.OnError; pass it as startWatch's tweak (after any other).
+func (r *retries) hook(dw *docker.Watcher) {
+	report := dw.OnError
+	dw.OnError = func(err error, wait time.Duration) {
+		r.mu.Lock()
+		r.errs = append(r.errs, err)
+		r.waits = append(r.waits, wait)
+		r.mu.Unlock()
+		report(err, wait)
+	}
+}
+
+// since returns the errors and waits reported from the n-th on.
+func (r *retries) since(n int) ([]error, []time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]error(nil), r.errs[min(n, len(r.errs)):]...), append([]time.Duration(nil), r.waits[min(n, len(r.waits)):]...)
+}
+
+func (r *retries) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.errs)
+}
+
+// downRetry is the tests' DownRetry, and hour a backoff no test may wait
+// out: a watcher that backed off while no daemon listens would not be
+// heard from again before the test gives up.
+const (
+	downRetry = 5 * time.Millisecond
+	hour      = time.Hour
+)
+
+// TestWatcherUnreachableRetried: while the socket does not exist the
+// watcher retries every DownRetry, however long it lasts, not with its
+// backoff, and finds the daemon by itself once it is there.
 func TestWatcherUnreachableRetried(t *testing.T) {
 	checkGoroutines(t)
 	path := filepath.Join(t.TempDir(), "later.sock")
-	var mu sync.Mutex
-	var retries []time.Duration
+	var r retries
 	w := startWatch(t, path, func(dw *docker.Watcher) {
-		report := dw.OnError
-		dw.OnError = func(err error, retry time.Duration) {
-			mu.Lock()
-			retries = append(retries, retry)
-			mu.Unlock()
-			report(err, retry)
-		}
+		dw.MinBackoff, dw.MaxBackoff, dw.DownRetry = hour, hour, downRetry
+		r.hook(dw)
 	})
-	for range 4 {
-		if err := w.nextErr(t); !strings.Contains(err.Error(), "dial unix "+path) {
-			t.Errorf("error = %v, want the dial error naming the socket", err)
+	for range 5 {
+		if err := w.nextErr(t); !strings.Contains(err.Error(), "dial unix "+path) || !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("error = %v, want the dial error naming the socket, ENOENT", err)
 		}
 	}
-	mu.Lock()
-	if len(retries) < 4 || retries[0] != 10*time.Millisecond || retries[1] != 20*time.Millisecond ||
-		retries[2] != 40*time.Millisecond || retries[3] != 40*time.Millisecond {
-		t.Errorf("retry delays = %v, want 10ms doubling up to 40ms", retries)
+	if _, waits := r.since(0); slices.ContainsFunc(waits[:5], func(d time.Duration) bool { return d != downRetry }) {
+		t.Errorf("retry delays = %v, want every one DownRetry (%v) while the socket does not exist", waits, downRetry)
 	}
-	mu.Unlock()
 
 	// The daemon appears: the watcher finds it by itself.
 	fakedocker.NewAt(t, path, db)
@@ -250,13 +287,104 @@ func TestWatcherUnreachableRetried(t *testing.T) {
 	}
 }
 
+// TestWatcherDaemonDown: a daemon that was up stops (its socket goes) or is
+// killed (the socket stays, connecting is refused). The cut stream is
+// retried after MinBackoff; then, however many attempts fail meanwhile,
+// every DownRetry, so that the daemon is listed again soon after it is
+// back; and the backoff has not grown meanwhile.
+func TestWatcherDaemonDown(t *testing.T) {
+	checkGoroutines(t)
+	for _, tc := range []struct {
+		name string
+		down func(*fakedocker.Server)
+		want syscall.Errno
+	}{
+		{"stopped", (*fakedocker.Server).Stop, syscall.ENOENT},
+		{"killed", (*fakedocker.Server).Kill, syscall.ECONNREFUSED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const minBackoff = 10 * time.Millisecond
+			srv := fakedocker.New(t, web)
+			var r retries
+			w := startWatch(t, srv.Path, func(dw *docker.Watcher) {
+				dw.MinBackoff, dw.MaxBackoff, dw.DownRetry = minBackoff, hour, downRetry
+				r.hook(dw)
+			})
+			w.next(t)
+			for round := range 2 {
+				waitStreams(t, srv, 1)
+				from := r.count()
+				tc.down(srv)
+				// The stream's end, then at least 8 failed attempts: a
+				// backoff from 10 ms would have reached 2.56 s.
+				deadline := time.Now().Add(waitLong)
+				for r.count()-from < 9 && time.Now().Before(deadline) {
+					time.Sleep(downRetry)
+				}
+				errs, waits := r.since(from)
+				if len(errs) < 9 {
+					t.Fatalf("round %d: %d errors reported within %v, want 9 (the stream's end and 8 retries); waits %v", round, len(errs), waitLong, waits)
+				}
+				if !strings.Contains(errs[0].Error(), "unexpected EOF") || waits[0] != minBackoff {
+					t.Errorf("round %d: first report %v, retry in %v; want the stream's end, retried after MinBackoff (%v)", round, errs[0], waits[0], minBackoff)
+				}
+				for i, err := range errs[1:] {
+					if !errors.Is(err, tc.want) || waits[i+1] != downRetry {
+						t.Errorf("round %d: report %d: %v, retry in %v; want %q, retried after DownRetry (%v)",
+							round, i+1, err, waits[i+1], tc.want, downRetry)
+					}
+				}
+				srv.SetContainers(web, db)
+				if err := srv.Start(); err != nil {
+					t.Fatal(err)
+				}
+				if got := names(w.next(t)); got != "db,web" {
+					t.Errorf("round %d: list once the daemon is back = %q, want db,web", round, got)
+				}
+				srv.SetContainers(web)
+			}
+		})
+	}
+}
+
+// TestWatcherDefaultDownRetry: without DownRetry set, a daemon that does
+// not listen is retried after DefaultDownRetry, 250 ms, whatever the
+// backoff.
+func TestWatcherDefaultDownRetry(t *testing.T) {
+	checkGoroutines(t)
+	if docker.DefaultDownRetry != 250*time.Millisecond {
+		t.Errorf("DefaultDownRetry = %v, documented as 250 ms", docker.DefaultDownRetry)
+	}
+	var r retries
+	w := startWatch(t, filepath.Join(t.TempDir(), "none.sock"), func(dw *docker.Watcher) {
+		dw.MinBackoff, dw.MaxBackoff = hour, hour
+		r.hook(dw)
+	})
+	w.nextErr(t)
+	if _, waits := r.since(0); waits[0] != docker.DefaultDownRetry {
+		t.Errorf("first retry in %v, want DefaultDownRetry (%v)", waits[0], docker.DefaultDownRetry)
+	}
+}
+
+// TestWatcherListRefused: a daemon that answers with an error is retried
+// with the backoff, doubling up to MaxBackoff, not every DownRetry.
 func TestWatcherListRefused(t *testing.T) {
 	checkGoroutines(t)
 	srv := fakedocker.New(t)
 	srv.FailList(500)
-	w := startWatch(t, srv.Path, nil)
-	if err := w.nextErr(t); !strings.Contains(err.Error(), "500 list refused") {
-		t.Errorf("error = %v", err)
+	var r retries
+	w := startWatch(t, srv.Path, func(dw *docker.Watcher) {
+		dw.DownRetry = downRetry
+		r.hook(dw)
+	})
+	for range 4 {
+		err := w.nextErr(t)
+		if apiErr, ok := errors.AsType[*docker.APIError](err); !ok || apiErr.Status != 500 || !strings.Contains(err.Error(), "500 list refused") {
+			t.Errorf("error = %v, want the daemon's 500", err)
+		}
+	}
+	if _, waits := r.since(0); !slices.Equal(waits[:4], []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond, 40 * time.Millisecond}) {
+		t.Errorf("retry delays = %v, want 10ms doubling up to 40ms", waits)
 	}
 	srv.FailList(0)
 	w.next(t)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,8 +37,14 @@ type Endpoint struct{ IPv4, IPv6 string }
 // Binding is one published host address and port.
 type Binding struct{ HostIP, HostPort string }
 
-// Version is what GET /version answers unless SetVersion changed it.
+// Version is what GET /version answers unless SetVersion changed it: Docker
+// 20.10's range. The server refuses requests in versions outside
+// MinAPIVersion to ApiVersion of the current answer, in Docker's words.
 var Version = map[string]string{"Version": "20.10.24+fake", "ApiVersion": "1.41", "MinAPIVersion": "1.12"}
+
+// Docker29 is a /version answer of Docker 29 started with
+// DOCKER_MIN_API_VERSION=1.44, which refuses Docker 20.10's API version.
+var Docker29 = map[string]string{"Version": "29.0.0+fake", "ApiVersion": "1.52", "MinAPIVersion": "1.44"}
 
 // Server is a fake daemon. Its methods are safe for concurrent use.
 type Server struct {
@@ -46,13 +53,15 @@ type Server struct {
 
 	mu         sync.Mutex // guards the fields below
 	srv        *http.Server
+	ln         *net.UnixListener
 	containers []Container
 	version    map[string]string
 	firewall   string // FirewallBackend.Driver in GET /info; "" omits it
 	streams    map[chan []byte]struct{}
-	lists      int    // container list requests served
-	filters    string // filters of the last event subscription
-	failList   int    // status to answer list requests with; 0 = serve them
+	lists      int      // container list requests served
+	versions   []string // API version of each versioned request, in order
+	filters    string   // filters of the last event subscription
+	failList   int      // status to answer list requests with; 0 = serve them
 	listDelay  time.Duration
 }
 
@@ -99,14 +108,16 @@ func (s *Server) Start() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /version", s.serveVersion)
 	mux.HandleFunc("GET /info", s.serveInfo)
-	mux.HandleFunc("GET /v1.41/version", s.serveVersion)
-	mux.HandleFunc("GET /v1.41/containers/json", s.serveList)
-	mux.HandleFunc("GET /v1.41/containers/{id}/json", s.serveInspect)
-	mux.HandleFunc("GET /v1.41/events", s.serveEvents)
+	mux.HandleFunc("GET /{v}/version", s.versioned(s.serveVersion))
+	mux.HandleFunc("GET /{v}/info", s.versioned(s.serveInfo))
+	mux.HandleFunc("GET /{v}/containers/json", s.versioned(s.serveList))
+	mux.HandleFunc("GET /{v}/containers/{id}/json", s.versioned(s.serveInspect))
+	mux.HandleFunc("GET /{v}/events", s.versioned(s.serveEvents))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "page not found: "+r.URL.Path)
 	})
 	s.srv = &http.Server{Handler: mux}
+	s.ln = ln.(*net.UnixListener)
 	go s.srv.Serve(ln) // returns ErrServerClosed on Stop
 	return nil
 }
@@ -114,11 +125,24 @@ func (s *Server) Start() error {
 // Stop closes the socket and every connection, event streams included, as
 // a daemon that exits does.
 func (s *Server) Stop() {
+	s.stop(true)
+}
+
+// Kill closes the socket and every connection as Stop does, but leaves the
+// socket file behind, as a daemon killed with SIGKILL does: connecting to
+// it is then refused (ECONNREFUSED) rather than failing for want of a
+// file (ENOENT). Start listens again.
+func (s *Server) Kill() {
+	s.stop(false)
+}
+
+func (s *Server) stop(unlink bool) {
 	s.mu.Lock()
-	srv := s.srv
-	s.srv = nil
+	srv, ln := s.srv, s.ln
+	s.srv, s.ln = nil, nil
 	s.mu.Unlock()
 	if srv != nil {
+		ln.SetUnlinkOnClose(unlink)
 		srv.Close()
 	}
 }
@@ -158,6 +182,54 @@ func (s *Server) DelayList(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.listDelay = d
+}
+
+// APIVersions returns the API version of every versioned request the
+// server received, refused ones included, in order.
+func (s *Server) APIVersions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.versions...)
+}
+
+// versioned serves h under /vVERSION/ when VERSION is within the range
+// GET /version reports, and refuses it otherwise as Docker does: status
+// 400 and "client version V is too old. Minimum supported API version is
+// MIN, ..." or "... is too new. Maximum supported API version is MAX".
+func (s *Server) versioned(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, ok := strings.CutPrefix(r.PathValue("v"), "v")
+		if !ok {
+			writeError(w, http.StatusNotFound, "page not found: "+r.URL.Path)
+			return
+		}
+		s.mu.Lock()
+		s.versions = append(s.versions, v)
+		lo, hi := s.version["MinAPIVersion"], s.version["ApiVersion"]
+		s.mu.Unlock()
+		switch {
+		case older(v, lo):
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("client version %s is too old. Minimum supported API version is %s, please upgrade your client to a newer version", v, lo))
+		case older(hi, v):
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("client version %s is too new. Maximum supported API version is %s", v, hi))
+		default:
+			h(w, r)
+		}
+	}
+}
+
+// older reports whether API version a is older than b ("1.9" < "1.41").
+func older(a, b string) bool {
+	amaj, amin, _ := strings.Cut(a, ".")
+	bmaj, bmin, _ := strings.Cut(b, ".")
+	an, _ := strconv.Atoi(amaj)
+	bn, _ := strconv.Atoi(bmaj)
+	if an != bn {
+		return an < bn
+	}
+	am, _ := strconv.Atoi(amin)
+	bm, _ := strconv.Atoi(bmin)
+	return am < bm
 }
 
 // Lists returns how many container list requests were served.
