@@ -1,10 +1,17 @@
 // Package firewall is what nfqguard changes in the host's netfilter
-// configuration besides its queues. It finds Docker's DOCKER-USER chain
-// (IPv4, and IPv6 where Docker made one) in the iptables backend Docker
-// uses, nft or legacy; installs there the one NFQUEUE redirect that sends
-// container traffic to the queues, and the CONNMARK companion that moves a
-// decided flow to the fast path; and removes both again, replacing what a
-// killed run left. It also edits conntrack's connection marks: it sets the
+// configuration besides its queues. It finds where container traffic can
+// be hooked: with Docker's iptables firewall backend, its DOCKER-USER
+// chain (IPv4, and IPv6 where Docker made one) in the iptables backend
+// Docker uses, nft or legacy; with Docker 29's nftables backend, which has
+// no DOCKER-USER, a chain of nfqguard's own, NFQGUARD, in the iptables-nft
+// mangle table, jumped to from mangle FORWARD (priority -150, ahead of
+// Docker's filter-FORWARD in its table docker-bridges, which Docker owns
+// and wipes on restart). It installs there the one NFQUEUE redirect that
+// sends container traffic to the queues, and the CONNMARK companion that
+// moves a decided flow to the fast path; and removes both again,
+// replacing what a killed run left (in either hook). The xtables NFQUEUE
+// target is used in both: kernels without the nft queue expression
+// (CONFIG_NFT_QUEUE) have it through nft_compat. It also edits conntrack's connection marks: it sets the
 // bypass bit on connections that existed before the engine started, and
 // clears it to send fast-path flows back to be judged after a reload.
 //

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,9 +34,22 @@ var ErrNoChain = errors.New("no DOCKER-USER chain: is Docker running on this hos
 	"(run with --create-chain to create it and the FORWARD jump the way Docker does)")
 
 // ErrDockerNftables is returned when Docker uses its nftables backend, which
-// has no DOCKER-USER chain to hook into.
-var ErrDockerNftables = errors.New("the Docker daemon uses its nftables firewall backend, which has no DOCKER-USER chain; " +
-	"nfqguard needs Docker's iptables backend (the default): set \"firewall-backend\": \"iptables\" in daemon.json")
+// has no DOCKER-USER chain, and Options.Backend insists on iptables.
+var ErrDockerNftables = errors.New("the Docker daemon uses its nftables firewall backend, which has no DOCKER-USER chain, " +
+	"and the firewall backend is set to iptables: set [engine] firewall to \"auto\" or \"nftables\"")
+
+// ErrNoIPTablesNft is returned when the nftables hook is wanted and no
+// iptables binary of the nf_tables backend (iptables-nft) is installed.
+var ErrNoIPTablesNft = errors.New("the hook for Docker's nftables backend is written with iptables-nft " +
+	"(the nf_tables backend of iptables), which is not installed (install the iptables package)")
+
+// Firewall backends of Docker that the redirect can hook into
+// (Options.Backend, and [engine] firewall).
+const (
+	BackendAuto     = "auto"     // follow Docker: its answer, else the tables it made
+	BackendIPTables = "iptables" // DOCKER-USER
+	BackendNftables = "nftables" // NFQGUARD in mangle, jumped to from mangle FORWARD
+)
 
 // RuleSpec is what the installed rules must do.
 type RuleSpec struct {
@@ -84,20 +98,37 @@ func maskArg(bit uint32) string { return fmt.Sprintf("0x%x/0x%x", bit, bit) }
 // family is one address family's iptables binary and what nfqguard did in it.
 type family struct {
 	name    string // "IPv4" or "IPv6"
+	proto   iptables.Protocol
 	ipt     *iptables.IPTables
 	path    string
 	backend string // "nft" or "legacy"
+	hook    hook   // where the redirect goes
 	created bool   // DOCKER-USER was created by nfqguard and goes on exit
 	watch   watchState
 }
 
-func (f *family) String() string { return fmt.Sprintf("%s: %s (%s)", f.name, f.path, f.backend) }
+func (f *family) String() string {
+	return fmt.Sprintf("%s: %s (%s), %s", f.name, f.path, f.backend, f.hook)
+}
 
 // Options configure OpenIPTables.
 type Options struct {
 	// CreateChain creates the IPv4 DOCKER-USER and the FORWARD jump to it
 	// when Docker has not, and removes them again on Remove.
 	CreateChain bool
+	// Backend is Docker's firewall backend to hook into: BackendIPTables,
+	// BackendNftables, or BackendAuto ("" too) to follow DockerBackend,
+	// else the tables Docker made (its docker-bridges table means
+	// nftables unless a FORWARD chain jumps to a DOCKER-USER).
+	Backend string
+	// DockerBackend is the backend Docker reports (GET /info,
+	// FirewallBackend.Driver): "iptables", "nftables", or "" when unknown.
+	DockerBackend string
+	// DockerSays, when set, returns the backend Docker reports now ("" when
+	// unknown): while running, the watcher asks it when the kernel holds
+	// the tables of both backends (Docker leaves the old one's rules when
+	// it is restarted with the other), to tell which one Docker uses.
+	DockerSays func() string
 	// Binaries overrides the iptables binaries tried for IPv4 and IPv6
 	// (tests); by default iptables-nft, iptables-legacy, iptables.
 	Binaries4, Binaries6 []string
@@ -109,6 +140,11 @@ type Options struct {
 // is safe for concurrent use.
 type IPTables struct {
 	families []*family
+	// follow: the hook follows Docker when it changes firewall backend
+	// (Options.Backend auto); else a change is reported as a mismatch.
+	follow     bool
+	setting    string        // Options.Backend, for messages
+	dockerSays func() string // Options.DockerSays; nil: Docker is not asked
 
 	mu     sync.Mutex
 	health Health
@@ -125,15 +161,18 @@ func OpenIPTables(opts Options) (*IPTables, error) {
 	if b6 == nil {
 		b6 = []string{"ip6tables-nft", "ip6tables-legacy", "ip6tables"}
 	}
-	fw := &IPTables{health: Health{Events: map[string]uint64{}, Dropped: map[string]uint64{}}}
-	v4, err := findFamily("IPv4", iptables.ProtocolIPv4, b4, opts.CreateChain)
+	fw := &IPTables{health: Health{Events: map[string]uint64{}, Dropped: map[string]uint64{}},
+		follow: opts.Backend == "" || opts.Backend == BackendAuto, setting: cmp.Or(opts.Backend, BackendAuto),
+		dockerSays: opts.DockerSays}
+	v4, err := findFamily("IPv4", iptables.ProtocolIPv4, b4, opts, opts.CreateChain)
 	if err != nil {
 		return nil, fmt.Errorf("IPv4 firewall: %w", err)
 	}
 	fw.families = append(fw.families, v4)
-	// IPv6 is hooked only where Docker made an IPv6 DOCKER-USER: creating
-	// one would queue all forwarded IPv6 traffic of a host that never asked.
-	v6, err := findFamily("IPv6", iptables.ProtocolIPv6, b6, false)
+	// IPv6 is hooked only where Docker made an IPv6 DOCKER-USER (or its
+	// ip6 docker-bridges table): hooking it anyway would queue all
+	// forwarded IPv6 traffic of a host that never asked.
+	v6, err := findFamily("IPv6", iptables.ProtocolIPv6, b6, opts, false)
 	switch {
 	case err == nil:
 		fw.families = append(fw.families, v6)
@@ -145,8 +184,11 @@ func OpenIPTables(opts Options) (*IPTables, error) {
 	return fw, nil
 }
 
-// Families describes the chains in use, e.g. "IPv4: /usr/sbin/iptables-nft (nft)".
+// Families describes the chains in use, e.g. "IPv4: /usr/sbin/iptables-nft
+// (nft), filter DOCKER-USER".
 func (fw *IPTables) Families() []string {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
 	var out []string
 	for _, f := range fw.families {
 		out = append(out, f.String())
@@ -154,7 +196,8 @@ func (fw *IPTables) Families() []string {
 	return out
 }
 
-// HasIPv6 reports whether an IPv6 DOCKER-USER is hooked.
+// HasIPv6 reports whether IPv6 is hooked (its DOCKER-USER, or the
+// nftables hook where Docker has an ip6 docker-bridges table).
 func (fw *IPTables) HasIPv6() bool {
 	for _, f := range fw.families {
 		if f.name == "IPv6" {
@@ -164,9 +207,11 @@ func (fw *IPTables) HasIPv6() bool {
 	return false
 }
 
-// findFamily picks the backend whose DOCKER-USER the FORWARD chain jumps to.
-// A rule written to the other backend would silently do nothing.
-func findFamily(name string, proto iptables.Protocol, bins []string, create bool) (*family, error) {
+// findFamily picks the hook (DOCKER-USER, or nfqguard's own chain where
+// Docker uses nftables) and, for DOCKER-USER, the backend whose DOCKER-USER
+// the FORWARD chain jumps to: a rule written to the other backend would
+// silently do nothing.
+func findFamily(name string, proto iptables.Protocol, bins []string, opts Options, create bool) (*family, error) {
 	var found []*family
 	var probeErr error // why a backend that may be in use could not be looked at
 	for _, bin := range bins {
@@ -195,7 +240,7 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 		if err != nil {
 			continue
 		}
-		found = append(found, &family{name: name, ipt: ipt, path: path, backend: backend})
+		found = append(found, &family{name: name, proto: proto, ipt: ipt, path: path, backend: backend})
 	}
 	if len(found) == 0 {
 		if !anyOnPath(bins) {
@@ -206,8 +251,24 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 		}
 		return nil, ErrNoChain
 	}
+	nftHook := func() (*family, error) {
+		if proto == iptables.ProtocolIPv6 && !dockerNftables(proto) {
+			return nil, ErrNoChain // Docker without IPv6 tables: nothing to hook
+		}
+		for _, f := range found {
+			if f.backend == "nft" {
+				f.hook = nftablesHook
+				return f, nil
+			}
+		}
+		return nil, ErrNoIPTablesNft
+	}
+	if opts.Backend == BackendNftables || (opts.Backend != BackendIPTables && opts.DockerBackend == BackendNftables) {
+		return nftHook()
+	}
 	var withChain *family
 	for _, f := range found {
+		f.hook = dockerUserHook
 		ok, err := f.ipt.ChainExists(filterTable, dockerUserChain)
 		if err != nil && f.backend == "legacy" {
 			// The legacy filter table exists (checked above), so this
@@ -225,6 +286,12 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 			withChain = f
 		}
 	}
+	auto := opts.Backend != BackendIPTables && opts.DockerBackend == ""
+	if auto && dockerNftables(proto) {
+		// Docker's nftables table, and no FORWARD jumps to a DOCKER-USER:
+		// Docker uses nftables (a DOCKER-USER alone may be left over).
+		return nftHook()
+	}
 	if withChain != nil {
 		return withChain, nil
 	}
@@ -233,7 +300,7 @@ func findFamily(name string, proto iptables.Protocol, bins []string, create bool
 		// could not be read.
 		return nil, probeErr
 	}
-	if dockerUsesNftables() {
+	if opts.Backend == BackendIPTables && (dockerNftables(proto) || opts.DockerBackend == BackendNftables) {
 		return nil, ErrDockerNftables
 	}
 	if !create {
@@ -334,15 +401,10 @@ func backendOf(path string) string {
 	return "legacy"
 }
 
-// dockerUsesNftables reports whether Docker's nftables backend (Docker 29+,
-// experimental) has set up its tables.
-func dockerUsesNftables() bool {
-	nft, err := exec.LookPath("nft")
-	if err != nil {
-		return false
-	}
-	out, err := exec.Command(nft, "list", "tables").Output()
-	return err == nil && strings.Contains(string(out), "docker-bridges")
+// ownChainExists reports whether the hook's chain of nfqguard's own exists.
+func (f *family) ownChainExists() bool {
+	ok, err := f.ipt.ChainExists(f.hook.table, f.hook.chain)
+	return err == nil && ok
 }
 
 func (f *family) jumpsToDockerUser() (bool, error) {
@@ -409,11 +471,13 @@ func (f *family) deleteCreated() error {
 }
 
 // Install puts spec's rules in place in every family: the redirect, the
-// companion and the INVALID drops at the top of DOCKER-USER, a FORWARD jump
-// to DOCKER-USER where Docker's is missing, and the guard in the mangle
-// table. Rules a previous run left are replaced in the same transaction,
-// so a restarting fail-closed engine never leaves DOCKER-USER without a
-// redirect. On error it removes whatever it had written, in every family.
+// companion and the INVALID drops at the top of the hook's chain
+// (DOCKER-USER, or NFQGUARD), a FORWARD jump to it where none is there,
+// and the guard in the mangle table. Rules a previous run left are
+// replaced in the same transaction, so a restarting fail-closed engine
+// never leaves the chain without a redirect; a redirect a previous run
+// left in the other hook goes after the new one is in. On error it removes
+// whatever it had written, in every family.
 func (fw *IPTables) Install(spec RuleSpec) error {
 	for _, f := range fw.families {
 		if err := f.apply(spec, modeInstall); err != nil {
@@ -424,28 +488,77 @@ func (fw *IPTables) Install(spec RuleSpec) error {
 }
 
 // apply reads the family's tables and writes what reconcile says, the
-// filter table first when installing (the redirect before the guard that
-// relies on it) and the mangle table first when removing.
+// hook's table first when installing (the redirect before the guard that
+// relies on it) and the mangle table first when removing. Both install and
+// remove take out a redirect of nfqguard's in the other hook (see unhook).
 func (f *family) apply(spec RuleSpec, m mode) error {
 	ctx := context.Background()
-	filter, err := listTable(ctx, f.path, filterTable)
+	hooked, mangle, err := f.listTables(ctx, m == modeInstall && (spec.guarded() || f.hook.table == mangleTable))
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.name, err)
 	}
-	mangle, err := f.listMangle(ctx, m == modeInstall && spec.guarded())
-	if err != nil {
-		return fmt.Errorf("%s: %w", f.name, err)
-	}
-	fd := reconcile(filter, mangle, spec, m, false)
-	s := script(filterTable, fd.filter) + script(mangleTable, fd.mangle)
+	fd := reconcile(f.hook, hooked, mangle, spec, m, false)
+	s := script(f.hook.table, fd.hook) + script(mangleTable, fd.mangle)
 	if m == modeRemove {
-		s = script(mangleTable, fd.mangle) + script(filterTable, fd.filter)
+		s = script(mangleTable, fd.mangle) + script(f.hook.table, fd.hook)
 	}
 	if err := restore(ctx, f.path, s); err != nil {
 		return fmt.Errorf("%s: %w", f.name, err)
 	}
+	if err := f.unhookOther(ctx); err != nil {
+		return err
+	}
 	if m == modeRemove {
 		return f.dropEmptyHooks(ctx, mangle)
+	}
+	return nil
+}
+
+// listTables lists the hook's table and the mangle table: one listing when
+// the hook is in mangle. needMangle says nfqguard is about to write to
+// mangle (see listMangle).
+func (f *family) listTables(ctx context.Context, needMangle bool) (hooked, mangle *table, err error) {
+	if mangle, err = f.listMangle(ctx, needMangle); err != nil {
+		return nil, nil, err
+	}
+	if f.hook.table == mangleTable {
+		return mangle, mangle, nil
+	}
+	if hooked, err = listTable(ctx, f.path, f.hook.table); err != nil {
+		return nil, nil, err
+	}
+	return hooked, mangle, nil
+}
+
+// otherHook is the hook a family does not use: a killed run may have left
+// its redirect there (Docker changed backend meanwhile).
+func (f *family) otherHook() hook {
+	if f.hook == nftablesHook {
+		return dockerUserHook
+	}
+	return nftablesHook
+}
+
+// unhookOther takes out a redirect of nfqguard's in the other hook, if any.
+// The nftables hook exists only with iptables-nft, and a legacy table is
+// not listed when it does not exist (listing would create it).
+func (f *family) unhookOther(ctx context.Context) error {
+	h := f.otherHook()
+	if h == nftablesHook && f.backend != "nft" {
+		return nil
+	}
+	var t *table
+	var err error
+	if h.table == mangleTable {
+		t, err = f.listMangle(ctx, false)
+	} else {
+		t, err = listTable(ctx, f.path, h.table)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.name, err)
+	}
+	if err := restore(ctx, f.path, script(h.table, unhook(h, t))); err != nil {
+		return fmt.Errorf("%s: take the redirect out of %s: %w", f.name, h, err)
 	}
 	return nil
 }
@@ -469,7 +582,8 @@ func (f *family) listMangle(ctx context.Context, need bool) (*table, error) {
 }
 
 // dropEmptyHooks deletes, with iptables-nft, the built-in mangle chains
-// that held only nfqguard's guard and accept by policy: iptables-nft
+// that held only nfqguard's rules (the guard, the jump to NFQGUARD) in the
+// listing taken before they were removed, and accept by policy: iptables-nft
 // creates built-in chains on demand, and an empty one still costs every
 // packet a hook. Legacy built-in chains cannot be deleted, and are left.
 func (f *family) dropEmptyHooks(ctx context.Context, mangle *table) error {
@@ -478,7 +592,8 @@ func (f *family) dropEmptyHooks(ctx context.Context, mangle *table) error {
 	}
 	for _, c := range []string{forwardChain, postroutingChain} {
 		rs := mangle.chains[c]
-		if len(rs) == 0 || len(ours(mangle, c)) != len(rs) || mangle.policy[c] != "ACCEPT" {
+		if len(rs) == 0 || slices.ContainsFunc(rs, func(r listedRule) bool { return tagOf(r.args) == "" }) ||
+			mangle.policy[c] != "ACCEPT" {
 			continue
 		}
 		if out, err := exec.CommandContext(ctx, f.path, "-w", "-t", mangleTable, "-X", c).CombinedOutput(); err != nil {
@@ -540,14 +655,17 @@ func (fw *IPTables) removeCreated() error {
 	return errors.Join(errs...)
 }
 
-// Rules returns the nfqguard rules currently in DOCKER-USER of each family,
-// as `iptables -S` prints them (for status and tests).
+// Rules returns the nfqguard rules currently in the hook's chain of each
+// family, as `iptables -S` prints them (for status and tests).
 func (fw *IPTables) Rules() ([]string, error) {
 	var out []string
 	for _, f := range fw.families {
-		rules, err := f.ipt.List(filterTable, dockerUserChain)
+		rules, err := f.ipt.List(f.hook.table, f.hook.chain)
+		if err != nil && f.hook.own && !f.ownChainExists() {
+			continue // not installed (yet, or any more)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: list %s: %w", f.name, dockerUserChain, err)
+			return nil, fmt.Errorf("%s: list %s: %w", f.name, f.hook, err)
 		}
 		for _, r := range rules {
 			if strings.Contains(r, "nfqguard-") {
@@ -559,7 +677,7 @@ func (fw *IPTables) Rules() ([]string, error) {
 }
 
 // InstalledQueues returns the queues that nfqguard redirect rules already
-// in DOCKER-USER send to: those of a running engine, or of a killed one.
+// in the hook's chain send to: those of a running engine, or of a killed one.
 func (fw *IPTables) InstalledQueues() ([]uint16, error) {
 	rules, err := fw.Rules()
 	if err != nil {

@@ -223,6 +223,13 @@ func TestIptablesCallsUseConstants(t *testing.T) {
 					if !ok || (m.Sel.Name != "redirect" && m.Sel.Name != "companion") || i < 2 {
 						t.Errorf("%s: argument %d of %s is a call that is not a RuleSpec's redirect or companion", where, i, sel.Sel.Name)
 					}
+				case *ast.SelectorExpr:
+					// f.hook.table, f.hook.chain: a hook is one of the
+					// package's two, built from the constants.
+					inner, ok := a.X.(*ast.SelectorExpr)
+					if !ok || inner.Sel.Name != "hook" || i >= 2 || (a.Sel.Name != "table" && a.Sel.Name != "chain") {
+						t.Errorf("%s: argument %d of %s is %T that is not a hook's table or chain", where, i, sel.Sel.Name, arg)
+					}
 				default:
 					t.Errorf("%s: argument %d of %s is a %T: only constants, literals and RuleSpec rules are allowed", where, i, sel.Sel.Name, arg)
 				}

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -61,6 +62,18 @@ func applyScript(tb *table, lines []string) error {
 		switch {
 		case strings.HasPrefix(line, ":"):
 			tb.chains[strings.Fields(line)[0][1:]] = nil
+		case w[0] == "-X":
+			if len(tb.chains[w[1]]) > 0 {
+				return fmt.Errorf("%q: chain not empty", line)
+			}
+			for _, rs := range tb.chains {
+				for _, r := range rs {
+					if tgt, _ := r.target(); tgt == w[1] {
+						return fmt.Errorf("%q: chain still referenced by %s", line, r.line)
+					}
+				}
+			}
+			delete(tb.chains, w[1])
 		case w[0] == "-I":
 			if !tb.has(w[1]) {
 				return fmt.Errorf("%q: no chain", line)
@@ -85,80 +98,90 @@ func applyScript(tb *table, lines []string) error {
 }
 
 // render prints what reconcile decided, for the golden files.
-func render(f finding) string {
+func render(h hook, f finding) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "events: %s\n", strings.Join(f.events, " "))
 	fmt.Fprintf(&b, "shadow: %s\n", f.shadow)
-	for _, tag := range slices.Sorted(func(yield func(string) bool) {
-		for k := range f.counts {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, tag := range slices.Sorted(maps.Keys(f.counts)) {
 		fmt.Fprintf(&b, "count %s: %d\n", tag, f.counts[tag])
 	}
-	b.WriteString(script(filterTable, f.filter))
+	b.WriteString(script(h.table, f.hook))
 	b.WriteString(script(mangleTable, f.mangle))
 	return b.String()
 }
 
 // TestReconcileGolden: on each golden listing (Docker 20.10 and 29 layouts,
 // after a flush, a restore of an old ruleset, a duplicate, a deleted chain
-// or jump, a shadowing rule, a flushed guard), the watcher finds the
-// events and writes the scripts in testdata/watch/*.golden. Applying the
-// scripts leaves exactly one of each of nfqguard's rules, the redirect
-// first in DOCKER-USER, a jump to it in FORWARD, and a second look that
-// finds nothing to do and no new event.
+// or jump, a shadowing rule, a flushed guard; in testdata/watch for the
+// DOCKER-USER hook, in testdata/watch-nft for nfqguard's own NFQGUARD chain
+// in mangle), the watcher finds the events and writes the scripts in the
+// .golden files. Applying the scripts leaves exactly one of each of
+// nfqguard's rules, the redirect first in the hook's chain, a jump to it in
+// FORWARD, and a second look that finds nothing to do and no new event.
 func TestReconcileGolden(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "watch", "*.rules"))
-	if err != nil || len(files) < 10 {
-		t.Fatalf("golden listings: %v, %d files", err, len(files))
-	}
-	for _, path := range files {
-		name := strings.TrimSuffix(filepath.Base(path), ".rules")
-		t.Run(name, func(t *testing.T) {
-			filter, mangle, was := readListing(t, path)
-			f := reconcile(filter, mangle, watchSpec, modeWatch, was)
-			got := render(f)
-			golden := strings.TrimSuffix(path, ".rules") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
+	for _, c := range []struct {
+		dir   string
+		h     hook
+		least int
+	}{{"watch", dockerUserHook, 10}, {"watch-nft", nftablesHook, 7}} {
+		files, err := filepath.Glob(filepath.Join("testdata", c.dir, "*.rules"))
+		if err != nil || len(files) < c.least {
+			t.Fatalf("golden listings: %v, %d files", err, len(files))
+		}
+		for _, path := range files {
+			name := c.dir + "/" + strings.TrimSuffix(filepath.Base(path), ".rules")
+			t.Run(name, func(t *testing.T) {
+				filter, mangle, was := readListing(t, path)
+				hooked := filter
+				if c.h.table == mangleTable {
+					hooked = mangle
 				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("reconcile of %s (-want +got):\n%s", path, diff)
-			}
-			if err := applyScript(filter, f.filter); err != nil {
-				t.Fatalf("filter script: %v", err)
-			}
-			if err := applyScript(mangle, f.mangle); err != nil {
-				t.Fatalf("mangle script: %v", err)
-			}
-			requireInstalled(t, filter, mangle, f.shadow != "")
-			again := reconcile(filter, mangle, watchSpec, modeWatch, f.shadow != "")
-			if again.shadow != f.shadow || len(again.filter)+len(again.mangle) > 0 ||
-				slices.ContainsFunc(again.events, func(k string) bool { return k != EventShadowed }) {
-				t.Errorf("second look is not quiet:\n%s", render(again))
-			}
-		})
+				f := reconcile(c.h, hooked, mangle, watchSpec, modeWatch, was)
+				got := render(c.h, f)
+				golden := strings.TrimSuffix(path, ".rules") + ".golden"
+				if *update {
+					if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (run with -update to create it)", err)
+				}
+				if diff := cmp.Diff(string(want), got); diff != "" {
+					t.Errorf("reconcile of %s (-want +got):\n%s", path, diff)
+				}
+				if err := applyScript(hooked, f.hook); err != nil {
+					t.Fatalf("hook script: %v", err)
+				}
+				if err := applyScript(mangle, f.mangle); err != nil {
+					t.Fatalf("mangle script: %v", err)
+				}
+				requireInstalled(t, c.h, hooked, mangle, f.shadow != "")
+				again := reconcile(c.h, hooked, mangle, watchSpec, modeWatch, f.shadow != "")
+				if again.shadow != f.shadow || len(again.hook)+len(again.mangle) > 0 ||
+					slices.ContainsFunc(again.events, func(k string) bool { return k != EventShadowed }) {
+					t.Errorf("second look is not quiet:\n%s", render(c.h, again))
+				}
+			})
+		}
 	}
 }
 
 // requireInstalled checks that the tables hold exactly one of each rule of
 // watchSpec, the redirect above every rule that is not the operator's, a
-// jump to DOCKER-USER, and the guard unless a rule shadows the redirect.
-func requireInstalled(t *testing.T, filter, mangle *table, shadowed bool) {
+// jump to the hook's chain, and the guard unless a rule shadows the
+// redirect.
+func requireInstalled(t *testing.T, h hook, hooked, mangle *table, shadowed bool) {
 	t.Helper()
-	for _, r := range watchSpec.dockerUserRules() {
-		if n := count(filter.chains[dockerUserChain], r.tag); n != 1 {
-			t.Errorf("%d rules tagged %s in DOCKER-USER, want 1", n, r.tag)
+	for _, r := range watchSpec.hookRules(h) {
+		if n := count(hooked.chains[h.chain], r.tag); n != 1 {
+			t.Errorf("%d rules tagged %s in %s, want 1", n, r.tag, h)
 		}
+	}
+	if i := slices.IndexFunc(hooked.chains[h.chain], func(r listedRule) bool { return tagOf(r.args) != "" }); i < 0 ||
+		tagOf(hooked.chains[h.chain][i].args) != commentRedirect {
+		t.Errorf("the first rule of nfqguard's in %s is not the redirect", h)
 	}
 	wantGuard := 1
 	if shadowed {
@@ -169,14 +192,28 @@ func requireInstalled(t *testing.T, filter, mangle *table, shadowed bool) {
 			t.Errorf("%d rules tagged %s in mangle %s, want %d", n, r.tag, r.chain, wantGuard)
 		}
 	}
-	jumps := 0
-	for _, r := range filter.chains[forwardChain] {
-		if tgt, _ := r.target(); tgt == dockerUserChain {
+	// One jump (Docker's or nfqguard's), or nfqguard's at the top while
+	// Docker's is below a Docker chain that accepts; the first jump before
+	// any such chain.
+	jumps, ours, first, dockerAccepts := 0, 0, -1, -1
+	for i, r := range hooked.chains[forwardChain] {
+		tgt, _ := r.target()
+		switch {
+		case tgt == h.chain:
 			jumps++
+			if tagOf(r.args) == commentJump {
+				ours++
+			}
+			if first < 0 {
+				first = i
+			}
+		case dockerAccepts < 0 && strings.HasPrefix(tgt, "DOCKER") && accepts(hooked, tgt, map[string]bool{}):
+			dockerAccepts = i
 		}
 	}
-	if jumps != 1 {
-		t.Errorf("%d jumps from FORWARD to DOCKER-USER, want 1", jumps)
+	if jumps == 0 || ours > 1 || (jumps > 1 && ours != 1) || (dockerAccepts >= 0 && first > dockerAccepts) {
+		t.Errorf("%d jumps from %s FORWARD to %s (%d of nfqguard's), the first at %d, a Docker chain that accepts at %d: "+
+			"want one, or nfqguard's first while Docker's is misplaced", jumps, h.table, h.chain, ours, first, dockerAccepts)
 	}
 }
 
@@ -189,21 +226,21 @@ func TestReconcileInstallRemove(t *testing.T) {
 			filter, mangle, _ := readListing(t, filepath.Join("testdata", "watch", name+".rules"))
 			other := RuleSpec{FirstQueue: 7, Queues: 1, Mark: 0x1, BypassMark: 0x2, GuardMark: 0x4, DropInvalid: true}
 			for _, spec := range []RuleSpec{other, watchSpec} {
-				f := reconcile(filter, mangle, spec, modeInstall, false)
+				f := reconcile(dockerUserHook, filter, mangle, spec, modeInstall, false)
 				if len(f.events) > 0 {
 					t.Errorf("install reports events %q", f.events)
 				}
-				if err := errorsOf(applyScript(filter, f.filter), applyScript(mangle, f.mangle)); err != nil {
+				if err := errorsOf(applyScript(filter, f.hook), applyScript(mangle, f.mangle)); err != nil {
 					t.Fatal(err)
 				}
 				if got := filter.chains[dockerUserChain][0].args; !slices.Equal(got, spec.redirect()) {
 					t.Errorf("first rule of DOCKER-USER after install: %q, want the redirect %q", got, spec.redirect())
 				}
 			}
-			requireInstalled(t, filter, mangle, false)
+			requireInstalled(t, dockerUserHook, filter, mangle, false)
 			before, beforeMangle, _ := readListing(t, filepath.Join("testdata", "watch", name+".rules"))
-			f := reconcile(filter, mangle, RuleSpec{}, modeRemove, false)
-			if err := errorsOf(applyScript(filter, f.filter), applyScript(mangle, f.mangle)); err != nil {
+			f := reconcile(dockerUserHook, filter, mangle, RuleSpec{}, modeRemove, false)
+			if err := errorsOf(applyScript(filter, f.hook), applyScript(mangle, f.mangle)); err != nil {
 				t.Fatal(err)
 			}
 			strip := func(tb *table) map[string][]string {
@@ -275,7 +312,7 @@ func TestReconcileScriptsHoldNoForeignWords(t *testing.T) {
 			}
 		}
 		allowed := map[string]bool{":" + dockerUserChain + " - [0:0]": true}
-		for _, r := range append(append(spec.dockerUserRules(), spec.guardRules()...), jumpRule()) {
+		for _, r := range append(append(spec.hookRules(dockerUserHook), spec.guardRules()...), jumpRule(dockerUserHook)) {
 			for pos := 1; pos <= 4; pos++ {
 				allowed[insertLine(r, pos)] = true
 			}
@@ -290,8 +327,8 @@ func TestReconcileScriptsHoldNoForeignWords(t *testing.T) {
 			}
 		}
 		for _, md := range []mode{modeWatch, modeInstall, modeRemove} {
-			fd := reconcile(f, m, spec, md, rng.IntN(2) == 0)
-			for _, line := range append(fd.filter, fd.mangle...) {
+			fd := reconcile(dockerUserHook, f, m, spec, md, rng.IntN(2) == 0)
+			for _, line := range append(fd.hook, fd.mangle...) {
 				if !allowed[line] {
 					t.Fatalf("mode %d, spec %+v: reconcile wrote %q, which is neither one of its rules nor a delete of one", md, spec, line)
 				}

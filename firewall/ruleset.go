@@ -9,6 +9,7 @@ import (
 // its companion, and the tables and chains they go in.
 const (
 	mangleTable      = "mangle"
+	nfqguardChain    = "NFQGUARD"
 	postroutingChain = "POSTROUTING"
 	commentInvalid   = "nfqguard-invalid"
 	commentUntracked = "nfqguard-untracked"
@@ -26,20 +27,44 @@ type ourRule struct {
 	args              []string
 }
 
-// dockerUserRules are the rules that go at the top of DOCKER-USER, in this
+// hook is the chain the redirect goes in, and the table that holds it and
+// the FORWARD chain that jumps to it.
+type hook struct {
+	table, chain string
+	// own: the chain is nfqguard's: it creates the chain and the only jump
+	// to it, and deletes both on exit.
+	own bool
+}
+
+// dockerUserHook is Docker's iptables backend: DOCKER-USER, jumped to
+// first thing in filter FORWARD, by Docker.
+var dockerUserHook = hook{table: filterTable, chain: dockerUserChain}
+
+// nftablesHook is Docker's nftables backend, which has no DOCKER-USER: a
+// chain of nfqguard's own in the iptables-nft mangle table, jumped to
+// from mangle FORWARD. That base chain (forward hook, priority -150) runs
+// before Docker's filter-FORWARD (priority 0) in its table docker-bridges;
+// an accept there ends only mangle FORWARD, so a packet nfqguard allows
+// still meets every rule of Docker's. Docker never touches the table.
+var nftablesHook = hook{table: mangleTable, chain: nfqguardChain, own: true}
+
+// String names the hook for logs and status, e.g. "filter DOCKER-USER".
+func (h hook) String() string { return h.table + " " + h.chain }
+
+// hookRules are the rules that go at the top of the hook's chain, in this
 // order: the redirect; the companion (fast path); with DropInvalid, the
 // drops of packets conntrack calls INVALID or does not track, which the
 // redirect's connmark match cannot see (the match is false for a packet
 // without a connection).
-func (s RuleSpec) dockerUserRules() []ourRule {
-	rs := []ourRule{{filterTable, dockerUserChain, commentRedirect, s.redirect()}}
+func (s RuleSpec) hookRules(h hook) []ourRule {
+	rs := []ourRule{{h.table, h.chain, commentRedirect, s.redirect()}}
 	if s.FastPath {
-		rs = append(rs, ourRule{filterTable, dockerUserChain, commentFastPath, s.companion()})
+		rs = append(rs, ourRule{h.table, h.chain, commentFastPath, s.companion()})
 	}
 	if s.DropInvalid {
 		rs = append(rs,
-			ourRule{filterTable, dockerUserChain, commentInvalid, ctstateDrop("INVALID", commentInvalid)},
-			ourRule{filterTable, dockerUserChain, commentUntracked, ctstateDrop("UNTRACKED", commentUntracked)})
+			ourRule{h.table, h.chain, commentInvalid, ctstateDrop("INVALID", commentInvalid)},
+			ourRule{h.table, h.chain, commentUntracked, ctstateDrop("UNTRACKED", commentUntracked)})
 	}
 	return rs
 }
@@ -72,11 +97,12 @@ func (s RuleSpec) guardRules() []ourRule {
 	}
 }
 
-// jumpRule is the FORWARD jump to DOCKER-USER that nfqguard inserts while
-// Docker's own is missing (moby/libnetwork#2631: some releases skip it
-// when DOCKER-USER already exists).
-func jumpRule() ourRule {
-	return ourRule{filterTable, forwardChain, commentJump, []string{"-m", "comment", "--comment", commentJump, "-j", dockerUserChain}}
+// jumpRule is the FORWARD jump to the hook's chain that nfqguard inserts:
+// always to a chain of its own; to DOCKER-USER while Docker's is missing
+// (moby/libnetwork#2631: some releases skip it when DOCKER-USER already
+// exists).
+func jumpRule(h hook) ourRule {
+	return ourRule{h.table, forwardChain, commentJump, []string{"-m", "comment", "--comment", commentJump, "-j", h.chain}}
 }
 
 // tagOf returns the nfqguard comment a rule carries, or "".

@@ -39,12 +39,20 @@ type Event struct {
 	Took time.Duration `json:"took_ns"`
 	// Err says why the rules could not be put back (EventRestoreFailed).
 	Err string `json:"error,omitempty"`
+	// Moved says where the redirect was moved from and to
+	// (EventBackendChanged): "filter DOCKER-USER -> mangle NFQGUARD".
+	Moved string `json:"moved,omitempty"`
+	// Mismatch says what Docker uses and what the setting wants
+	// (EventBackendMismatch).
+	Mismatch string `json:"mismatch,omitempty"`
 }
 
 // Restored reports whether the event put rules back (as opposed to a
 // report only, or a failure).
 func (e Event) Restored() bool {
-	return e.Err == "" && slices.ContainsFunc(e.Found, func(k string) bool { return k != EventShadowed })
+	return e.Err == "" && slices.ContainsFunc(e.Found, func(k string) bool {
+		return k != EventShadowed && k != EventBackendMismatch
+	})
 }
 
 // Health is what the watcher knows of the redirect. Take one with
@@ -58,6 +66,10 @@ type Health struct {
 	// State is "in place", "shadowed", "restore failed" or "not watched".
 	State      string `json:"state"`
 	ShadowedBy string `json:"shadowed_by,omitempty"` // "IPv4: -A DOCKER-USER -j ACCEPT"
+	// Mismatch is set while Docker uses another firewall backend than
+	// [engine] firewall insists on: "IPv4: Docker uses nftables, the
+	// setting is iptables".
+	Mismatch string `json:"mismatch,omitempty"`
 	// Events counts events by kind (EventKinds); Total is their number of
 	// looks that found anything (one look may find several kinds).
 	Events map[string]uint64 `json:"by_event"`
@@ -68,6 +80,9 @@ type Health struct {
 	// (unjudged packets met while the redirect was away).
 	Dropped map[string]uint64 `json:"dropped_packets"`
 	Checks  uint64            `json:"checks"`
+	// Hooks says, per family, where the redirect is hooked, as Families
+	// does: "IPv4: /usr/sbin/iptables-nft (nft), filter DOCKER-USER".
+	Hooks []string `json:"hooks"`
 }
 
 // DropKinds are the keys of Health.Dropped.
@@ -77,7 +92,8 @@ var dropKindOf = map[string]string{commentInvalid: "invalid", commentUntracked: 
 
 // watchState is the part of a family the watcher keeps between looks.
 type watchState struct {
-	shadow string
+	shadow   string
+	mismatch string // Docker's backend while it is not the setting's
 	// counters of our rules: last value read, and what rules that were
 	// replaced had counted before.
 	last, base map[string]uint64
@@ -88,6 +104,9 @@ func (fw *IPTables) Health() Health {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
 	h := fw.health
+	for _, f := range fw.families {
+		h.Hooks = append(h.Hooks, f.String())
+	}
 	h.Events = maps.Clone(h.Events)
 	h.Dropped = maps.Clone(h.Dropped)
 	if h.Last != nil {
@@ -185,10 +204,13 @@ func (fw *IPTables) usesNft() bool {
 // look checks every family once and updates the health.
 func (fw *IPTables) look(ctx context.Context, spec RuleSpec, report func(Event), noticed time.Time) {
 	inPlace, failed := true, false
-	var shadows []string
+	var shadows, mismatches []string
 	dropped := map[string]uint64{}
 	for _, f := range fw.families {
-		ev, ok := f.look(ctx, spec)
+		ev, ok := fw.followDocker(ctx, f, spec)
+		if ok && len(ev.Found) == 0 {
+			ev, ok = f.look(ctx, spec)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -213,6 +235,9 @@ func (fw *IPTables) look(ctx context.Context, spec RuleSpec, report func(Event),
 			inPlace = false
 			shadows = append(shadows, f.name+": "+f.watch.shadow)
 		}
+		if f.watch.mismatch != "" {
+			mismatches = append(mismatches, fmt.Sprintf("%s: Docker uses %s, [engine] firewall is %s", f.name, f.watch.mismatch, fw.setting))
+		}
 		for tag, kind := range dropKindOf {
 			dropped[kind] += f.watch.base[tag] + f.watch.last[tag]
 		}
@@ -222,12 +247,15 @@ func (fw *IPTables) look(ctx context.Context, spec RuleSpec, report func(Event),
 	fw.health.Checks++
 	fw.health.InPlace = inPlace
 	fw.health.ShadowedBy = strings.Join(shadows, "; ")
+	fw.health.Mismatch = strings.Join(mismatches, "; ")
 	fw.health.Dropped = dropped
 	switch {
 	case failed:
 		fw.health.State = "restore failed"
 	case len(shadows) > 0:
 		fw.health.State = "shadowed"
+	case len(mismatches) > 0:
+		fw.health.State = "backend mismatch"
 	default:
 		fw.health.State = "in place"
 	}
@@ -242,17 +270,19 @@ func (f *family) look(ctx context.Context, spec RuleSpec) (ev Event, ok bool) {
 		ev.Err = err.Error()
 		return ev, false
 	}
-	filter, err := listTable(ctx, f.path, filterTable)
+	var hooked, mangle *table
+	var err error
+	switch {
+	case f.hook.table == mangleTable || spec.guarded():
+		hooked, mangle, err = f.listTables(ctx, true)
+	default:
+		mangle = &table{chains: map[string][]listedRule{}}
+		hooked, err = listTable(ctx, f.path, f.hook.table)
+	}
 	if err != nil {
 		return fail(err)
 	}
-	mangle := &table{chains: map[string][]listedRule{}}
-	if spec.guarded() {
-		if mangle, err = listTable(ctx, f.path, mangleTable); err != nil {
-			return fail(err)
-		}
-	}
-	fd := reconcile(filter, mangle, spec, modeWatch, f.watch.shadow != "")
+	fd := reconcile(f.hook, hooked, mangle, spec, modeWatch, f.watch.shadow != "")
 	f.watch.count(fd.counts)
 	for _, k := range fd.events {
 		if k == EventShadowed && fd.shadow == f.watch.shadow {
@@ -264,7 +294,7 @@ func (f *family) look(ctx context.Context, spec RuleSpec) (ev Event, ok bool) {
 		ev.Rule = fd.shadow
 	}
 	f.watch.shadow = fd.shadow
-	if err := restore(ctx, f.path, script(filterTable, fd.filter)+script(mangleTable, fd.mangle)); err != nil {
+	if err := restore(ctx, f.path, script(f.hook.table, fd.hook)+script(mangleTable, fd.mangle)); err != nil {
 		if ctx.Err() != nil {
 			return ev, true
 		}

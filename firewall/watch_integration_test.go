@@ -37,14 +37,18 @@ type watcher struct {
 // and watches them until the test ends; on the way out it checks that
 // Remove leaves the firewall as it was before Install.
 func startWatch(t *testing.T, backend string) *watcher {
-	l := netlabtest.New(t, netlab.Options{Backend: backend})
+	return startWatchIn(t, netlabtest.New(t, netlab.Options{Backend: backend}), backend, firewall.Options{})
+}
+
+// startWatchIn is startWatch in a lab of the caller's, with opts.
+func startWatchIn(t *testing.T, l *netlab.Lab, backend string, opts firewall.Options) *watcher {
 	w := &watcher{t: t, l: l, bin: "iptables", events: make(chan firewall.Event, 64)}
 	if backend == netlab.BackendLegacy {
 		w.bin = "iptables-legacy"
 	}
 	before := netns.WithoutEmptyTable(save(t, l, w.bin+"-save"), "mangle")
 	in(t, l, func() (err error) {
-		if w.fw, err = firewall.OpenIPTables(firewall.Options{}); err != nil {
+		if w.fw, err = firewall.OpenIPTables(opts); err != nil {
 			return err
 		}
 		return w.fw.Install(watched)

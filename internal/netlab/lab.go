@@ -49,6 +49,11 @@ const (
 	// BackendLegacy selects "iptables-legacy", "ip6tables-legacy" and their
 	// -restore variants.
 	BackendLegacy = "legacy"
+
+	// DockerIPTables imitates Docker's iptables firewall backend.
+	DockerIPTables = "iptables"
+	// DockerNftables imitates Docker 29's nftables firewall backend.
+	DockerNftables = "nftables"
 )
 
 // Fixed lab addressing.
@@ -89,6 +94,11 @@ type Options struct {
 	NoDockerUser bool
 	// Backend is BackendNFT (default when empty) or BackendLegacy.
 	Backend string
+	// DockerFirewall is Docker's firewall backend the lab imitates:
+	// DockerIPTables (default when empty: Docker's chains in iptables, of
+	// Backend) or DockerNftables (Docker 29's nftables backend: table ip,
+	// and with IPv6 ip6, docker-bridges, and no iptables rules at all).
+	DockerFirewall string
 	// BridgeNF sets net.bridge.bridge-nf-call-iptables and
 	// bridge-nf-call-ip6tables in the host namespace. Nil means "1 if the
 	// sysctls exist"; a non-nil true fails New if they do not exist
@@ -135,6 +145,9 @@ type Lab struct {
 	HostOutside6, Outside6 netip.Addr
 	// Backend is the iptables backend in use (BackendNFT or BackendLegacy).
 	Backend string
+	// DockerFirewall is the Docker firewall backend imitated
+	// (DockerIPTables or DockerNftables).
+	DockerFirewall string
 	// Publish are the published ports the layout was generated with.
 	Publish []Publish
 	// IPv6 reports whether the lab was built with IPv6.
@@ -167,17 +180,18 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	l := &Lab{
-		Prefix:      opts.Prefix,
-		Host:        opts.Prefix + "host",
-		Out:         opts.Prefix + "out",
-		HostOutside: netns.LinkHost.Addr(),
-		Outside:     netns.LinkOutside.Addr(),
-		Backend:     opts.Backend,
-		Publish:     append([]Publish(nil), opts.Publish...),
-		IPv6:        opts.IPv6,
-		ctx:         lctx,
-		cancel:      cancel,
-		closers:     map[any]func() error{},
+		Prefix:         opts.Prefix,
+		Host:           opts.Prefix + "host",
+		Out:            opts.Prefix + "out",
+		HostOutside:    netns.LinkHost.Addr(),
+		Outside:        netns.LinkOutside.Addr(),
+		Backend:        opts.Backend,
+		DockerFirewall: opts.DockerFirewall,
+		Publish:        append([]Publish(nil), opts.Publish...),
+		IPv6:           opts.IPv6,
+		ctx:            lctx,
+		cancel:         cancel,
+		closers:        map[any]func() error{},
 	}
 	l.iptables = netns.IPTables{Path: l.NSPath(l.Host), Legacy: opts.Backend == BackendLegacy}
 	if opts.IPv6 {
@@ -219,6 +233,17 @@ func (o *Options) normalize() error {
 	case BackendNFT, BackendLegacy:
 	default:
 		return fmt.Errorf("lab: unknown iptables backend %q (want %q or %q)", o.Backend, BackendNFT, BackendLegacy)
+	}
+	switch o.DockerFirewall {
+	case "":
+		o.DockerFirewall = DockerIPTables
+	case DockerIPTables:
+	case DockerNftables:
+		if o.Backend != BackendNFT {
+			return fmt.Errorf("lab: Docker's nftables backend needs the nft iptables backend, not %q", o.Backend)
+		}
+	default:
+		return fmt.Errorf("lab: unknown Docker firewall backend %q (want %q or %q)", o.DockerFirewall, DockerIPTables, DockerNftables)
 	}
 	if o.Publish == nil {
 		o.Publish = DefaultPublish()
@@ -326,6 +351,13 @@ func (l *Lab) build(ctx context.Context, opts Options) error {
 		}
 	}
 
+	if opts.DockerFirewall == DockerNftables {
+		script := dockerNftRules(false, l.Containers, opts.Publish)
+		if opts.IPv6 {
+			script += dockerNftRules(true, l.Containers, opts.Publish)
+		}
+		return l.nft(ctx, script)
+	}
 	// Docker's iptables layout.
 	rules := dockerRules(false, l.Containers, opts.Publish, opts.NoDockerUser)
 	if err := l.restore(ctx, false, rules); err != nil {
@@ -383,6 +415,22 @@ func (l *Lab) restore(ctx context.Context, v6 bool, rules string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("lab: load Docker ruleset with %s in %s: %w: %s", bin, l.Host, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// nft loads an nft script in the host namespace.
+func (l *Lab) nft(ctx context.Context, script string) error {
+	var out []byte
+	err := l.Do(l.Host, func() error {
+		cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(script)
+		var err error
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lab: load Docker's nftables ruleset in %s: %w: %s", l.Host, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package netlab
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -13,18 +14,7 @@ func dockerRules(v6 bool, containers []Container, publish []Publish, noDockerUse
 	if v6 {
 		subnet, loopback, hostBits = ContainerPrefix6.String(), "::1/128", "/128"
 	}
-	caddr := func(i int) string {
-		if v6 {
-			return containers[i].Addr6.String()
-		}
-		return containers[i].Addr.String()
-	}
-	dnatTo := func(i int, port uint16) string {
-		if v6 {
-			return fmt.Sprintf("[%s]:%d", caddr(i), port)
-		}
-		return fmt.Sprintf("%s:%d", caddr(i), port)
-	}
+	caddr, dnatTo := containerAddrs(v6, containers)
 
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -79,4 +69,19 @@ func dockerRules(v6 bool, containers []Container, publish []Publish, noDockerUse
 	}
 	w("COMMIT")
 	return b.String()
+}
+
+// containerAddrs returns, for the family v6 says, the address of the i-th
+// container as text and its address with a port as a DNAT target takes it.
+func containerAddrs(v6 bool, containers []Container) (caddr func(i int) string, dnatTo func(i int, port uint16) string) {
+	caddr = func(i int) string {
+		if v6 {
+			return containers[i].Addr6.String()
+		}
+		return containers[i].Addr.String()
+	}
+	dnatTo = func(i int, port uint16) string {
+		return netip.AddrPortFrom(netip.MustParseAddr(caddr(i)), port).String()
+	}
+	return caddr, dnatTo
 }
