@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/netip"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/queue"
@@ -183,5 +186,52 @@ func TestBuild(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestBuildDocker: what the table in force knows of Docker reaches status,
+// in JSON and in text, so that an operator sees at once that container
+// traffic is not judged as configured.
+func TestBuildDocker(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name     string
+		d        rules.DockerStatus
+		want     Docker
+		wantText string
+	}{
+		{"static file, no Docker", rules.DockerStatus{},
+			Docker{State: "not watched", Unresolved: []string{}}, "docker     not watched\n"},
+		{"resolved", rules.DockerStatus{Dynamic: true, Resolved: true, Unresolved: []string{"api"}},
+			Docker{State: "reachable", Unresolved: []string{"api"}},
+			"docker     reachable; unresolved (their rules match nothing): api\n"},
+		{"unreachable, unlisted dropped", rules.DockerStatus{Dynamic: true, UnreachableSince: t0, DropUnlisted: true, Unresolved: []string{"web", "api"}},
+			Docker{State: "unreachable", UnreachableSince: &t0, Unlisted: "dropped", Unresolved: []string{"web", "api"}},
+			"docker     unreachable since 2026-12-06T03:00:00Z (1m30s): traffic of addresses no entry lists is DROPPED until Docker answers; unresolved (their rules match nothing): web, api\n"},
+		{"unreachable, defaults", rules.DockerStatus{Dynamic: true, Resolved: true, UnreachableSince: t0},
+			Docker{State: "unreachable", UnreachableSince: &t0, Unlisted: "defaults", Unresolved: []string{}},
+			"docker     unreachable since 2026-12-06T03:00:00Z (1m30s): addresses no entry lists get [defaults]; entries resolved through Docker keep the last known containers\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := Build(queue.Snapshot{Time: t0.Add(90 * time.Second), Started: t0, Docker: tt.d}, nil, nil, 5)
+			if diff := cmp.Diff(tt.want, st.Docker); diff != "" {
+				t.Errorf("Docker (-want +got):\n%s", diff)
+			}
+			var b bytes.Buffer
+			if err := st.WriteText(&b); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(b.String(), "\n"+tt.wantText) {
+				t.Errorf("text lacks %q:\n%s", tt.wantText, b.String())
+			}
+			js, err := json.Marshal(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back Status
+			if err := json.Unmarshal(js, &back); err != nil || back.Docker.State != tt.want.State {
+				t.Errorf("JSON round trip: %v, docker %+v", err, back.Docker)
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/queue"
+	"github.com/nfqguard/nfqguard/rules"
 )
 
 // Status is the daemon's state as "nfqguard status" shows it; --json
@@ -43,6 +44,8 @@ type Status struct {
 
 	// Redirect is the state of nfqguard's rules in the host's firewall.
 	Redirect Redirect `json:"redirect"`
+	// Docker is what the rules in force know of Docker.
+	Docker Docker `json:"docker"`
 
 	Latency Latency `json:"verdict_latency"`
 	Queues  []Queue `json:"queues"`
@@ -59,7 +62,14 @@ type Redirect struct {
 	State      string `json:"state"`
 	InPlace    bool   `json:"in_place"`
 	ShadowedBy string `json:"shadowed_by,omitempty"`
-	Watch      string `json:"watch"` // how changes are noticed
+	// Mismatch is set while Docker uses another firewall backend than
+	// [engine] firewall insists on (state "backend mismatch").
+	Mismatch string `json:"mismatch,omitempty"`
+	Watch    string `json:"watch"` // how changes are noticed
+	// Hooks says, per family, where the redirect is hooked: the iptables
+	// binary and backend, and "filter DOCKER-USER" (Docker's iptables
+	// backend) or "mangle NFQGUARD" (its nftables backend).
+	Hooks []string `json:"hooks"`
 	// Events is the number of looks that found the rules disturbed;
 	// ByEvent counts them by what was found.
 	Events    uint64            `json:"events"`
@@ -71,6 +81,57 @@ type Redirect struct {
 	Dropped map[string]uint64 `json:"dropped_packets"`
 }
 
+// Docker is what the rule table in force knows of Docker.
+type Docker struct {
+	// State is "reachable" (the rules were resolved against its last
+	// listing), "unreachable" (it could not be asked since
+	// UnreachableSince) or "not watched" (no entry is resolved through
+	// it and its socket was absent at start).
+	State            string     `json:"state"`
+	UnreachableSince *time.Time `json:"unreachable_since,omitempty"`
+	// Unlisted is what happens to addresses no entry lists while Docker
+	// is unreachable: "dropped" or "defaults" (docker.unreachable).
+	Unlisted string `json:"unlisted,omitempty"`
+	// Unresolved are the entries resolved through Docker that have no
+	// address: their rules match nothing.
+	Unresolved []string `json:"unresolved"`
+}
+
+func dockerOf(d *rules.DockerStatus) Docker {
+	out := Docker{State: "not watched", Unresolved: []string{}}
+	if d.Dynamic {
+		out.Unresolved = append(out.Unresolved, d.Unresolved...)
+	}
+	switch {
+	case !d.UnreachableSince.IsZero():
+		since := d.UnreachableSince
+		out.State, out.UnreachableSince, out.Unlisted = "unreachable", &since, "defaults"
+		if d.DropUnlisted {
+			out.Unlisted = "dropped"
+		}
+	case d.Resolved:
+		out.State = "reachable"
+	}
+	return out
+}
+
+// writeText prints Docker's line for a terminal.
+func (d *Docker) writeText(b *strings.Builder, now time.Time) {
+	fmt.Fprintf(b, "docker     %s", d.State)
+	if d.UnreachableSince != nil {
+		fmt.Fprintf(b, " since %s (%s)", d.UnreachableSince.Format(time.RFC3339), now.Sub(*d.UnreachableSince).Round(time.Second))
+		if d.Unlisted == "dropped" {
+			b.WriteString(": traffic of addresses no entry lists is DROPPED until Docker answers")
+		} else {
+			b.WriteString(": addresses no entry lists get [defaults]; entries resolved through Docker keep the last known containers")
+		}
+	}
+	if len(d.Unresolved) > 0 {
+		fmt.Fprintf(b, "; unresolved (their rules match nothing): %s", strings.Join(d.Unresolved, ", "))
+	}
+	b.WriteString("\n")
+}
+
 // RedirectEvent is the watcher's last event.
 type RedirectEvent struct {
 	Time        time.Time `json:"time"`
@@ -79,6 +140,8 @@ type RedirectEvent struct {
 	Rule        string    `json:"rule,omitempty"`
 	TookSeconds float64   `json:"took_seconds"`
 	Error       string    `json:"error,omitempty"`
+	Moved       string    `json:"moved,omitempty"`    // backend_changed: "filter DOCKER-USER -> mangle NFQGUARD"
+	Mismatch    string    `json:"mismatch,omitempty"` // backend_mismatch: what Docker uses and what the setting wants
 }
 
 // Latency is the verdict latency (packet received → verdict sent) since
@@ -204,6 +267,7 @@ func Build(snap queue.Snapshot, top []queue.BlockedFlow, s *Sampler, n int) *Sta
 		},
 		Queues: []Queue{}, TopBlocked: []Flow{}, TopRules: []Rule{},
 		Redirect: redirectOf(&snap.Redirect),
+		Docker:   dockerOf(&snap.Docker),
 	}
 	var old sample
 	var dt float64
@@ -254,8 +318,8 @@ func Build(snap queue.Snapshot, top []queue.BlockedFlow, s *Sampler, n int) *Sta
 }
 
 func redirectOf(h *firewall.Health) Redirect {
-	r := Redirect{State: h.State, InPlace: h.InPlace, ShadowedBy: h.ShadowedBy, Watch: h.Method,
-		Events: h.Total, ByEvent: map[string]uint64{}, Dropped: map[string]uint64{}}
+	r := Redirect{State: h.State, InPlace: h.InPlace, ShadowedBy: h.ShadowedBy, Mismatch: h.Mismatch, Watch: h.Method,
+		Hooks: slices.Clone(h.Hooks), Events: h.Total, ByEvent: map[string]uint64{}, Dropped: map[string]uint64{}}
 	if r.State == "" {
 		r.State = "not watched"
 	}
@@ -267,7 +331,7 @@ func redirectOf(h *firewall.Health) Redirect {
 	}
 	if e := h.Last; e != nil {
 		r.LastEvent = &RedirectEvent{Time: e.Time, Family: e.Family, Found: e.Found, Rule: e.Rule,
-			TookSeconds: e.Took.Seconds(), Error: e.Err}
+			TookSeconds: e.Took.Seconds(), Error: e.Err, Moved: e.Moved, Mismatch: e.Mismatch}
 	}
 	return r
 }
@@ -278,6 +342,9 @@ func (r *Redirect) writeText(b *strings.Builder) {
 	if r.ShadowedBy != "" {
 		fmt.Fprintf(b, " by %s: traffic it ends the walk for is NOT judged", r.ShadowedBy)
 	}
+	if r.Mismatch != "" {
+		fmt.Fprintf(b, " (%s)", r.Mismatch)
+	}
 	if r.Events == 1 {
 		b.WriteString("; 1 event")
 	} else {
@@ -285,6 +352,9 @@ func (r *Redirect) writeText(b *strings.Builder) {
 	}
 	if e := r.LastEvent; e != nil {
 		fmt.Fprintf(b, ", last %s %s (%s)", e.Time.Format(time.RFC3339), strings.Join(e.Found, ","), e.Family)
+		if e.Moved != "" {
+			fmt.Fprintf(b, ", moved %s", e.Moved)
+		}
 		if e.Error != "" {
 			fmt.Fprintf(b, ": %s", e.Error)
 		} else if e.TookSeconds > 0 {
@@ -293,6 +363,9 @@ func (r *Redirect) writeText(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, "\n           watched by %s; dropped: %d invalid, %d untracked, %d by the guard\n",
 		orDash(r.Watch), r.Dropped["invalid"], r.Dropped["untracked"], r.Dropped["guard"])
+	for _, h := range r.Hooks {
+		fmt.Fprintf(b, "           hooked %s\n", h)
+	}
 }
 
 func seconds(ns int64) float64 { return time.Duration(ns).Seconds() }
@@ -310,6 +383,7 @@ func (st *Status) WriteText(w io.Writer) error {
 		}
 	}
 	st.Redirect.writeText(&b)
+	st.Docker.writeText(&b, st.Time)
 	window := "rate warming up"
 	if st.RateWindowSeconds > 0 {
 		window = fmt.Sprintf("over the last %.0fs", st.RateWindowSeconds)

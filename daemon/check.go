@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -70,9 +71,12 @@ func resolveOnce(t *rules.Table) (status string, resolved *rules.Table, warns []
 	if err == nil {
 		cs, err = c.Containers(ctx)
 	}
+	if _, ok := errors.AsType[*docker.VersionError](err); ok {
+		return fmt.Sprintf("docker: refused at %s: %v", sock, strings.TrimPrefix(err.Error(), "docker: ")), t, nil
+	}
 	if err != nil {
 		return fmt.Sprintf("docker: unreachable at %s: %v", sock, strings.TrimPrefix(err.Error(), "docker: ")), t, nil
 	}
 	resolved, warns = t.Resolve(toRules(cs))
-	return fmt.Sprintf("docker: %s (API %s) at %s, %d running containers", v.Version, v.APIVersion, sock, len(cs)), resolved, warns
+	return fmt.Sprintf("docker: %s (API %s) at %s, %d running containers", v.Version, c.APIVersion(), sock, len(cs)), resolved, warns
 }

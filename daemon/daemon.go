@@ -58,6 +58,11 @@ type Daemon struct {
 	ctl     *control.Server       // nil without [status] socket, or when it could not be opened
 	sock    *metrics.StatusSocket // nil without [status] socket
 	closers []func() error        // in the order opened
+	// dockerFirewall is the firewall backend Docker reported at start
+	// ("iptables", "nftables"; "" when unknown); dockerFirewallNow the one
+	// it reported last (asked again each time Docker answers after a gap).
+	dockerFirewall    string
+	dockerFirewallNow atomic.Pointer[string]
 
 	mu      sync.Mutex    // serialises reloads, and guards what follows
 	updater *tableUpdater // nil when Docker is not watched
@@ -81,7 +86,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if err := queue.CheckPrivileges(); err != nil {
 		return nil, err
 	}
-	if err := refuseDockerNftables(ctx, dockerSocket(t)); err != nil {
+	if d.dockerFirewall, err = dockerFirewall(ctx, dockerSocket(t), t.Engine.Firewall); err != nil {
 		return nil, err
 	}
 	if err := d.open(t); err != nil {
@@ -196,7 +201,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// swaps in a new table whenever containers change. A reload meanwhile
 	// waits, so that it is resolved too.
 	d.mu.Lock()
-	updater, dockerDone := startDocker(side, d.log, d.running, &d.tables)
+	d.dockerFirewallNow.Store(&d.dockerFirewall)
+	updater, dockerDone := startDocker(side, d.log, d.running, &d.tables, &d.dockerFirewallNow)
 	d.updater = updater
 	d.mu.Unlock()
 
@@ -229,12 +235,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	sum, runErr := queue.Run(ctx, queue.Options{
-		Tables:   &d.tables,
-		Sink:     d.events,
-		Capture:  captureOrNil(d.capt),
-		Monitor:  d.mon,
-		Firewall: firewall.Options{CreateChain: d.o.CreateChain},
-		Logger:   d.log,
+		Tables:  &d.tables,
+		Sink:    d.events,
+		Capture: captureOrNil(d.capt),
+		Monitor: d.mon,
+		Firewall: firewall.Options{CreateChain: d.o.CreateChain, Backend: d.running.Engine.Firewall, DockerBackend: d.dockerFirewall,
+			DockerSays: func() string { return *d.dockerFirewallNow.Load() }},
+		Logger: d.log,
 	})
 	stopSide()
 	wg.Wait()

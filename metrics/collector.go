@@ -10,6 +10,7 @@ import (
 	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/queue"
+	"github.com/nfqguard/nfqguard/rules"
 )
 
 // Source gives the engine's counters: queue.Monitor is one. Snapshot
@@ -151,9 +152,15 @@ var (
 	descRedirectEvents = desc("redirect_events_total",
 		"Looks at the firewall that found nfqguard's rules disturbed, by what was found: "+
 			"removed (a rule of nfqguard's gone, put back), duplicated (there more than once, put back to one), "+
-			"chain_recreated (DOCKER-USER gone, created again), jump_missing (FORWARD no longer jumped to DOCKER-USER; nfqguard's own jump inserted), "+
+			"chain_recreated (the redirect's chain, DOCKER-USER or NFQGUARD, gone, created again), "+
+			"jump_missing (FORWARD no longer jumped to it; nfqguard's own jump inserted), "+
+			"jump_misplaced (Docker's jump to DOCKER-USER below a Docker chain that accepts; nfqguard's own jump inserted at the top), "+
 			"shadowed (a rule above the redirect may end the walk first; reported, not removed), "+
-			"guard_removed (a guard rule gone, put back), restore_failed (the rules could not be put back).", "event")
+			"guard_removed (a guard rule gone, put back), restore_failed (the rules could not be put back), "+
+			"backend_changed (Docker changed firewall backend; the redirect moved to the new one's hook), "+
+			"backend_mismatch (Docker uses another firewall backend than [engine] firewall insists on; reported).", "event")
+	descBackendMismatch = desc("redirect_backend_mismatch",
+		"1 while Docker uses another firewall backend than [engine] firewall insists on (the redirect stays where the setting puts it); 0 otherwise.")
 	descRedirectInPlace = desc("redirect_in_place",
 		"1 while, at the watcher's last look, the redirect was in place in every family and nothing above it could end a packet's walk first; 0 otherwise.")
 	descOwnDrops = desc("redirect_guard_dropped_packets_total",
@@ -161,6 +168,14 @@ var (
 	descInvalidDrops = desc("invalid_packets_dropped_total",
 		"Forwarded packets without a connection that nfqguard's rules dropped ([engine] invalid = \"drop\"), by kind: "+
 			"invalid (conntrack state INVALID, e.g. TCP SYN+FIN or out of window) or untracked (NOTRACK in the raw table).", "kind")
+
+	descDockerReachable = desc("docker_reachable",
+		"1 while the rules in force were resolved against Docker's last listing, 0 while Docker cannot be asked "+
+			"(then, with docker.unreachable = \"drop\", traffic of addresses no entry lists is dropped: rule docker-unreachable). "+
+			"Absent when Docker is not watched.")
+	descDockerUnresolved = desc("docker_unresolved_entries",
+		"[[container]] entries resolved through Docker (by name, image or label) that have no address now: their rules match nothing. "+
+			"Absent when the file has none.")
 
 	descGeneration = desc("rule_table_generation",
 		"Generation of the rule table in use; it changes when a configuration reload is applied.")
@@ -212,7 +227,8 @@ var (
 		descLatency,
 		descKernelDropped, descUserDropped, descENOBUFS, descRecvErrors, descVerdictErrors,
 		descFlowTableFlows, descFlowTableSlots, descFlowTableEvictions,
-		descRedirectEvents, descRedirectInPlace, descOwnDrops, descInvalidDrops,
+		descRedirectEvents, descRedirectInPlace, descBackendMismatch, descOwnDrops, descInvalidDrops,
+		descDockerReachable, descDockerUnresolved,
 		descGeneration, descStartTime,
 		descReloads, descLastReloadTime, descLastReloadOK,
 		descStatusSocketUp,
@@ -289,6 +305,7 @@ func (c *Collector) collectSnapshot(ch chan<- prometheus.Metric, s *queue.Snapsh
 	c.collectRules(ch, s.Rules)
 	collectLatency(ch, &s.Latency)
 	c.collectRedirect(ch, &s.Redirect)
+	collectDocker(ch, &s.Docker)
 	gauge(ch, descGeneration, float64(s.Generation))
 	if !s.Started.IsZero() {
 		gauge(ch, descStartTime, unixSeconds(s.Started))
@@ -348,9 +365,26 @@ func (c *Collector) collectRedirect(ch chan<- prometheus.Metric, h *firewall.Hea
 		inPlace = 1
 	}
 	gauge(ch, descRedirectInPlace, inPlace)
+	mismatch := 0.0
+	if h.Mismatch != "" {
+		mismatch = 1
+	}
+	gauge(ch, descBackendMismatch, mismatch)
 	counter(ch, descOwnDrops, h.Dropped["guard"])
 	counter(ch, descInvalidDrops, h.Dropped["invalid"], "invalid")
 	counter(ch, descInvalidDrops, h.Dropped["untracked"], "untracked")
+}
+
+func collectDocker(ch chan<- prometheus.Metric, d *rules.DockerStatus) {
+	switch {
+	case !d.UnreachableSince.IsZero():
+		gauge(ch, descDockerReachable, 0)
+	case d.Resolved:
+		gauge(ch, descDockerReachable, 1)
+	}
+	if d.Dynamic {
+		gauge(ch, descDockerUnresolved, float64(len(d.Unresolved)))
+	}
 }
 
 type ruleKey struct{ container, rule, direction, verdict string }

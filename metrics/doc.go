@@ -58,6 +58,11 @@
 //	nfqguard_flow_table_flows{queue}                  gauge: live flows
 //	nfqguard_flow_table_slots{queue}                  gauge: capacity
 //	nfqguard_flow_table_evictions_total{queue}        live flows pushed out of a full table
+//	nfqguard_docker_reachable                         gauge: 1 while the rules were resolved against
+//	                                                  Docker's last listing, 0 while it cannot be asked
+//	                                                  (absent when Docker is not watched)
+//	nfqguard_docker_unresolved_entries                gauge: entries resolved through Docker with no
+//	                                                  address (absent when the file has none)
 //	nfqguard_rule_table_generation                    gauge: rule table in use
 //	nfqguard_start_time_seconds                       gauge: when the engine started
 //

@@ -23,8 +23,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
 	"github.com/nfqguard/nfqguard/queue"
+	"github.com/nfqguard/nfqguard/rules"
 )
 
 var (
@@ -69,6 +71,7 @@ func testSnapshot() queue.Snapshot {
 		Time:       started.Add(time.Hour),
 		Started:    started,
 		Generation: 7,
+		Docker:     rules.DockerStatus{Dynamic: true, Resolved: true, Unresolved: []string{"api", "db"}},
 		Queues: []queue.QueueStats{
 			{
 				Queue: 0,
@@ -441,6 +444,39 @@ func TestLint(t *testing.T) {
 	}
 }
 
+// TestDocker: the two Docker gauges say whether the rules in force were
+// resolved against Docker, and how many entries resolve to nothing; they
+// are absent when Docker is not watched or the file has no such entry.
+func TestDocker(t *testing.T) {
+	const head = `# HELP nfqguard_docker_reachable 1 while the rules in force were resolved against Docker's last listing, 0 while Docker cannot be asked (then, with docker.unreachable = "drop", traffic of addresses no entry lists is dropped: rule docker-unreachable). Absent when Docker is not watched.
+# TYPE nfqguard_docker_reachable gauge
+`
+	const headUnresolved = `# HELP nfqguard_docker_unresolved_entries [[container]] entries resolved through Docker (by name, image or label) that have no address now: their rules match nothing. Absent when the file has none.
+# TYPE nfqguard_docker_unresolved_entries gauge
+`
+	for _, tt := range []struct {
+		name string
+		d    rules.DockerStatus
+		want string
+	}{
+		{"not watched", rules.DockerStatus{}, ""},
+		{"watched for names only", rules.DockerStatus{Resolved: true}, head + "nfqguard_docker_reachable 1\n"},
+		{"resolved", rules.DockerStatus{Dynamic: true, Resolved: true, Unresolved: []string{"api"}},
+			head + "nfqguard_docker_reachable 1\n" + headUnresolved + "nfqguard_docker_unresolved_entries 1\n"},
+		{"unreachable", rules.DockerStatus{Dynamic: true, Resolved: true, UnreachableSince: started, DropUnlisted: true, Unresolved: []string{"api", "web"}},
+			head + "nfqguard_docker_reachable 0\n" + headUnresolved + "nfqguard_docker_unresolved_entries 2\n"},
+		{"unreachable since start", rules.DockerStatus{Dynamic: true, UnreachableSince: started, Unresolved: []string{"web"}},
+			head + "nfqguard_docker_reachable 0\n" + headUnresolved + "nfqguard_docker_unresolved_entries 1\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewCollector(Options{Source: &fakeSource{s: queue.Snapshot{Time: started, Started: started, Docker: tt.d}}})
+			if err := testutil.CollectAndCompare(c, strings.NewReader(tt.want), "nfqguard_docker_reachable", "nfqguard_docker_unresolved_entries"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
 func TestNoEngine(t *testing.T) {
 	src := &fakeSource{off: true}
 	addr := serve(t, Options{Source: src})
@@ -692,4 +728,26 @@ func TestConcurrentScrapes(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestBackendMismatch: the mismatch gauge is 1 exactly while the watcher
+// reports one.
+func TestBackendMismatch(t *testing.T) {
+	const head = `# HELP nfqguard_redirect_backend_mismatch 1 while Docker uses another firewall backend than [engine] firewall insists on (the redirect stays where the setting puts it); 0 otherwise.
+# TYPE nfqguard_redirect_backend_mismatch gauge
+`
+	for _, tt := range []struct {
+		mismatch string
+		want     string
+	}{
+		{"", "0"},
+		{"IPv4: Docker uses nftables, [engine] firewall is iptables", "1"},
+	} {
+		snap := queue.Snapshot{Time: started, Started: started, Redirect: firewall.Health{Mismatch: tt.mismatch}}
+		c := NewCollector(Options{Source: &fakeSource{s: snap}})
+		if err := testutil.CollectAndCompare(c, strings.NewReader(head+"nfqguard_redirect_backend_mismatch "+tt.want+"\n"),
+			"nfqguard_redirect_backend_mismatch"); err != nil {
+			t.Errorf("mismatch %q: %v", tt.mismatch, err)
+		}
+	}
 }

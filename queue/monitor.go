@@ -81,7 +81,8 @@ func (m *Monitor) TopBlocked(n int) ([]BlockedFlow, bool) {
 }
 
 func (st *status) snapshot() Snapshot {
-	s := Snapshot{Time: time.Now(), Started: st.started, Generation: st.tables.Load().Generation, Redirect: st.fw.Health()}
+	t := st.tables.Load()
+	s := Snapshot{Time: time.Now(), Started: st.started, Generation: t.Generation, Redirect: st.fw.Health(), Docker: t.DockerStatus()}
 	drops, _ := queueDrops() // unreadable: zeros
 	var lat Histogram
 	byRule := map[RuleStats]*RuleStats{} // keyed by the labels, counts zero

@@ -272,6 +272,11 @@ func logRedirectEvent(log *slog.Logger, ev firewall.Event) {
 	switch {
 	case ev.Err != "":
 		log.Error("redirect restore failed: container traffic may pass unjudged", append(attrs, "err", ev.Err)...)
+	case ev.Moved != "":
+		log.Warn("redirect moved: Docker changed its firewall backend", append(attrs, "moved", ev.Moved, "took", ev.Took)...)
+	case ev.Mismatch != "":
+		log.Error("firewall backend mismatch: container traffic is judged where the setting says; check [engine] firewall",
+			append(attrs, "mismatch", ev.Mismatch)...)
 	case ev.Restored():
 		log.Warn("redirect restored", append(attrs, "took", ev.Took)...)
 	default:

@@ -5,6 +5,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/rules"
 )
 
 // Snapshot is a running engine's counters at one moment. Counters only
@@ -24,6 +25,8 @@ type Snapshot struct {
 	Percentiles LatencySummary
 	// Redirect is what the firewall watcher knows of the redirect.
 	Redirect firewall.Health
+	// Docker is what the rule table in use knows of Docker.
+	Docker rules.DockerStatus
 }
 
 // QueueStats are one queue's (one worker's) counters.

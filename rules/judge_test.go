@@ -28,7 +28,7 @@ func TestJudgeExample(t *testing.T) {
 	want := EngineConfig{
 		Queue: 0, Workers: testCPUs, FailOpen: false, Mark: 0x10000000, BypassMark: 0x20000000,
 		FastPath: true, Malformed: Drop, MaxFlows: 65536, QueueLen: 4096,
-		GuardMark: DefaultGuardMark, DropInvalid: true,
+		GuardMark: DefaultGuardMark, DropInvalid: true, Firewall: FirewallAuto,
 	}
 	if diff := cmp.Diff(want, tbl.Engine); diff != "" {
 		t.Errorf("Engine mismatch (-want +got):\n%s", diff)
@@ -141,7 +141,7 @@ func TestEngineSettings(t *testing.T) {
 	want := EngineConfig{
 		Queue: 10, Workers: 4, Mark: DefaultMark, BypassMark: DefaultBypassMark,
 		FastPath: true, Malformed: Allow, MaxFlows: 2048, QueueLen: 128,
-		GuardMark: DefaultGuardMark, DropInvalid: true,
+		GuardMark: DefaultGuardMark, DropInvalid: true, Firewall: FirewallAuto,
 	}
 	if diff := cmp.Diff(want, tbl.Engine); diff != "" {
 		t.Errorf("Engine mismatch (-want +got):\n%s", diff)

@@ -151,11 +151,13 @@ var engineKeys = keyTable{
 				}
 				return `invalid "docker"`
 			}},
+		{name: "firewall", restart: true, field: at(func(t *Table) *string { return &t.Engine.Firewall }),
+			show: func(t *Table) string { return fmt.Sprintf("firewall %q", t.Engine.Firewall) }},
 	},
 	check: [][]string{
 		{"queue", "workers", "queue_len", "max_flows"},
 		{"mark", "bypass_mark", "fail_open", "fast_path", "malformed", "rejudge_on_reload"},
-		{"guard_mark", "invalid"},
+		{"guard_mark", "invalid", "firewall"},
 	},
 }
 
@@ -240,8 +242,15 @@ var dockerKeys = keyTable{
 				}
 				return "socket " + t.Docker.Socket
 			}},
+		{name: "unreachable", field: at(func(t *Table) *bool { return &t.Docker.DropUnreachable }),
+			show: func(t *Table) string {
+				if t.Docker.DropUnreachable {
+					return `unreachable "drop"`
+				}
+				return `unreachable "defaults"`
+			}},
 	},
-	check: [][]string{{"socket"}},
+	check: [][]string{{"socket", "unreachable"}},
 }
 
 var defaultsKeys = keyTable{

@@ -29,6 +29,7 @@ queue_len = 2048
 rejudge_on_reload = true
 guard_mark = 0x400
 invalid = "docker"
+firewall = "nftables"
 
 [inspect]
 max_packets = 4
@@ -55,6 +56,7 @@ socket = "/run/nfqguard/test.sock"
 
 [docker]
 socket = "/run/docker.sock"
+unreachable = "defaults"
 
 [defaults]
 ingress = "drop"

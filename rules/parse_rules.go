@@ -19,6 +19,8 @@ func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleS
 			p.errorf(idKey, "must not be empty")
 		case id == RuleIDDefault:
 			p.errorf(idKey, "%q is reserved for the default verdict; choose another id", id)
+		case id == RuleIDDockerUnreachable:
+			p.errorf(idKey, "%q is reserved for flows judged while Docker cannot be asked; choose another id", id)
 		case id == RuleIDUndecided:
 			p.errorf(idKey, "%q is reserved for flows deep inspection could not settle; choose another id", id)
 		case !cleanName(id):

@@ -14,6 +14,7 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 		BypassMark:  DefaultBypassMark,
 		GuardMark:   DefaultGuardMark,
 		DropInvalid: true,
+		Firewall:    FirewallAuto,
 		FastPath:    true,
 		Malformed:   Drop,
 		MaxFlows:    DefaultMaxFlows,
@@ -78,6 +79,14 @@ func (p *parser) engine(doc map[string]any) (EngineConfig, bool) {
 			e.DropInvalid = false
 		default:
 			p.errorf("engine.invalid", `must be "drop" or "docker", got %q`, s)
+		}
+	}
+	if s, ok := p.str(m, at, "firewall"); ok {
+		switch s {
+		case FirewallAuto, FirewallIPTables, FirewallNftables:
+			e.Firewall = s
+		default:
+			p.errorf("engine.firewall", `must be "auto", "iptables" or "nftables", got %q`, s)
 		}
 	}
 	if a, ok := p.action(m, at, "malformed"); ok {
@@ -354,12 +363,22 @@ func hasL7(specs []containerSpec) bool {
 const maxSocketPath = 107
 
 func (p *parser) docker(doc map[string]any) DockerConfig {
-	var d DockerConfig
+	d := DockerConfig{DropUnreachable: true}
 	m, ok := p.section(doc, "", "docker")
 	if !ok {
 		return d
 	}
 	p.checkKeys(m, "docker", &dockerKeys)
+	if s, ok := p.str(m, "docker", "unreachable"); ok {
+		switch s {
+		case "drop":
+			d.DropUnreachable = true
+		case "defaults":
+			d.DropUnreachable = false
+		default:
+			p.errorf("docker.unreachable", `must be "drop" or "defaults", got %q`, s)
+		}
+	}
 	s, ok := p.str(m, "docker", "socket")
 	if !ok {
 		return d

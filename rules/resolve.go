@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Container is a running Docker container as Resolve needs it.
@@ -194,6 +195,7 @@ func (t *Table) Resolve(cs []Container) (*Table, []string) {
 	}
 	nt := *b // shares the compiled rules, which are never written
 	nt.base, nt.resolved = b, true
+	nt.unreachableSince, nt.unreachableDrop = time.Time{}, false // Docker answered
 
 	order := make([]int, len(cs))
 	for i := range order {
@@ -344,6 +346,45 @@ func (t *Table) Resolution() []Resolution {
 		out = append(out, r)
 	}
 	return out
+}
+
+// Unreachable returns a copy of t for the time Docker cannot be asked,
+// since since: the addresses t lists keep their rules (the containers last
+// resolved, whose addresses Docker cannot change while it is down), and,
+// when docker.unreachable is "drop" and the file has entries resolved
+// through Docker, an address t does not list is judged Drop with RuleID
+// RuleIDDockerUnreachable instead of by [defaults]: it may be a container
+// one of those entries would select. t is not modified. Resolve's result
+// is a table of a reachable Docker again.
+func (t *Table) Unreachable(since time.Time) *Table {
+	nt := *t
+	nt.unreachableSince = since
+	nt.unreachableDrop = t.Docker.DropUnreachable && t.HasDynamic()
+	return &nt
+}
+
+// DockerUnreachable reports, for a table made by Unreachable, since when
+// Docker could not be asked (zero for any other table) and whether
+// addresses the table does not list are dropped meanwhile.
+func (t *Table) DockerUnreachable() (since time.Time, dropUnlisted bool) {
+	return t.unreachableSince, t.unreachableDrop
+}
+
+// DockerStatus is what a table knows of Docker, for status and metrics.
+type DockerStatus struct {
+	Dynamic  bool // the file has entries resolved through Docker
+	Resolved bool // the table was resolved against a listing of Docker's containers
+	// UnreachableSince and DropUnlisted are Table.DockerUnreachable's.
+	UnreachableSince time.Time
+	DropUnlisted     bool
+	Unresolved       []string // Table.Unresolved
+}
+
+// DockerStatus reports what t knows of Docker. It allocates: call it off
+// the packet path.
+func (t *Table) DockerStatus() DockerStatus {
+	return DockerStatus{Dynamic: t.HasDynamic(), Resolved: t.resolved,
+		UnreachableSince: t.unreachableSince, DropUnlisted: t.unreachableDrop, Unresolved: t.Unresolved()}
 }
 
 // Unresolved lists, in file order, the dynamic entries that have no

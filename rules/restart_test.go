@@ -27,6 +27,7 @@ var startOnlyCases = []struct {
 	{"engine.rejudge_on_reload", "true", ""},
 	{"engine.guard_mark", "0", "engine.guard_mark"},
 	{"engine.invalid", `"docker"`, "engine.invalid"},
+	{"engine.firewall", `"nftables"`, "engine.firewall"},
 	{"inspect.max_packets", "4", "inspect.max_packets"},
 	{"inspect.max_bytes", "4096", "inspect.max_bytes"},
 	{"inspect.undecided", `"allow"`, ""},
@@ -43,6 +44,7 @@ var startOnlyCases = []struct {
 	{"metrics.listen", `""`, "metrics"},
 	{"status.socket", `""`, "status"},
 	{"docker.socket", `"/run/docker.sock"`, "docker"},
+	{"docker.unreachable", `"defaults"`, ""},
 	{"defaults.ingress", `"drop"`, ""},
 	{"defaults.egress", `"drop"`, ""},
 }

@@ -25,7 +25,19 @@ type EngineConfig struct {
 	// does not track are dropped by a rule of nfqguard's; false ("docker"):
 	// they get Docker's verdict, unjudged.
 	DropInvalid bool
+	// Firewall is the Docker firewall backend the redirect hooks into:
+	// FirewallAuto (follow Docker), FirewallIPTables (DOCKER-USER) or
+	// FirewallNftables (a chain of nfqguard's own ahead of Docker's
+	// nftables table).
+	Firewall string
 }
+
+// The values of [engine] firewall.
+const (
+	FirewallAuto     = "auto"
+	FirewallIPTables = "iptables"
+	FirewallNftables = "nftables"
+)
 
 // InspectConfig is the [inspect] section with defaults applied: how much
 // of a flow deep inspection may look at before the rules with L7 fields
@@ -79,6 +91,12 @@ type DockerConfig struct {
 	// does not set it: the caller then uses DOCKER_HOST or
 	// /var/run/docker.sock. A "unix://" prefix in the file is removed.
 	Socket string
+	// DropUnreachable (docker.unreachable = "drop", the default) drops
+	// the flows of addresses no entry lists while Docker cannot be asked
+	// and the file has entries resolved through it: such an address may
+	// be a container those entries would select. False ("defaults")
+	// judges them by [defaults]. See Table.Unreachable.
+	DropUnreachable bool
 }
 
 // Defaults for optional keys, exported so that callers building an

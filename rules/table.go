@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/binary"
 	"net/netip"
+	"time"
 )
 
 // RuleIDDefault is the Match.RuleID reported when no rule matched and a
@@ -14,6 +15,11 @@ const RuleIDDefault = "default"
 // InspectConfig.Undecided. No rule may use it as its id; the table itself
 // never returns it.
 const RuleIDUndecided = "undecided"
+
+// RuleIDDockerUnreachable is the Match.RuleID of a flow of an unlisted
+// address judged while Docker could not be asked, under docker.unreachable
+// = "drop" (see Table.Unreachable). It is reserved: no rule may use it.
+const RuleIDDockerUnreachable = "docker-unreachable"
 
 // Table is a compiled, immutable rule table. Build it with Parse or Load,
 // and from that the tables with Docker's containers with Resolve; the zero
@@ -53,12 +59,16 @@ type Table struct {
 
 	// Off the hot path: what Resolve needs and produced. A parsed table has
 	// base == nil and resolved == false.
-	hot      []container           // per source entry: its hot data, for Resolve to index
-	base     *Table                // the parsed table a resolved one came from
-	resolved bool                  // made by Resolve
-	matches  [][]ResolvedContainer // per source entry: the containers a dynamic entry got
-	metaIdx  map[netip.Addr]int32  // address → index into metas
-	metas    []ContainerMeta       // every container Resolve was given, by name
+	hot      []container // per source entry: its hot data, for Resolve to index
+	base     *Table      // the parsed table a resolved one came from
+	resolved bool        // made by Resolve
+	// Made by Unreachable: Docker could not be asked since then, and
+	// unreachableDrop when unlisted addresses are dropped meanwhile.
+	unreachableSince time.Time
+	unreachableDrop  bool
+	matches          [][]ResolvedContainer // per source entry: the containers a dynamic entry got
+	metaIdx          map[netip.Addr]int32  // address → index into metas
+	metas            []ContainerMeta       // every container Resolve was given, by name
 }
 
 // container is the hot-path view of a [[container]].
@@ -181,6 +191,9 @@ func (t *Table) judge(container netip.Addr, dir Direction, proto uint8, port uin
 	}
 	c := t.byAddr.get(container)
 	if c == nil {
+		if t.unreachableDrop {
+			return Match{Action: Drop, RuleID: RuleIDDockerUnreachable}
+		}
 		return Match{Action: t.defaults[dir], RuleID: RuleIDDefault}
 	}
 	if c.l7 {
