@@ -28,8 +28,10 @@ const (
 // the namespaces or running from the data root (containerd, shims,
 // docker-proxy, container processes, commands from Command), unmounts
 // whatever is still mounted under the state directory, removes it and
-// deletes both namespaces. It works on a partially started Docker too and
-// is idempotent: calls after the first return nil.
+// deletes both namespaces. It works on a partially started Docker too, and
+// after Stop, StartAgain or Restart, whether they succeeded or not; it
+// ends a StartAgain still waiting for the API. It is idempotent: calls
+// after the first return nil.
 func (d *Docker) Close() error {
 	var err error
 	d.closeOnce.Do(func() { err = d.close() })
@@ -38,15 +40,24 @@ func (d *Docker) Close() error {
 
 func (d *Docker) close() error {
 	d.mu.Lock()
-	dockerd, done := d.dockerd, d.dockerdDone
+	d.closed = true
+	d.mu.Unlock()
+	d.cancel() // kills what Command started, ends a StartAgain's wait
+	d.lifeMu.Lock()
+	defer d.lifeMu.Unlock()
+
+	d.mu.Lock()
+	p := d.dockerd
 	dir := d.dir
 	namespaces := d.namespaces
 	d.mu.Unlock()
 
-	d.cancel() // kills what Command started
 	var errs []error
-	if dockerd != nil {
-		errs = append(errs, d.stopDockerd(dockerd.Process, done)...)
+	if p != nil && !p.exited() {
+		errs = append(errs, d.removeContainers()...)
+		if err := terminate(context.Background(), p); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := killLeftovers(namespaces, dir); err != nil {
 		errs = append(errs, err)
@@ -72,15 +83,10 @@ func (d *Docker) close() error {
 	return errors.Join(errs...)
 }
 
-// stopDockerd removes the containers, then stops dockerd with SIGTERM (it
-// stops its managed containerd on the way out), escalating to SIGKILL.
-func (d *Docker) stopDockerd(p *os.Process, done chan struct{}) []error {
+// removeContainers force-removes every container of the running dockerd,
+// so that Close leaves none of their processes or mounts behind.
+func (d *Docker) removeContainers() []error {
 	var errs []error
-	select {
-	case <-done:
-		return nil
-	default:
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
 	defer cancel()
 	if ids, err := d.CLI(ctx, "ps", "-aq"); err != nil {
@@ -90,15 +96,32 @@ func (d *Docker) stopDockerd(p *os.Process, done chan struct{}) []error {
 			errs = append(errs, err)
 		}
 	}
-	_ = p.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(dockerdTimeout):
-		_ = p.Signal(syscall.SIGKILL)
-		<-done
-		errs = append(errs, fmt.Errorf("dockerlab: dockerd did not stop within %v of SIGTERM; killed", dockerdTimeout))
-	}
 	return errs
+}
+
+// terminate stops dockerd with SIGTERM, as systemd stops docker.service:
+// it stops the running containers and its managed containerd on the way
+// out. After dockerdTimeout, or once ctx is done, it escalates to SIGKILL
+// and reports that it had to. It returns once dockerd has exited.
+func terminate(ctx context.Context, p *dockerdProc) error {
+	if p.exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	timer := time.NewTimer(dockerdTimeout)
+	defer timer.Stop()
+	var why string
+	select {
+	case <-p.done:
+		return nil
+	case <-timer.C:
+		why = fmt.Sprintf("did not stop within %v of SIGTERM", dockerdTimeout)
+	case <-ctx.Done():
+		why = fmt.Sprintf("still stopping when the wait ended (%v)", ctx.Err())
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	return fmt.Errorf("dockerlab: dockerd %s; killed", why)
 }
 
 // killLeftovers SIGKILLs every process (other than this one) whose network

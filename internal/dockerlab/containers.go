@@ -151,6 +151,29 @@ func (d *Docker) Run(ctx context.Context, name string, args ...string) (*Contain
 	return d.Inspect(ctx, name)
 }
 
+// WaitRunning waits until the container name runs with a first process
+// other than oldPID (0: any) and returns it inspected. After a restart of
+// the container, or of dockerd (see Restart), pass the PID it had before,
+// so that the new incarnation is returned, with its new network
+// namespace, rather than the one being stopped. Inspect errors (dockerd
+// not answering yet) are retried until ctx is done.
+func (d *Docker) WaitRunning(ctx context.Context, name string, oldPID int) (*Container, error) {
+	for {
+		c, err := d.Inspect(ctx, name)
+		if err == nil && c.PID != 0 && c.PID != oldPID {
+			return c, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("not running with a process other than %d (PID %d)", oldPID, c.PID)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dockerlab: container %s: %w (%w)", name, ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // Remove force-removes containers (and their anonymous volumes).
 func (d *Docker) Remove(ctx context.Context, names ...string) error {
 	_, err := d.CLI(ctx, append([]string{"rm", "-f", "-v"}, names...)...)

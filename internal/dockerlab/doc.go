@@ -21,7 +21,8 @@
 //     route and routes to Docker's default address pools (172.16.0.0/12,
 //     192.168.0.0/16) via HostOutside. With Options.IPv6 the link also
 //     carries 2001:db8:113::1/64 and ::2/64, with routes to fd00::/8, and
-//     dockerd runs with --ip6tables --experimental.
+//     Docker 20.10's dockerd runs with --ip6tables --experimental (Docker
+//     29 has ip6tables on by default and runs with its defaults).
 //
 // Images are not pulled: Image builds a static Go program (the testserver
 // directory, embedded in this package) with the Go toolchain and imports it
@@ -42,10 +43,26 @@
 // ("ip netns exec", which gives it a /sys matching the namespace, as on a
 // real host; it needs no cgroups).
 //
+// Stop, StartAgain and Restart stop and start that same dockerd, as
+// "systemctl stop/start/restart docker" would on a host: same flags, state
+// directory, socket and namespace, so its containers, images, networks
+// and chains are found again, and containers with --restart always come
+// back, each in a new network namespace (WaitRunning finds the new
+// incarnation). The namespaces and what Command started keep running
+// meanwhile: the engine under test sees Docker go away and come back.
+//
 // Close removes the containers, stops dockerd (its managed containerd exits
 // with it), kills anything left in the namespaces or rooted in the data
 // root, unmounts what is still mounted under the directory, removes it and
 // deletes the namespaces, even after a partial Start.
+//
+// Engines. By default the engine is the one on PATH (Debian's docker.io,
+// Docker 20.10). Options.Engine = Docker29 runs the Docker 29 engine that
+// build-docker29.sh ("make deps") builds from Go modules into Docker29Dir,
+// with dockerd's own containerd, runc and docker-proxy from there, in a
+// mount namespace of its own with a sysfs of the Docker namespace, and
+// DOCKER_MIN_API_VERSION=1.44; Options.FirewallBackend picks its iptables
+// or nftables backend.
 //
 // Everything requires root and the dockerd, docker, nsenter, ip and
 // iptables binaries; Image also needs the go command. No traffic leaves

@@ -58,46 +58,79 @@ type Options struct {
 	// characters and "-". It may contain only letters, digits, '-', '_'
 	// and '.'.
 	Prefix string
-	// IPv6 starts dockerd with --ip6tables --experimental (Docker 20.10's
-	// IPv6 firewall is experimental) and adds IPv6 to the outside link.
+	// IPv6 adds IPv6 to the outside link and, for Docker 20.10, starts
+	// dockerd with --ip6tables --experimental (its IPv6 firewall is
+	// experimental). Docker 29 runs with its defaults, where ip6tables is
+	// on (and its IPv6 DOCKER-USER made) with or without this option.
 	// Networks still need "--ipv6 --subnet …" to give containers IPv6
 	// addresses.
 	IPv6 bool
 	// DockerdArgs are extra dockerd flags.
 	DockerdArgs []string
 	// Dockerd and CLI are the dockerd and docker binaries; empty means the
-	// ones found on PATH.
+	// engine's: the ones found on PATH for Debian, those in Docker29Dir
+	// for Docker29.
 	Dockerd, CLI string
+	// Engine is the Docker engine to run: Debian (the default, Docker
+	// 20.10 from PATH) or Docker29 (built by "make deps"; Start fails
+	// when it is not).
+	Engine Engine
+	// FirewallBackend is dockerd's --firewall-backend: IPTables or
+	// NFTables (Docker29 only); empty means the engine's default,
+	// iptables for both.
+	FirewallBackend string
 	// StartTimeout bounds the wait for dockerd's API; 0 means 60 s. ctx
 	// passed to Start bounds it too.
 	StartTimeout time.Duration
 }
 
 // Docker is a private Docker engine in its own network namespace. Create it
-// with Start and release it with Close. Its methods are safe for concurrent
-// use.
+// with Start and release it with Close; in between, Stop, StartAgain and
+// Restart stop and start its dockerd. Its methods are safe for concurrent
+// use; those that talk to dockerd fail while it is stopped.
 type Docker struct {
 	prefix  string
 	ns, out string
 	dir     string
 	cli     string
 	ipv6    bool
-	version string
+	opts    Options // as given to Start, Prefix resolved: StartAgain reuses them
+	engine  engine  // the dockerd build and how to run it
 
 	ctx    context.Context // canceled by Close; parent of Command contexts
 	cancel context.CancelFunc
 
-	dockerd     *exec.Cmd
-	dockerdDone chan struct{} // closed when dockerd has exited
-	dockerdErr  error         // dockerd's exit status, set before dockerdDone closes
-
 	closeOnce sync.Once // Close's work runs once; later calls return nil
 
-	mu         sync.Mutex // guards the fields below
-	namespaces []string   // namespaces that may exist, deleted by Close
-	image      string     // the test image's reference once Image succeeded
+	// lifeMu serialises what starts and stops dockerd after Start: Stop,
+	// StartAgain, Restart and Close hold it for the whole of their work.
+	lifeMu sync.Mutex
+
+	mu         sync.Mutex   // guards the fields below
+	dockerd    *dockerdProc // the dockerd started last; nil before the first
+	closed     bool         // Close has begun: no dockerd may be started again
+	version    string       // the server version the last dockerd reported
+	namespaces []string     // namespaces that may exist, deleted by Close
+	image      string       // the test image's reference once Image succeeded
 
 	imageMu sync.Mutex // serialises Image builds
+}
+
+// dockerdProc is one run of dockerd, from its start to its exit.
+type dockerdProc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when dockerd has exited
+	err  error         // its exit status, set before done is closed
+}
+
+// exited reports whether the process has exited.
+func (p *dockerdProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Start creates the namespaces, starts dockerd and waits until its API
@@ -109,6 +142,10 @@ func Start(ctx context.Context, opts Options) (*Docker, error) {
 		return nil, fmt.Errorf("dockerlab: %w", err)
 	}
 	opts.Prefix = prefix
+	eng, err := resolveEngine(&opts)
+	if err != nil {
+		return nil, err
+	}
 	cliPath, err := exec.LookPath(cmp.Or(opts.CLI, "docker"))
 	if err != nil {
 		return nil, fmt.Errorf("dockerlab: docker client: %w", err)
@@ -120,6 +157,8 @@ func Start(ctx context.Context, opts Options) (*Docker, error) {
 		out:    opts.Prefix + "out",
 		cli:    cliPath,
 		ipv6:   opts.IPv6,
+		opts:   opts,
+		engine: eng,
 		ctx:    dctx,
 		cancel: cancel,
 	}
@@ -170,10 +209,7 @@ func (d *Docker) start(ctx context.Context, opts Options) error {
 	if err := d.network(ctx); err != nil {
 		return err
 	}
-	if err := d.startDockerd(ctx, opts); err != nil {
-		return err
-	}
-	return nil
+	return d.startDockerd(ctx)
 }
 
 // network configures both namespaces and the link between them.
@@ -215,7 +251,11 @@ func (d *Docker) execRoot() string { return filepath.Join(d.dir, "exec") }
 // LogPath returns the file dockerd's output goes to.
 func (d *Docker) LogPath() string { return filepath.Join(d.dir, "dockerd.log") }
 
-func (d *Docker) startDockerd(ctx context.Context, opts Options) error {
+// startDockerd starts dockerd with d.opts and waits until its API
+// answers. Start calls it first, StartAgain each time after: the same
+// flags, state directory, socket and namespace every time.
+func (d *Docker) startDockerd(ctx context.Context) error {
+	opts := d.opts
 	dockerdPath, err := exec.LookPath(cmp.Or(opts.Dockerd, "dockerd"))
 	if err != nil {
 		return fmt.Errorf("dockerlab: dockerd: %w", err)
@@ -236,8 +276,13 @@ func (d *Docker) startDockerd(ctx context.Context, opts Options) error {
 		return fmt.Errorf("dockerlab: dockerd log: %w", err)
 	}
 	defer logf.Close() // the child has its own descriptor
+	// Each run's output follows the last one's in the same log.
+	fmt.Fprintf(logf, "--- dockerlab: starting dockerd at %s\n", time.Now().Format(time.RFC3339Nano))
 
-	args := []string{"--net=" + netns.Path(d.ns), dockerdPath,
+	if err := d.engine.prepare(d.NSPath()); err != nil {
+		return err
+	}
+	args := []string{dockerdPath,
 		"--config-file", confPath,
 		"--data-root", d.dataRoot(),
 		"--exec-root", d.execRoot(),
@@ -246,43 +291,52 @@ func (d *Docker) startDockerd(ctx context.Context, opts Options) error {
 		"--containerd-namespace", containerdNamespace(d.prefix, "dk"),
 		"--containerd-plugins-namespace", containerdNamespace(d.prefix, "dkp"),
 	}
-	if d.ipv6 {
+	if d.ipv6 && d.engine.kind == Debian {
 		args = append(args, "--ip6tables", "--experimental")
 	}
+	args = append(args, d.engine.args()...)
 	args = append(args, opts.DockerdArgs...)
-	cmd := exec.Command("nsenter", args...)
+	if args, err = d.engine.wrap(d.dir, args); err != nil {
+		return err
+	}
+	cmd := exec.Command("nsenter", append([]string{"--net=" + netns.Path(d.ns)}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), d.engine.env()...)
 	// Its own process group: a terminal's ^C reaches the test, which then
 	// stops dockerd in order, rather than dockerd directly.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("dockerlab: start dockerd: %w", err)
 	}
-	done := make(chan struct{})
+	p := &dockerdProc{cmd: cmd, done: make(chan struct{})}
 	d.mu.Lock()
-	d.dockerd, d.dockerdDone = cmd, done
+	d.dockerd = p
 	d.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
-		d.dockerdErr = err
-		close(done)
+		p.err = err
+		close(p.done)
 	}()
 
 	timeout := cmp.Or(opts.StartTimeout, 60*time.Second)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// Close ends the wait too, so that it need not wait for it.
+	stop := context.AfterFunc(d.ctx, cancel)
+	defer stop()
 	for {
 		if _, err := os.Stat(d.Socket()); err == nil {
 			v, err := d.CLI(wctx, "version", "--format", "{{.Server.Version}}")
 			if err == nil {
+				d.mu.Lock()
 				d.version = strings.TrimSpace(v)
+				d.mu.Unlock()
 				return nil
 			}
 		}
 		select {
-		case <-done:
-			return fmt.Errorf("dockerlab: dockerd exited during start-up (%v); log:\n%s", d.dockerdErr, d.logTail())
+		case <-p.done:
+			return fmt.Errorf("dockerlab: dockerd exited during start-up (%v); log:\n%s", p.err, d.logTail())
 		case <-wctx.Done():
 			return fmt.Errorf("dockerlab: dockerd API not up within %v: %w; log:\n%s", timeout, wctx.Err(), d.logTail())
 		case <-time.After(50 * time.Millisecond):
@@ -338,11 +392,27 @@ func (d *Docker) Dir() string { return d.dir }
 // Socket returns the path of dockerd's API socket.
 func (d *Docker) Socket() string { return filepath.Join(d.dir, "docker.sock") }
 
-// Version returns the server version dockerd reported at start-up.
-func (d *Docker) Version() string { return d.version }
+// Version returns the server version dockerd reported at its last
+// start-up.
+func (d *Docker) Version() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.version
+}
 
 // IPv6 reports whether the engine was started with Options.IPv6.
 func (d *Docker) IPv6() bool { return d.ipv6 }
+
+// Engine returns the engine Start ran (Options.Engine).
+func (d *Docker) Engine() Engine { return d.engine.kind }
+
+// FirewallBackend returns dockerd's firewall backend: IPTables unless
+// Options.FirewallBackend said NFTables.
+func (d *Docker) FirewallBackend() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return cmp.Or(d.engine.firewall, IPTables)
+}
 
 // CLI runs the docker client against this engine ("docker -H unix://SOCK
 // args...") and returns its standard output. The error carries the

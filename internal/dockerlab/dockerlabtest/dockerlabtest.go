@@ -29,12 +29,34 @@ func Require(t testing.TB) {
 	netnstest.Require(t, "ip", "iptables", "nsenter", "dockerd", "docker", "containerd", "runc")
 }
 
+// RequireDocker29 is Require for the Docker 29 engine (dockerlab.Docker29):
+// it fails the test under CI=true, and skips it otherwise, when the process
+// cannot run namespace tests or the engine has not been built ("make deps"
+// builds it). It returns the directory of the engine's binaries.
+func RequireDocker29(t testing.TB) string {
+	t.Helper()
+	netnstest.Require(t, "ip", "iptables", "nft", "nsenter", "unshare", "mount")
+	dir, err := dockerlab.Docker29Dir()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("dockerlabtest: %v", err)
+		}
+		t.Skipf("dockerlabtest: %v", err)
+	}
+	return dir
+}
+
 // Start starts a private Docker with opts, registers Close with t.Cleanup
 // (it runs even when the test fails) and fails the test on error. It calls
-// Require first. On failure, dockerd's log is printed.
+// Require (RequireDocker29 for that engine) first. On failure, dockerd's
+// log is printed.
 func Start(t testing.TB, opts dockerlab.Options) *dockerlab.Docker {
 	t.Helper()
-	Require(t)
+	if opts.Engine == dockerlab.Docker29 {
+		RequireDocker29(t)
+	} else {
+		Require(t)
+	}
 	d := netnstest.Open(t, "dockerlabtest", func(ctx context.Context) (*dockerlab.Docker, error) {
 		return dockerlab.Start(ctx, opts)
 	})
