@@ -14,11 +14,21 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/bench"
+	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
 )
 
+// TestRunIntegration runs the bench in a lab whose Docker uses iptables,
+// and in one whose Docker uses its nftables backend (the redirect and the
+// floors' rule in mangle).
 func TestRunIntegration(t *testing.T) {
 	netlabtest.Require(t)
+	for _, fw := range []string{netlab.DockerIPTables, netlab.DockerNftables} {
+		t.Run(fw, func(t *testing.T) { runIntegration(t, fw) })
+	}
+}
+
+func runIntegration(t *testing.T, dockerFW string) {
 	tmp := t.TempDir()
 	bin, labBin := filepath.Join(tmp, "nfqguard"), filepath.Join(tmp, "nfqguard-lab")
 	for out, pkg := range map[string]string{bin: "../cmd/nfqguard", labBin: "../cmd/nfqguard-lab"} {
@@ -29,7 +39,7 @@ func TestRunIntegration(t *testing.T) {
 	out := filepath.Join(tmp, "out")
 	var progress strings.Builder
 	r, err := bench.Run(t.Context(), bench.Options{
-		Config: "../config.toml", Out: out, Binary: bin, Lab: labBin, Reps: 1, Progress: &progress,
+		Config: "../config.toml", Out: out, Binary: bin, Lab: labBin, Reps: 1, Progress: &progress, DockerFirewall: dockerFW,
 		Durations: bench.Durations{RoundTrips: 200, Warmup: 20, Conns: 200 * time.Millisecond,
 			UDP: 300 * time.Millisecond, Bulk: 300 * time.Millisecond},
 	})
@@ -38,6 +48,9 @@ func TestRunIntegration(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	checkCleanedUp(t, r.LabPrefix, bin, labBin)
+	if r.Host.DockerFirewall != dockerFW {
+		t.Errorf("report says Docker's firewall is %q, want %q", r.Host.DockerFirewall, dockerFW)
+	}
 
 	for _, name := range bench.SetupNames {
 		s := r.Setup(name)

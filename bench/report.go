@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/queue"
 )
 
@@ -48,6 +49,9 @@ type HostInfo struct {
 	Commit    string `json:"commit,omitempty"`    // git commit of the working tree, "+dirty" when modified
 	GCC       string `json:"gcc,omitempty"`       // gcc --version, first line
 	Backend   string `json:"iptables_backend"`    // the lab's iptables backend
+	// DockerFirewall is the Docker firewall backend the lab imitates
+	// (iptables: DOCKER-USER; nftables: Docker 29's docker-bridges table).
+	DockerFirewall string `json:"docker_firewall"`
 }
 
 // SetupResult is one setup's repetitions and their summary.
@@ -420,6 +424,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	reps := fmt.Sprintf("%d interleaved repetitions", r.Options.Reps)
 	if r.Options.Reps == 1 {
 		reps = "1 repetition"
+	}
+	if r.Host.DockerFirewall == netlab.DockerNftables {
+		b.WriteString("\nLab: Docker 29's nftables firewall backend (nfqguard hooked at mangle NFQGUARD, the floors at the top of mangle FORWARD).\n")
 	}
 	fmt.Fprintf(&b, "\nEach cell: median (min–max) over %s. "+
 		"added = (RTT − kernel's RTT) / 2 at the same percentile and repetition: the latency one queue traversal adds "+

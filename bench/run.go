@@ -38,6 +38,11 @@ type Options struct {
 	Lab string
 	// Quick selects short workloads: the whole run takes under a minute.
 	Quick bool
+	// DockerFirewall is the Docker firewall backend the lab imitates:
+	// netlab.DockerIPTables (empty too: the redirect in DOCKER-USER) or
+	// netlab.DockerNftables (Docker 29's nftables backend: the redirect
+	// in mangle NFQGUARD, the floors' rule at the top of mangle FORWARD).
+	DockerFirewall string
 	// Reps is the number of repetitions; 0 means 3.
 	Reps int
 	// Durations override the workload sizes of the mode; zero fields keep
@@ -157,7 +162,7 @@ type bencher struct {
 // gone when it returns.
 func (b *bencher) measure(ctx context.Context, r *Report) (err error) {
 	fmt.Fprintf(b.progress, "bench: building the lab (%d repetitions × %d setups)\n", b.o.Reps, len(SetupNames))
-	l, err := netlab.New(ctx, netlab.Options{Containers: 1, Publish: publish})
+	l, err := netlab.New(ctx, netlab.Options{Containers: 1, Publish: publish, DockerFirewall: b.o.DockerFirewall})
 	if err != nil {
 		return fmt.Errorf("build lab: %w", err)
 	}
@@ -169,6 +174,7 @@ func (b *bencher) measure(ctx context.Context, r *Report) (err error) {
 	b.l = l
 	r.LabPrefix = l.Prefix
 	r.Host.Backend = l.Backend
+	r.Host.DockerFirewall = l.DockerFirewall
 	// Many short connections: reuse TIME_WAIT ports and use a wide
 	// ephemeral range in the client, so conns never runs out of ports.
 	for k, v := range map[string]string{"net.ipv4.tcp_tw_reuse": "1", "net.ipv4.ip_local_port_range": "10000 65000"} {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,7 +19,7 @@ import (
 
 // Setup names, in the order they are measured and reported.
 const (
-	// SetupKernel is the kernel alone: DOCKER-USER as the lab leaves it.
+	// SetupKernel is the kernel alone: the firewall as the lab leaves it.
 	SetupKernel = "kernel"
 	// SetupFloorC is an accept-all consumer in C on libnetfilter_queue.
 	SetupFloorC = "floor-c"
@@ -34,7 +35,7 @@ const (
 var SetupNames = []string{SetupKernel, SetupFloorC, SetupFloorGo, SetupPerPacket, SetupNfqguard}
 
 var setupDescriptions = map[string]string{
-	SetupKernel:    "no redirect: DOCKER-USER as Docker leaves it",
+	SetupKernel:    "no redirect: the firewall as Docker leaves it",
 	SetupFloorC:    "accept-all consumer in C (libnetfilter_queue), queue 0, NF_ACCEPT",
 	SetupFloorGo:   "accept-all consumer on go-nfqueue (nfqguard floor-go), queue 0, NF_ACCEPT",
 	SetupPerPacket: "nfqguard run, [engine] fast_path = false: every packet judged in userspace",
@@ -45,7 +46,7 @@ var setupDescriptions = map[string]string{
 const floorQueue = 0
 
 // floorRule is the redirect the bench installs for the floors, without
-// the chain operation ("-I DOCKER-USER 1" or "-D DOCKER-USER").
+// the chain operation (see chainOp).
 var floorRule = []string{"-m", "comment", "--comment", "nfqguard-bench", "-j", "NFQUEUE", "--queue-num", fmt.Sprint(floorQueue)}
 
 const (
@@ -194,22 +195,39 @@ func (t *lineTail) String() string {
 	return "\n    | " + strings.Join(t.lines, "\n    | ")
 }
 
+// floorChain is where the floors' redirect goes: the top of DOCKER-USER,
+// or with Docker's nftables backend (no DOCKER-USER) of mangle FORWARD,
+// where nfqguard hooks too.
+func floorChain(l *netlab.Lab) []string {
+	if l.DockerFirewall == netlab.DockerNftables {
+		return []string{"-t", "mangle", "FORWARD"}
+	}
+	return []string{"DOCKER-USER"}
+}
+
+// chainOp is an iptables command on the floor's chain: op ("-I", "-D")
+// before the chain name, after its table.
+func chainOp(l *netlab.Lab, op string, rest ...string) []string {
+	c := floorChain(l)
+	return slices.Concat(c[:len(c)-1], []string{op, c[len(c)-1]}, rest)
+}
+
 // startFloor starts a floor consumer and, once it has bound its queue,
-// inserts the bench's redirect at the top of DOCKER-USER; stop removes the
-// redirect before the consumer, so no packet meets an unbound queue.
+// inserts the bench's redirect at the top of DOCKER-USER (mangle FORWARD
+// with Docker's nftables backend); stop removes the redirect before the
+// consumer, so no packet meets an unbound queue.
 func startFloor(ctx context.Context, l *netlab.Lab, name, bin string, args ...string) (*consumer, error) {
 	c, err := startConsumer(ctx, l, name, "ready", false, bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	insert := append([]string{"-I", "DOCKER-USER", "1"}, floorRule...)
-	if _, err := l.IPTables(ctx, insert...); err != nil {
+	if _, err := l.IPTables(ctx, chainOp(l, "-I", append([]string{"1"}, floorRule...)...)...); err != nil {
 		return nil, errors.Join(fmt.Errorf("%s: install redirect: %w", name, err), c.stop())
 	}
 	c.beforeStop = func() error {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		if _, err := l.IPTables(ctx, append([]string{"-D", "DOCKER-USER"}, floorRule...)...); err != nil {
+		if _, err := l.IPTables(ctx, chainOp(l, "-D", floorRule...)...); err != nil {
 			return &cleanupError{fmt.Errorf("%s: remove redirect: %w", name, err)}
 		}
 		return nil
