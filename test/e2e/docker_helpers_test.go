@@ -26,11 +26,20 @@ import (
 // same Docker starts from Docker's own layout.
 func startDockerEngine(t testing.TB, d *dockerlab.Docker, cfgText string, extra ...string) *engine {
 	t.Helper()
+	return startDockerEngineAt(t, d, testSocket(t), cfgText, extra...)
+}
+
+// startDockerEngineAt is startDockerEngine with the status socket sock,
+// for tests that ask the engine for its status.
+func startDockerEngineAt(t testing.TB, d *dockerlab.Docker, sock, cfgText string, extra ...string) *engine {
+	t.Helper()
 	cfg := writeConfig(t, cfgText)
-	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout", "--status-socket", testSocket(t)}, extra...)
+	args := append([]string{"run", "-c", cfg, "--blocked-log", "stdout", "--status-socket", sock}, extra...)
 	// Registered first, so it runs after the engine's own cleanup.
 	t.Cleanup(func() { scrubOurRules(t, d) })
-	return runEngine(t, d.Command(context.Background(), binary(t), args...))
+	e := runEngine(t, d.Command(context.Background(), binary(t), args...))
+	e.sock = sock
+	return e
 }
 
 // --- the Docker namespace's iptables -------------------------------------

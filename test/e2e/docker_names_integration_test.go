@@ -11,12 +11,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nfqguard/nfqguard/control"
 	"github.com/nfqguard/nfqguard/flowlog"
 	"github.com/nfqguard/nfqguard/internal/dockerlab"
 	"github.com/nfqguard/nfqguard/internal/dockerlab/dockerlabtest"
@@ -32,7 +35,7 @@ func TestDockerNames(t *testing.T) {
 	t.Run("RestartNewAddress", func(t *testing.T) { testNamesRestartNewAddress(t, d, img) })
 	t.Run("NotYetRunning", func(t *testing.T) { testNamesNotYetRunning(t, d, img) })
 	t.Run("Selectors", func(t *testing.T) { testNamesSelectors(t, d, img) })
-	t.Run("DockerUnreachable", func(t *testing.T) { testNamesDockerUnreachable(t, d) })
+	t.Run("DockerUnreachable", func(t *testing.T) { testNamesDockerUnreachable(t, d, img) })
 }
 
 // dockerSection is the [docker] section naming socket.
@@ -361,13 +364,17 @@ func runServerFrom(t *testing.T, d *dockerlab.Docker, image, name string, opts .
 
 // testNamesDockerUnreachable: with nothing listening on [docker] socket
 // the engine warns and starts; entries keyed by ips work, entries resolved
-// through Docker match nothing.
-func testNamesDockerUnreachable(t *testing.T, d *dockerlab.Docker) {
+// through Docker match nothing, and (docker.unreachable = "drop", the
+// default) traffic of addresses no entry lists is dropped, since one of
+// them may be the container an entry selects: status and a metric say so.
+// With "defaults" such traffic gets [defaults], as before the key existed.
+// Once the socket answers, the entries resolve and the drop ends.
+func testNamesDockerUnreachable(t *testing.T, d *dockerlab.Docker, img string) {
 	web := dockerlabtest.RunServer(t, d, "web", "-p", "8080:80")
 	other := dockerlabtest.RunServer(t, d, "other", "-p", "8081:80")
 	ip, otherIP := ipv4Of(t, web, "bridge"), ipv4Of(t, other, "bridge")
-	sock := filepath.Join(t.TempDir(), "nothing-here.sock")
-	e := startDockerEngine(t, d, engineSection(true, false)+dockerSection(sock)+fmt.Sprintf(`[defaults]
+	rulesText := func(policy string) string {
+		return fmt.Sprintf(`[defaults]
 ingress = "allow"
 egress = "allow"
 
@@ -390,26 +397,74 @@ name = "other"
   direction = "ingress"
   proto = "tcp"
   ports = ["80"]
-  action = "drop"
-`, ip))
-	var warn string
-	for _, line := range strings.Split(e.stderr(), "\n") {
-		if strings.Contains(line, "level=WARN") && strings.Contains(line, "msg=docker ") {
-			warn = line
-		}
+  action = %q
+`, ip, policy)
 	}
-	for _, want := range []string{"socket=" + sock, "unreachable=", "unresolved=other"} {
-		if !strings.Contains(warn, want) {
-			t.Errorf("no level=WARN msg=docker line with %q (Docker unreachable):\n%s", want, e.stderr())
-		}
-	}
-	expectBlocked(t, "outside -> 8080 (static-no-80, keyed by ips)", dkTCP(d.OutPath(), 29401, ap(dkHost, 8080), blockTimeout))
-	expectAllowed(t, "outside -> 8081 (other-no-80 is unresolved: matches nothing)",
-		dkTCP(d.OutPath(), 29402, ap(dkHost, 8081), allowTimeout))
-	c := flowCase{name: "outside -> web:80", proto: "tcp", src: dkOut, sport: 29401, dst: ap(ip, 80),
+	staticCase := flowCase{name: "outside -> web:80", proto: "tcp", src: dkOut, sport: 29401, dst: ap(ip, 80),
 		want: rec("blocked", "static-no-80", "static", "ingress", "tcp", dkOut, 29401, ap(ip, 80))}
-	// Docker never answered: the record cannot name the container.
-	waitBlocked(t, e, c, "", "", "")
-	checkRecords(t, []flowCase{c, {name: "outside -> other:80", proto: "tcp", src: dkOut, sport: 29402, dst: ap(otherIP, 80)}}, e.records())
-	e.stopClean()
+
+	t.Run("drop", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "nothing-here.sock")
+		e := startDockerEngine(t, d, engineSection(true, false)+fmt.Sprintf("[docker]\nsocket = %q\n\n", sock)+rulesText("drop"))
+		var warn string
+		for _, line := range strings.Split(e.stderr(), "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "msg=docker ") {
+				warn = line
+			}
+		}
+		for _, want := range []string{"socket=" + sock, "unreachable=", "unresolved=other", `unlisted="dropped until Docker answers`} {
+			if !strings.Contains(warn, want) {
+				t.Errorf("no level=WARN msg=docker line with %q (Docker unreachable):\n%s", want, e.stderr())
+			}
+		}
+		st := statusJSON(t, e.sock)
+		if st.Docker.State != "unreachable" || st.Docker.Unlisted != "dropped" || st.Docker.UnreachableSince == nil ||
+			strings.Join(st.Docker.Unresolved, ",") != "other" {
+			t.Errorf("status docker = %+v, want unreachable, unlisted dropped, other unresolved", st.Docker)
+		}
+		expectBlocked(t, "outside -> 8080 (static-no-80, keyed by ips)", dkTCP(d.OutPath(), 29401, ap(dkHost, 8080), blockTimeout))
+		expectBlocked(t, "outside -> 8081 (other's address is listed nowhere while Docker is unreachable)",
+			dkTCP(d.OutPath(), 29402, ap(dkHost, 8081), blockTimeout))
+		unlisted := flowCase{name: "outside -> other:80", proto: "tcp", src: dkOut, sport: 29402, dst: ap(otherIP, 80),
+			want: rec("blocked", "docker-unreachable", "", "ingress", "tcp", dkOut, 29402, ap(otherIP, 80))}
+		// Docker never answered: the records cannot name the containers.
+		waitBlocked(t, e, staticCase, "", "", "")
+		waitBlocked(t, e, unlisted, "", "", "")
+		checkRecords(t, []flowCase{staticCase, unlisted}, e.records())
+		if got := statusJSON(t, e.sock).TopRules; !slices.ContainsFunc(got, func(r control.Rule) bool { return r.Rule == "docker-unreachable" && r.Flows >= 1 }) {
+			t.Errorf("status top rules %+v lack docker-unreachable", got)
+		}
+
+		// Docker answers on the socket: the entries resolve, other's own
+		// rule judges it, and status and the log say Docker is back.
+		must(t, os.Symlink(d.Socket(), sock))
+		if !e.waitFor(15*time.Second, func() bool { return statusJSON(t, e.sock).Docker.State == "reachable" }) {
+			t.Fatalf("Docker answered on %s, status still says %+v; log:\n%s", sock, statusJSON(t, e.sock).Docker, e.stderr())
+		}
+		// The status changes as the rules learn Docker answered; the log
+		// line follows it through a pipe.
+		if !waitLog(t, e, 5*time.Second, "docker reachable again") {
+			t.Errorf("no docker reachable again line:\n%s", e.stderr())
+		}
+		expectBlocked(t, "outside -> 8081 (other-no-80, other resolved)", dkTCP(d.OutPath(), 29403, ap(dkHost, 8081), blockTimeout))
+		waitBlocked(t, e, flowCase{name: "outside -> other:80 after Docker answered", proto: "tcp", src: dkOut, sport: 29403, dst: ap(otherIP, 80),
+			want: rec("blocked", "other-no-80", "other", "ingress", "tcp", dkOut, 29403, ap(otherIP, 80))}, "other", img, "0.0.0.0:8081,[::]:8081")
+		e.stopClean()
+	})
+
+	t.Run("defaults", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "nothing-here.sock")
+		e := startDockerEngine(t, d, engineSection(true, false)+fmt.Sprintf("[docker]\nsocket = %q\nunreachable = \"defaults\"\n\n", sock)+rulesText("drop"))
+		if st := statusJSON(t, e.sock); st.Docker.State != "unreachable" || st.Docker.Unlisted != "defaults" {
+			t.Errorf("status docker = %+v, want unreachable, unlisted defaults", st.Docker)
+		}
+		c := staticCase
+		c.sport, c.want = 29404, rec("blocked", "static-no-80", "static", "ingress", "tcp", dkOut, 29404, ap(ip, 80))
+		expectBlocked(t, "outside -> 8080 (static-no-80, keyed by ips)", dkTCP(d.OutPath(), 29404, ap(dkHost, 8080), blockTimeout))
+		expectAllowed(t, "outside -> 8081 (other-no-80 is unresolved: matches nothing; [defaults] allow)",
+			dkTCP(d.OutPath(), 29405, ap(dkHost, 8081), allowTimeout))
+		waitBlocked(t, e, c, "", "", "")
+		checkRecords(t, []flowCase{c, {name: "outside -> other:80", proto: "tcp", src: dkOut, sport: 29405, dst: ap(otherIP, 80)}}, e.records())
+		e.stopClean()
+	})
 }

@@ -136,6 +136,7 @@ func writeConfig(t testing.TB, cfg string) string {
 type engine struct {
 	t       testing.TB
 	cmd     *exec.Cmd
+	sock    string // its status socket, when the helper that started it chose one
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever output arrives
 	partial []byte        // stdout bytes after the last newline
@@ -564,6 +565,30 @@ func ruleCounter(t testing.TB, h firewallHost) uint64 {
 		t.Fatalf("want exactly one NFQUEUE rule in DOCKER-USER, found %d:\n%s", len(found), out)
 	}
 	return found[0]
+}
+
+// ruleCounterOf returns the packet count of the first rule of chain in
+// table of fw (iptables, IPv4) whose iptables -S line contains match.
+func ruleCounterOf(t testing.TB, fw netns.IPTables, table, chain, match string) uint64 {
+	t.Helper()
+	out, err := fw.Run(context.Background(), false, "-t", table, "-S", chain, "-v")
+	must(t, err)
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, match) {
+			continue
+		}
+		// -A CHAIN ... -c PACKETS BYTES
+		f := strings.Fields(line)
+		for i := range f {
+			if f[i] == "-c" && i+1 < len(f) {
+				n, err := strconv.ParseUint(f[i+1], 10, 64)
+				must(t, err)
+				return n
+			}
+		}
+	}
+	t.Fatalf("no counter for %q in %s %s:\n%s", match, table, chain, out)
+	return 0
 }
 
 var counters = regexp.MustCompile(`\s*\[\d+:\d+\]`)

@@ -271,7 +271,9 @@ func testFlood(t *testing.T, failOpen bool) {
 		t.Errorf("go_goroutines = %v twenty seconds after the flood, %v before", goroutines, goroutines0)
 	}
 	var fds int
-	if !eventually(5*time.Second, func() bool { fds = openFDs(t, pid); return fds == fds0 }) {
+	// A leak shows as more descriptors; fewer only means the first count
+	// caught a short-lived one (a scrape's connection closing).
+	if !eventually(5*time.Second, func() bool { fds = openFDs(t, pid); return fds <= fds0 }) {
 		t.Errorf("%d open descriptors five seconds after the flood, %d before", fds, fds0)
 	}
 

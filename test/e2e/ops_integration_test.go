@@ -130,14 +130,22 @@ func TestOperations(t *testing.T) {
 	}
 	var mf map[string]*dto.MetricFamily
 	// The log and the capture are written by goroutines of their own: wait
-	// for them too.
+	// for them too. A packet is counted when it is judged and timed when
+	// its batch's verdicts have been written: a scrape may fall in between
+	// (a worker descheduled on a busy machine), so wait for the histogram
+	// to catch up as well.
 	if !eventually(5*time.Second, func() bool {
 		mf = scrape()
+		h := mf["nfqguard_verdict_latency_seconds"].GetMetric()
 		return metricValue(mf, "nfqguard_rule_packets_total", "rule", "no-9000") == blockedFlows*perFlow &&
 			metricValue(mf, "nfqguard_log_records_total", "event", "blocked") >= blockedFlows &&
-			metricValue(mf, "nfqguard_pcap_packets_total") >= blockedFlows*2
+			metricValue(mf, "nfqguard_pcap_packets_total") >= blockedFlows*2 &&
+			len(h) == 1 && float64(h[0].GetHistogram().GetSampleCount()) == metricValue(mf, "nfqguard_packets_total")
 	}) {
-		t.Fatalf("no-9000 packets never reached %d: %v", blockedFlows*perFlow, metricValue(mf, "nfqguard_rule_packets_total", "rule", "no-9000"))
+		t.Fatalf("metrics never settled: no-9000 packets %v (want %d), blocked records %v, pcap packets %v, latency %v for %v packets",
+			metricValue(mf, "nfqguard_rule_packets_total", "rule", "no-9000"), blockedFlows*perFlow,
+			metricValue(mf, "nfqguard_log_records_total", "event", "blocked"), metricValue(mf, "nfqguard_pcap_packets_total"),
+			mf["nfqguard_verdict_latency_seconds"].GetMetric(), metricValue(mf, "nfqguard_packets_total"))
 	}
 
 	t.Run("metrics", func(t *testing.T) {

@@ -1016,25 +1016,6 @@ ingress = "drop"
 	}
 }
 
-// TestDockerNftablesRefused: Docker's nftables backend has no DOCKER-USER;
-// run refuses with a message that says so, even with --create-chain.
-func TestDockerNftablesRefused(t *testing.T) {
-	t.Parallel()
-	l := netlabtest.New(t, netlab.Options{NoDockerUser: true, Containers: 1})
-	if out, err := l.Command(context.Background(), l.Host, "nft", "add", "table", "inet", "docker-bridges").CombinedOutput(); err != nil {
-		t.Fatalf("nft add table: %v: %s", err, out)
-	}
-	for _, args := range [][]string{nil, {"--create-chain"}} {
-		stderr, code := runEngineExpectFail(t, l, allowAllConfig(true, false), args...)
-		if code != 1 || !strings.Contains(stderr, "nftables") || !strings.Contains(stderr, "firewall-backend") {
-			t.Errorf("run %v with Docker's nftables backend: exit %d, stderr %q; want exit 1 explaining the nftables backend", args, code, stderr)
-		}
-		if out, err := l.IPTables(context.Background(), "-S", "DOCKER-USER"); err == nil {
-			t.Errorf("run %v created DOCKER-USER:\n%s", args, out)
-		}
-	}
-}
-
 // TestUnlistedContainersGetDefaults: a container behind docker0 that no
 // [[container]] lists is judged by [defaults]; its records have an empty
 // container name.
