@@ -262,11 +262,13 @@ func testFlood(t *testing.T, failOpen bool) {
 	// Goroutines that end on their own (a scrape's connection, a timer's
 	// callback) may outlast the flood by seconds on this loaded machine;
 	// a leak stays for good. One full-suite run in seven still saw 17 for
-	// 16 after 5 s, hence the longer wait.
+	// 16 after 5 s, hence the longer wait. Fewer than before is no leak:
+	// the first count caught short-lived ones (a CI run saw 24 before, 20
+	// after).
 	var goroutines float64
 	if !eventually(20*time.Second, func() bool {
 		goroutines = metricValue(scrapeOK(t, l), "go_goroutines")
-		return goroutines == goroutines0
+		return goroutines <= goroutines0
 	}) {
 		t.Errorf("go_goroutines = %v twenty seconds after the flood, %v before", goroutines, goroutines0)
 	}
