@@ -33,21 +33,32 @@ var (
 	dkOut6  = dockerlab.Outside6
 )
 
+// dockerEngines are the engines TestDocker runs its subtests against:
+// Debian's Docker 20.10 and Docker 29 (its iptables backend, the default),
+// each a private dockerd of its own, in parallel.
+var dockerEngines = []dockerlab.Engine{dockerlab.Debian, dockerlab.Docker29}
+
 func TestDocker(t *testing.T) {
 	t.Parallel()
-	d := dockerlabtest.Start(t, dockerlab.Options{})
-	dockerlabtest.Image(t, d)
-	t.Logf("Docker %s in namespace %s", d.Version(), d.NS())
+	for _, eng := range dockerEngines {
+		t.Run(eng.String(), func(t *testing.T) {
+			t.Parallel()
+			d := dockerlabtest.Start(t, dockerlab.Options{Engine: eng})
+			dockerlabtest.Image(t, d)
+			t.Logf("Docker %s (%s) in namespace %s", d.Version(), eng, d.NS())
 
-	t.Run("StartupFindsDockerUser", func(t *testing.T) { testDockerStartup(t, d) })
-	t.Run("PublishedPort", func(t *testing.T) { testDockerPublishedPort(t, d) })
-	t.Run("UnpublishedPortStaysClosed", func(t *testing.T) { testDockerUnpublished(t, d) })
-	t.Run("Egress", func(t *testing.T) { testDockerEgress(t, d) })
-	t.Run("ContainerToContainer", func(t *testing.T) { testDockerContainerToContainer(t, d) })
-	t.Run("TwoNetworks", func(t *testing.T) { testDockerTwoNetworks(t, d) })
-	t.Run("KillAndRestart", func(t *testing.T) { testDockerKillRestart(t, d) })
-	// IPv6 needs dockerd --ip6tables --experimental: a Docker of its own.
-	t.Run("IPv6", testDockerIPv6)
+			t.Run("StartupFindsDockerUser", func(t *testing.T) { testDockerStartup(t, d) })
+			t.Run("PublishedPort", func(t *testing.T) { testDockerPublishedPort(t, d) })
+			t.Run("UnpublishedPortStaysClosed", func(t *testing.T) { testDockerUnpublished(t, d) })
+			t.Run("Egress", func(t *testing.T) { testDockerEgress(t, d) })
+			t.Run("ContainerToContainer", func(t *testing.T) { testDockerContainerToContainer(t, d) })
+			t.Run("TwoNetworks", func(t *testing.T) { testDockerTwoNetworks(t, d) })
+			t.Run("KillAndRestart", func(t *testing.T) { testDockerKillRestart(t, d) })
+			// IPv6 needs, for Docker 20.10, dockerd --ip6tables
+			// --experimental: a Docker of its own.
+			t.Run("IPv6", func(t *testing.T) { testDockerIPv6(t, eng) })
+		})
+	}
 }
 
 // testDockerStartup: with Docker's own chains the engine needs no
@@ -167,21 +178,50 @@ func testDockerUnpublished(t *testing.T, d *dockerlab.Docker) {
 	ip := ipv4Of(t, web, "bridge")
 	expectBlocked(t, "without the engine: outside -> web:81 routed directly (Docker drops it)",
 		dkTCP(d.OutPath(), 0, ap(ip, 81), blockTimeout))
+	// Docker 28 and later drop direct routing to a container's address
+	// from any other interface in raw PREROUTING, before FORWARD: those
+	// packets never reach the queue, published container port or not.
+	// Docker 20.10 lets them reach FORWARD, where DOCKER-USER sees them
+	// first (and Docker drops the unpublished port after).
+	rawDrops := d.Engine() == dockerlab.Docker29
+	fw := netns.IPTables{Path: d.NSPath()}
+	rawRule := "-d " + ip.String() + "/32 ! -i docker0"
+	if rawDrops {
+		t.Logf("Docker %s raw PREROUTING:\n%s", d.Version(), iptables(t, d, false, "-t", "raw", "-S", "PREROUTING"))
+	}
 
 	for i, fast := range []bool{true, false} {
 		t.Run(fmt.Sprintf("fast_path=%v", fast), func(t *testing.T) {
 			sp := uint16(23001 + 10*i)
 			e := startDockerEngine(t, d, allowAllConfig(fast, false))
 			before := ruleCounter(t, d)
+			var raw0 uint64
+			if rawDrops {
+				raw0 = ruleCounterOf(t, fw, "raw", "PREROUTING", rawRule)
+			}
 			expectBlocked(t, "outside -> web:81 routed directly (not published)",
 				dkTCP(d.OutPath(), sp, ap(ip, 81), blockTimeout))
-			if ruleCounter(t, d) == before {
+			switch queued := ruleCounter(t, d) != before; {
+			case rawDrops && queued:
+				t.Errorf("Docker %s: the SYN routed directly to web reached the queue; want it dropped by Docker's raw PREROUTING first", d.Version())
+			case rawDrops && ruleCounterOf(t, fw, "raw", "PREROUTING", rawRule) == raw0:
+				t.Errorf("Docker %s: the SYN routed directly to web was not dropped by Docker's raw PREROUTING rule %q", d.Version(), rawRule)
+			case !rawDrops && !queued:
 				t.Fatalf("the SYN to the unpublished port never reached the queue; the test proves nothing")
 			}
 			expectAllowed(t, "outside -> 203.0.113.1:8080 (published)", dkTCP(d.OutPath(), sp+1, ap(dkHost, 8080), allowTimeout))
-			expectAllowed(t, "outside -> web:80 routed directly (published container port)",
-				dkTCP(d.OutPath(), sp+2, ap(ip, 80), allowTimeout))
+			if rawDrops {
+				expectBlocked(t, "outside -> web:80 routed directly (Docker 28+ drops direct routing)",
+					dkTCP(d.OutPath(), sp+2, ap(ip, 80), blockTimeout))
+			} else {
+				expectAllowed(t, "outside -> web:80 routed directly (published container port)",
+					dkTCP(d.OutPath(), sp+2, ap(ip, 80), allowTimeout))
+			}
+			before = ruleCounter(t, d)
 			expectAllowed(t, "probe -> web:81 (same bridge)", dkTCP(probe.NSPath(), sp+3, ap(ip, 81), allowTimeout))
+			if ruleCounter(t, d) == before {
+				t.Errorf("probe -> web:81 (same bridge) never reached the queue")
+			}
 			if recs := e.records(); len(recs) != 0 {
 				t.Errorf("allow-all config wrote flow-log records:\n%s", fmtRecords(recs))
 			}
@@ -455,8 +495,8 @@ ips = ["%s"]
 // and nfqguard hooks IPv6 only where Docker made that chain. The test then
 // creates it the way Docker 23 and later do (a chain ending in RETURN,
 // jumped to first thing in FORWARD) before starting the engine.
-func testDockerIPv6(t *testing.T) {
-	d := dockerlabtest.Start(t, dockerlab.Options{IPv6: true})
+func testDockerIPv6(t *testing.T, eng dockerlab.Engine) {
+	d := dockerlabtest.Start(t, dockerlab.Options{IPv6: true, Engine: eng})
 	dockerlabtest.Network(t, d, "v6net", "--ipv6", "--subnet", "fd00:db8::/64")
 	web := dockerlabtest.RunServer(t, d, "web6", "--network", "v6net", "-p", "8080:80")
 	ip4 := ipv4Of(t, web, "v6net")

@@ -27,15 +27,20 @@ import (
 
 func TestDockerNames(t *testing.T) {
 	t.Parallel()
-	d := dockerlabtest.Start(t, dockerlab.Options{})
-	img := dockerlabtest.Image(t, d)
-	t.Logf("Docker %s in namespace %s, test image %s", d.Version(), d.NS(), img)
+	for _, eng := range dockerEngines {
+		t.Run(eng.String(), func(t *testing.T) {
+			t.Parallel()
+			d := dockerlabtest.Start(t, dockerlab.Options{Engine: eng})
+			img := dockerlabtest.Image(t, d)
+			t.Logf("Docker %s (%s) in namespace %s, test image %s", d.Version(), eng, d.NS(), img)
 
-	t.Run("NamePublishedPort", func(t *testing.T) { testNamesPublishedPort(t, d, img) })
-	t.Run("RestartNewAddress", func(t *testing.T) { testNamesRestartNewAddress(t, d, img) })
-	t.Run("NotYetRunning", func(t *testing.T) { testNamesNotYetRunning(t, d, img) })
-	t.Run("Selectors", func(t *testing.T) { testNamesSelectors(t, d, img) })
-	t.Run("DockerUnreachable", func(t *testing.T) { testNamesDockerUnreachable(t, d, img) })
+			t.Run("NamePublishedPort", func(t *testing.T) { testNamesPublishedPort(t, d, img) })
+			t.Run("RestartNewAddress", func(t *testing.T) { testNamesRestartNewAddress(t, d, img) })
+			t.Run("NotYetRunning", func(t *testing.T) { testNamesNotYetRunning(t, d, img) })
+			t.Run("Selectors", func(t *testing.T) { testNamesSelectors(t, d, img) })
+			t.Run("DockerUnreachable", func(t *testing.T) { testNamesDockerUnreachable(t, d, img) })
+		})
+	}
 }
 
 // dockerSection is the [docker] section naming socket.

@@ -147,7 +147,16 @@ func (r *restartRig) readIncarnation(t *testing.T) int {
 // they are logged, not failed on.
 func TestDockerRestart(t *testing.T) {
 	t.Parallel()
-	d := dockerlabtest.Start(t, dockerlab.Options{})
+	for _, eng := range dockerEngines {
+		t.Run(eng.String(), func(t *testing.T) {
+			t.Parallel()
+			testDockerRestart(t, eng)
+		})
+	}
+}
+
+func testDockerRestart(t *testing.T, eng dockerlab.Engine) {
+	d := dockerlabtest.Start(t, dockerlab.Options{Engine: eng})
 	img := dockerlabtest.Image(t, d)
 	// The test image ignores SIGTERM: without --stop-timeout 1 dockerd
 	// would wait 10 s for it at each stop.
