@@ -27,12 +27,22 @@ import (
 
 func TestDockerNames(t *testing.T) {
 	t.Parallel()
+	// Name and label selectors do not depend on where the redirect is
+	// hooked: they run on Docker 29's nftables backend too.
+	type setup struct {
+		name string
+		opts dockerlab.Options
+	}
+	setups := []setup{{"docker29-nftables", dockerlab.Options{Engine: dockerlab.Docker29, FirewallBackend: dockerlab.NFTables}}}
 	for _, eng := range dockerEngines {
-		t.Run(eng.String(), func(t *testing.T) {
+		setups = append(setups, setup{eng.String(), dockerlab.Options{Engine: eng}})
+	}
+	for _, su := range setups {
+		t.Run(su.name, func(t *testing.T) {
 			t.Parallel()
-			d := dockerlabtest.Start(t, dockerlab.Options{Engine: eng})
+			d := dockerlabtest.Start(t, su.opts)
 			img := dockerlabtest.Image(t, d)
-			t.Logf("Docker %s (%s) in namespace %s, test image %s", d.Version(), eng, d.NS(), img)
+			t.Logf("Docker %s (%s) in namespace %s, test image %s", d.Version(), su.name, d.NS(), img)
 
 			t.Run("NamePublishedPort", func(t *testing.T) { testNamesPublishedPort(t, d, img) })
 			t.Run("RestartNewAddress", func(t *testing.T) { testNamesRestartNewAddress(t, d, img) })
@@ -127,6 +137,19 @@ ingress = "drop"
 		e := startDockerEngine(t, d, namesConfig(d, entry))
 		if !logHas(e.stderr(), "docker container matched", "entry=web", "container=web", "addrs="+ip.String()) {
 			t.Errorf("start-up did not log web matched with addrs=%s:\n%s", ip, e.stderr())
+		}
+		hook := "filter DOCKER-USER"
+		if d.FirewallBackend() == dockerlab.NFTables {
+			hook = "mangle NFQGUARD"
+		}
+		var running []string
+		for _, line := range strings.Split(e.stderr(), "\n") {
+			if strings.Contains(line, `msg="nfqguard running"`) {
+				running = append(running, line)
+			}
+		}
+		if len(running) != 1 || !strings.Contains(running[0], hook) {
+			t.Errorf("Docker's %s backend: the start-up line does not name %s:\n%s", d.FirewallBackend(), hook, e.stderr())
 		}
 		expectBlocked(t, "outside -> 203.0.113.1:8080 (web:80, web's ingress default drop)",
 			dkTCP(d.OutPath(), 29001, ap(dkHost, 8080), blockTimeout))
