@@ -134,9 +134,13 @@ func (e engine) prepare(nsPath string) error {
 	if e.firewall == NFTables {
 		// Docker's nftables backend does not enable forwarding (nor set a
 		// DROP policy anywhere): without it, it refuses to create the
-		// default bridge network.
-		if err := netns.Sysctl(nsPath, "net.ipv4.ip_forward", "1"); err != nil {
-			return fmt.Errorf("dockerlab: %w", err)
+		// default bridge network, and without IPv6 forwarding any network
+		// with --ipv6 ("IPv6 global forwarding is disabled"). These are
+		// the sysctls Docker's documentation tells operators to set.
+		for _, key := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.forwarding"} {
+			if err := netns.Sysctl(nsPath, key, "1"); err != nil {
+				return fmt.Errorf("dockerlab: %w", err)
+			}
 		}
 	}
 	return nil

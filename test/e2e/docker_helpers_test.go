@@ -45,9 +45,14 @@ func startDockerEngineAt(t testing.TB, d *dockerlab.Docker, sock, cfgText string
 // --- the Docker namespace's iptables -------------------------------------
 
 // dkSave returns iptables-save (ip6tables-save) of the Docker namespace
-// without comments and counters, for before/after comparisons.
+// without comments and counters, for before/after comparisons; with
+// Docker's nftables backend, whose rules iptables-save does not show,
+// `nft list ruleset` of both families (dkRuleset) instead.
 func dkSave(t testing.TB, d *dockerlab.Docker, v6 bool) string {
 	t.Helper()
+	if d.FirewallBackend() == dockerlab.NFTables {
+		return dkRuleset(t, d)
+	}
 	bin := "iptables-save"
 	if v6 {
 		bin = "ip6tables-save"

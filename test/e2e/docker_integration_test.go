@@ -15,7 +15,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,17 +50,37 @@ func TestDocker(t *testing.T) {
 			t.Logf("Docker %s (%s) in namespace %s", d.Version(), eng, d.NS())
 
 			t.Run("StartupFindsDockerUser", func(t *testing.T) { testDockerStartup(t, d) })
-			t.Run("PublishedPort", func(t *testing.T) { testDockerPublishedPort(t, d) })
 			t.Run("UnpublishedPortStaysClosed", func(t *testing.T) { testDockerUnpublished(t, d) })
-			t.Run("Egress", func(t *testing.T) { testDockerEgress(t, d) })
-			t.Run("ContainerToContainer", func(t *testing.T) { testDockerContainerToContainer(t, d) })
-			t.Run("TwoNetworks", func(t *testing.T) { testDockerTwoNetworks(t, d) })
-			t.Run("KillAndRestart", func(t *testing.T) { testDockerKillRestart(t, d) })
-			// IPv6 needs, for Docker 20.10, dockerd --ip6tables
-			// --experimental: a Docker of its own.
-			t.Run("IPv6", func(t *testing.T) { testDockerIPv6(t, eng) })
+			testDockerAnyBackend(t, d)
 		})
 	}
+	// Docker 29's nftables backend has no DOCKER-USER: the engine hooks
+	// mangle NFQGUARD (hookChain), and the subtests that do not look at
+	// DOCKER-USER itself run there too (TestDocker29Nftables has the
+	// rest: Docker's own drops, its restart, the ruleset after a stop).
+	t.Run("docker29-nftables", func(t *testing.T) {
+		t.Parallel()
+		d := dockerlabtest.Start(t, dockerlab.Options{Engine: dockerlab.Docker29, FirewallBackend: dockerlab.NFTables})
+		dockerlabtest.Image(t, d)
+		t.Logf("Docker %s (%s backend) in namespace %s", d.Version(), d.FirewallBackend(), d.NS())
+		testDockerAnyBackend(t, d)
+	})
+}
+
+// testDockerAnyBackend runs the subtests of TestDocker that hold whatever
+// Docker's firewall backend.
+func testDockerAnyBackend(t *testing.T, d *dockerlab.Docker) {
+	t.Run("PublishedPort", func(t *testing.T) { testDockerPublishedPort(t, d) })
+	t.Run("Egress", func(t *testing.T) { testDockerEgress(t, d) })
+	t.Run("ContainerToContainer", func(t *testing.T) { testDockerContainerToContainer(t, d) })
+	t.Run("TwoNetworks", func(t *testing.T) { testDockerTwoNetworks(t, d) })
+	t.Run("KillAndRestart", func(t *testing.T) { testDockerKillRestart(t, d) })
+	t.Run("Reload", func(t *testing.T) { testDockerReload(t, d) })
+	// IPv6 needs, for Docker 20.10, dockerd --ip6tables --experimental: a
+	// Docker of its own.
+	t.Run("IPv6", func(t *testing.T) {
+		testDockerIPv6(t, dockerlab.Options{Engine: d.Engine(), FirewallBackend: d.FirewallBackend()})
+	})
 }
 
 // testDockerStartup: with Docker's own chains the engine needs no
@@ -487,6 +509,63 @@ ips = ["%s"]
 	}
 }
 
+// testDockerReload: SIGHUP with a changed file puts the new rules in
+// force for new flows, and leaves the redirect where and as it was, once.
+func testDockerReload(t *testing.T, d *dockerlab.Docker) {
+	web := dockerlabtest.RunServer(t, d, "web", "-p", "8080:80", "-p", "8000:8000")
+	ip := ipv4Of(t, web, "bridge")
+	cfgDropping := func(port uint16) string {
+		return engineSection(true, false) + fmt.Sprintf(`
+[defaults]
+ingress = "allow"
+egress = "allow"
+
+[[container]]
+name = "web"
+ips = ["%s"]
+
+  [[container.rule]]
+  id = "web-no-%d"
+  direction = "ingress"
+  proto = "tcp"
+  ports = ["%d"]
+  action = "drop"
+`, ip, port, port)
+	}
+	e := startDockerEngine(t, d, cfgDropping(8000))
+	expectAllowed(t, "before the reload: outside -> 8080 (web:80)", dkTCP(d.OutPath(), 27101, ap(dkHost, 8080), allowTimeout))
+	expectBlocked(t, "before the reload: outside -> 8000 (web-no-8000)", dkTCP(d.OutPath(), 27102, ap(dkHost, 8000), blockTimeout))
+
+	cfg := ""
+	for i, a := range e.cmd.Args[:len(e.cmd.Args)-1] {
+		if a == "-c" {
+			cfg = e.cmd.Args[i+1]
+		}
+	}
+	if cfg == "" {
+		t.Fatalf("no -c FILE in the engine's arguments %q", e.cmd.Args)
+	}
+	must(t, os.WriteFile(cfg, []byte(cfgDropping(80)), 0o644))
+	must(t, e.cmd.Process.Signal(syscall.SIGHUP))
+	if !e.waitFor(readyTimeout, func() bool { return logHas(e.errOut.String(), "rules reloaded") }) {
+		t.Fatalf("no \"rules reloaded\" line after SIGHUP:\n%s", e.stderr())
+	}
+	checkDockerUserLayout(t, d, false, "after the reload")
+	expectBlocked(t, "after the reload: outside -> 8080 (web-no-80)", dkTCP(d.OutPath(), 27103, ap(dkHost, 8080), blockTimeout))
+	expectAllowed(t, "after the reload: outside -> 8000", dkTCP(d.OutPath(), 27104, ap(dkHost, 8000), allowTimeout))
+	cases := []flowCase{
+		{name: "outside -> 8080 before", proto: "tcp", src: dkOut, sport: 27101, dst: ap(ip, 80)},
+		{name: "outside -> 8000 before", proto: "tcp", src: dkOut, sport: 27102, dst: ap(ip, 8000),
+			want: rec("blocked", "web-no-8000", "web", "ingress", "tcp", dkOut, 27102, ap(ip, 8000))},
+		{name: "outside -> 8080 after", proto: "tcp", src: dkOut, sport: 27103, dst: ap(ip, 80),
+			want: rec("blocked", "web-no-80", "web", "ingress", "tcp", dkOut, 27103, ap(ip, 80))},
+		{name: "outside -> 8000 after", proto: "tcp", src: dkOut, sport: 27104, dst: ap(ip, 8000)},
+	}
+	e.waitRecord(2*time.Second, cases[2].matches)
+	checkRecords(t, cases, e.records())
+	e.stopClean()
+}
+
 // testDockerIPv6: a container on an IPv6-enabled network is judged by its
 // IPv6 address, ingress through Docker's IPv6 DNAT and egress alike.
 //
@@ -495,8 +574,9 @@ ips = ["%s"]
 // and nfqguard hooks IPv6 only where Docker made that chain. The test then
 // creates it the way Docker 23 and later do (a chain ending in RETURN,
 // jumped to first thing in FORWARD) before starting the engine.
-func testDockerIPv6(t *testing.T, eng dockerlab.Engine) {
-	d := dockerlabtest.Start(t, dockerlab.Options{IPv6: true, Engine: eng})
+func testDockerIPv6(t *testing.T, opts dockerlab.Options) {
+	opts.IPv6 = true
+	d := dockerlabtest.Start(t, opts)
 	dockerlabtest.Network(t, d, "v6net", "--ipv6", "--subnet", "fd00:db8::/64")
 	web := dockerlabtest.RunServer(t, d, "web6", "--network", "v6net", "-p", "8080:80")
 	ip4 := ipv4Of(t, web, "v6net")
@@ -509,7 +589,7 @@ func testDockerIPv6(t *testing.T, eng dockerlab.Engine) {
 	must(t, dkTCP(d.OutPath(), 0, ap(dkHost6, 8080), allowTimeout)) // and in, through its IPv6 DNAT
 	must(t, dkTCP(d.OutPath(), 0, ap(dkHost, 8080), allowTimeout))  // and IPv4
 
-	if _, err := d.IP6Tables(t.Context(), "-S", "DOCKER-USER"); err != nil {
+	if _, err := d.IP6Tables(t.Context(), "-S", "DOCKER-USER"); err != nil && d.FirewallBackend() != dockerlab.NFTables {
 		t.Logf("Docker %s made no IPv6 DOCKER-USER (moby/moby#42477); creating it as Docker 23+ does", d.Version())
 		for _, args := range [][]string{
 			{"-N", "DOCKER-USER"},

@@ -458,10 +458,33 @@ func iptables(t testing.TB, h firewallHost, v6 bool, args ...string) string {
 	return out
 }
 
-// chainRules returns `iptables -S DOCKER-USER` line by line.
+// hookChain is the table and chain where nfqguard puts its redirect on
+// h: filter DOCKER-USER, or mangle NFQGUARD for a Docker running its
+// nftables firewall backend (no DOCKER-USER there).
+func hookChain(h firewallHost) (table, chain string) {
+	if d, ok := h.(*dockerlab.Docker); ok && d.FirewallBackend() == dockerlab.NFTables {
+		return "mangle", "NFQGUARD"
+	}
+	return "filter", "DOCKER-USER"
+}
+
+// chainRules returns `iptables -S` of the redirect's chain (hookChain:
+// DOCKER-USER, or NFQGUARD with Docker's nftables backend) line by line.
 func chainRules(t testing.TB, h firewallHost, v6 bool) []string {
 	t.Helper()
-	return nonEmptyLines(iptables(t, h, v6, "-S", "DOCKER-USER"))
+	table, chain := hookChain(h)
+	if chain == "DOCKER-USER" {
+		return nonEmptyLines(iptables(t, h, v6, "-t", table, "-S", chain))
+	}
+	// NFQGUARD is nfqguard's own chain, gone after a clean stop (where
+	// iptables-nft fails to list it): read it from the whole table.
+	var rules []string
+	for _, r := range nonEmptyLines(iptables(t, h, v6, "-t", table, "-S")) {
+		if r == "-N "+chain || strings.HasPrefix(r, "-A "+chain+" ") {
+			rules = append(rules, r)
+		}
+	}
+	return rules
 }
 
 // ourRules returns the lines of `iptables -S DOCKER-USER` that nfqguard
@@ -490,8 +513,9 @@ func countRules(rules []string) (nfqueue, connmark int) {
 	return nfqueue, connmark
 }
 
-// requireOurRules fails unless DOCKER-USER holds exactly wantQueue NFQUEUE
-// rules and wantConnmark CONNMARK rules of nfqguard, besides at most one
+// requireOurRules fails unless the redirect's chain (hookChain) holds
+// exactly wantQueue NFQUEUE rules and wantConnmark CONNMARK rules of
+// nfqguard, besides at most one
 // drop of INVALID and one of UNTRACKED packets ([engine] invalid).
 func requireOurRules(t testing.TB, h firewallHost, v6 bool, wantQueue, wantConnmark int) []string {
 	t.Helper()
@@ -511,8 +535,9 @@ func requireOurRules(t testing.TB, h firewallHost, v6 bool, wantQueue, wantConnm
 	}
 	q, c := countRules(rules)
 	if q != wantQueue || c != wantConnmark || len(rules) != wantQueue+wantConnmark || drops["invalid"] > 1 || drops["untracked"] > 1 {
-		t.Fatalf("DOCKER-USER (v6=%v) has %d NFQUEUE and %d CONNMARK rules of nfqguard (%d in all, and drops %v), want %d and %d:\n%s",
-			v6, q, c, len(rules), drops, wantQueue, wantConnmark, strings.Join(chainRules(t, h, v6), "\n"))
+		_, chain := hookChain(h)
+		t.Fatalf("%s (v6=%v) has %d NFQUEUE and %d CONNMARK rules of nfqguard (%d in all, and drops %v), want %d and %d:\n%s",
+			chain, v6, q, c, len(rules), drops, wantQueue, wantConnmark, strings.Join(chainRules(t, h, v6), "\n"))
 	}
 	return rules
 }
@@ -528,35 +553,38 @@ func dropTag(rule string) string {
 	return ""
 }
 
-// checkDockerUserLayout fails unless DOCKER-USER is nfqguard's redirect,
-// companion and drops of INVALID and UNTRACKED packets in front of what
-// Docker put there, and nothing else: a RETURN (Docker up to 27, and the
-// lab, which imitates 20.10), or nothing (Docker 28 and later create the
-// chain empty).
+// checkDockerUserLayout fails unless the redirect's chain (hookChain) is
+// nfqguard's redirect, companion and drops of INVALID and UNTRACKED
+// packets in front of what Docker put there, and nothing else: in
+// DOCKER-USER a RETURN (Docker up to 27, and the lab, which imitates
+// 20.10), or nothing (Docker 28 and later create the chain empty); in
+// NFQGUARD, nfqguard's own chain, nothing.
 func checkDockerUserLayout(t testing.TB, h firewallHost, v6 bool, when string) {
 	t.Helper()
+	_, chain := hookChain(h)
 	rules := chainRules(t, h, v6)
 	docker := []string{"-A DOCKER-USER -j RETURN"}
 	if d, ok := h.(*dockerlab.Docker); ok && d.Engine() == dockerlab.Docker29 {
 		docker = nil
 	}
-	bad := len(rules) != 5+len(docker) || rules[0] != "-N DOCKER-USER" ||
+	bad := len(rules) != 5+len(docker) || rules[0] != "-N "+chain ||
 		!strings.Contains(rules[1], "-j NFQUEUE") || !strings.Contains(rules[1], "nfqguard-redirect") ||
 		!strings.Contains(rules[2], "-j CONNMARK") || !strings.Contains(rules[2], "nfqguard-fastpath") ||
 		dropTag(rules[3]) != "invalid" || dropTag(rules[4]) != "untracked" ||
 		!slices.Equal(rules[5:], docker)
 	if bad {
-		t.Fatalf("%s: want DOCKER-USER (v6=%v) = [NFQUEUE redirect, CONNMARK companion, INVALID drop, UNTRACKED drop] + Docker's %q, got:\n%s",
-			when, v6, docker, strings.Join(rules, "\n"))
+		t.Fatalf("%s: want %s (v6=%v) = [NFQUEUE redirect, CONNMARK companion, INVALID drop, UNTRACKED drop] + Docker's %q, got:\n%s",
+			when, chain, v6, docker, strings.Join(rules, "\n"))
 	}
 	requireOurRules(t, h, v6, 1, 1)
 }
 
-// ruleCounter returns the packet counter of the NFQUEUE rule in
-// DOCKER-USER.
+// ruleCounter returns the packet counter of the NFQUEUE rule in the
+// redirect's chain (hookChain), IPv4.
 func ruleCounter(t testing.TB, h firewallHost) uint64 {
 	t.Helper()
-	out := iptables(t, h, false, "-v", "-x", "-n", "-L", "DOCKER-USER")
+	table, chain := hookChain(h)
+	out := iptables(t, h, false, "-t", table, "-v", "-x", "-n", "-L", chain)
 	var found []uint64
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
@@ -570,7 +598,7 @@ func ruleCounter(t testing.TB, h firewallHost) uint64 {
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("want exactly one NFQUEUE rule in DOCKER-USER, found %d:\n%s", len(found), out)
+		t.Fatalf("want exactly one NFQUEUE rule in %s, found %d:\n%s", chain, len(found), out)
 	}
 	return found[0]
 }
