@@ -70,6 +70,7 @@ func TestDocker(t *testing.T) {
 // testDockerAnyBackend runs the subtests of TestDocker that hold whatever
 // Docker's firewall backend.
 func testDockerAnyBackend(t *testing.T, d *dockerlab.Docker) {
+	t.Run("GoldenRules", func(t *testing.T) { testDockerGoldenRules(t, d) })
 	t.Run("PublishedPort", func(t *testing.T) { testDockerPublishedPort(t, d) })
 	t.Run("Egress", func(t *testing.T) { testDockerEgress(t, d) })
 	t.Run("ContainerToContainer", func(t *testing.T) { testDockerContainerToContainer(t, d) })
