@@ -75,6 +75,7 @@ func testDockerAnyBackend(t *testing.T, d *dockerlab.Docker) {
 	t.Run("Egress", func(t *testing.T) { testDockerEgress(t, d) })
 	t.Run("ContainerToContainer", func(t *testing.T) { testDockerContainerToContainer(t, d) })
 	t.Run("TwoNetworks", func(t *testing.T) { testDockerTwoNetworks(t, d) })
+	t.Run("NetworksStayIsolated", func(t *testing.T) { testDockerNetworksIsolated(t, d) })
 	t.Run("KillAndRestart", func(t *testing.T) { testDockerKillRestart(t, d) })
 	t.Run("Reload", func(t *testing.T) { testDockerReload(t, d) })
 	// IPv6 needs, for Docker 20.10, dockerd --ip6tables --experimental: a
@@ -446,6 +447,40 @@ ingress = "drop"
 	}
 	checkRecords(t, cases, e.records())
 	e.stopClean()
+}
+
+// testDockerNetworksIsolated: with an allow-all table, containers of two
+// user networks still cannot reach each other (Docker's isolation stands
+// after the engine's accept), while containers of one network can. Docker
+// 20.10 drops the packet in FORWARD after DOCKER-USER, so it reached the
+// queue first; Docker 28 and later drop it in the raw table before any
+// forward hook (direct routing from another interface), so it never does.
+func testDockerNetworksIsolated(t *testing.T, d *dockerlab.Docker) {
+	dockerlabtest.Network(t, d, "isoa")
+	dockerlabtest.Network(t, d, "isob")
+	a := dockerlabtest.RunServer(t, d, "isoa1", "--network", "isoa")
+	a2 := dockerlabtest.RunServer(t, d, "isoa2", "--network", "isoa")
+	b := dockerlabtest.RunServer(t, d, "isob1", "--network", "isob")
+	a2ip, bip := ipv4Of(t, a2, "isoa"), ipv4Of(t, b, "isob")
+	expectBlocked(t, "without the engine: isoa1 -> isob1:80 (another network)", dkTCP(a.NSPath(), 0, ap(bip, 80), blockTimeout))
+	expectAllowed(t, "without the engine: isoa1 -> isoa2:80 (same network)", dkTCP(a.NSPath(), 0, ap(a2ip, 80), allowTimeout))
+
+	e := startDockerEngine(t, d, allowAllConfig(true, false))
+	before := ruleCounter(t, d)
+	expectBlocked(t, "allow-all: isoa1 -> isob1:80 (another network)", dkTCP(a.NSPath(), 27201, ap(bip, 80), blockTimeout))
+	queued := ruleCounter(t, d) != before
+	if wantQueued := d.Engine() == dockerlab.Debian; queued != wantQueued {
+		t.Errorf("Docker %s: isoa1 -> isob1:80 reached the queue = %v, want %v", d.Version(), queued, wantQueued)
+	}
+	before = ruleCounter(t, d)
+	expectAllowed(t, "allow-all: isoa1 -> isoa2:80 (same network)", dkTCP(a.NSPath(), 27202, ap(a2ip, 80), allowTimeout))
+	if ruleCounter(t, d) == before {
+		t.Errorf("isoa1 -> isoa2:80 never reached the queue: the test proves nothing")
+	}
+	s := summary(t, e.stopClean())
+	if s["dropped"] != 0 || s["blocked_flows"] != 0 {
+		t.Errorf("engine dropped %d packets (%d flows); with defaults allow it must drop none", s["dropped"], s["blocked_flows"])
+	}
 }
 
 // testDockerKillRestart: SIGKILL leaves the engine's rules behind (traffic
