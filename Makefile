@@ -68,7 +68,8 @@ lint:
 FUZZ_TARGETS := inspect:FuzzDecode inspect:FuzzGopacketAgrees inspect:FuzzJudge queue:FuzzParsePacket \
   rules:FuzzParse rules:FuzzParseAddr \
   inspect/l7:FuzzParseClientHello inspect/l7:FuzzParseHTTPRequest \
-  inspect/l7:FuzzParseDNSQuery inspect/l7:FuzzParseDNSOverTCP
+  inspect/l7:FuzzParseDNSQuery inspect/l7:FuzzParseDNSOverTCP \
+  inspect/l7:FuzzQUICInitial inspect/l7:FuzzQUICFrames
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

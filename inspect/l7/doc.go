@@ -2,7 +2,11 @@
 // datagram, far enough to learn the fact a rule is written against: the TLS
 // ClientHello server name, the HTTP/1.x request method, target and Host, and
 // the question names of a DNS query (UDP datagram or length-prefixed TCP
-// message).
+// message). For QUIC (v1, RFC 9000/9001, and v2, RFC 9369) it opens a
+// client's Initial packets (QUICOpener), walks their CRYPTO frames
+// (QUICFrames) and reassembles the ClientHello they carry (QUICCryptoStream,
+// in any order and split at any offset, across packets), which
+// ParseHandshakeClientHello then reads like one sent over TCP.
 //
 // # Contract
 //
@@ -25,9 +29,16 @@
 // allocates nothing. Every length read from the wire is checked against the
 // input before it is used; no input makes a parser panic (fuzzed).
 //
+// The QUIC types keep state, by necessity: a QUICOpener caches the keys of
+// the last connections it saw (what Open returns is still a function of
+// the datagram alone; deriving a new connection's keys costs the three
+// allocations of the standard library's AES and GCM), and a
+// QUICCryptoStream holds the stream's bytes in a buffer the caller gives.
+//
 // # What this package does not do
 //
-// It does not reassemble segments, order or deduplicate them, hold flows,
+// Except for QUIC's CRYPTO stream, which only exists after decryption, it
+// does not reassemble segments, order or deduplicate them, hold flows,
 // enforce the per-flow budget, or match rule patterns: the engine in package
 // inspect does all of that and calls these parsers with the prefix it has.
 // Only the first request of a connection is parsed: later requests on an

@@ -131,6 +131,40 @@ func ParseClientHelloScratch(b, scratch []byte, out *ClientHello) Status {
 	return st
 }
 
+// ParseHandshakeClientHello parses a ClientHello carried without TLS
+// records: b is a handshake stream prefix from its first byte, as QUIC's
+// CRYPTO frames carry it (RFC 9001 §4), starting with the 4-byte handshake
+// header. NeedMore until the whole message is present; a first message
+// that is not a ClientHello, or one longer than 64 KiB, is Malformed. Bytes
+// after the message are ignored. Nothing is copied: the result points
+// into b.
+func ParseHandshakeClientHello(b []byte, out *ClientHello) Status {
+	alpn := out.ALPN[:0]
+	*out = ClientHello{ALPN: alpn}
+	if len(b) == 0 {
+		return NeedMore
+	}
+	if b[0] != handshakeTypeClientHello {
+		return Malformed
+	}
+	if len(b) < handshakeHeaderLen {
+		return NeedMore
+	}
+	bodyLen := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+	if bodyLen > maxClientHelloLen {
+		return Malformed
+	}
+	if len(b) < handshakeHeaderLen+bodyLen {
+		return NeedMore
+	}
+	end := handshakeHeaderLen + bodyLen
+	st := parseClientHelloBody(b[handshakeHeaderLen:end:end], out)
+	if st != Done {
+		*out = ClientHello{ALPN: alpn}
+	}
+	return st
+}
+
 // clientHelloMessage walks the records of b and returns the ClientHello
 // body (without its 4-byte handshake header) once all of it is present.
 func clientHelloMessage(b, scratch []byte) ([]byte, Status) {
