@@ -165,6 +165,7 @@ func (r *rec) encode(e *encoder) {
 	e.floatOmit("duration_seconds", r.Duration)
 	e.strOmit("reason", r.Reason)
 	e.strOmit("l7", r.L7)
+	e.strOmit("quic_version", r.QUICVersion)
 	e.strOmit("sni", r.SNI)
 	e.boolOmit("ech", r.ECH)
 	e.strOmit("http_host", r.HTTPHost)

@@ -1,10 +1,12 @@
 package flowlog
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/inspect/l7"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -47,14 +49,15 @@ type Record struct {
 	Reason string `json:"reason,omitempty"`
 
 	// The L7 fact the flow was judged by (see Event.L7).
-	L7         string `json:"l7,omitempty"` // "tls", "http" or "dns"
-	SNI        string `json:"sni,omitempty"`
-	ECH        bool   `json:"ech,omitempty"` // sni is the ECH outer (public) name
-	HTTPHost   string `json:"http_host,omitempty"`
-	HTTPPath   string `json:"http_path,omitempty"`
-	HTTPMethod string `json:"http_method,omitempty"`
-	QName      string `json:"qname,omitempty"`
-	QueryID    uint16 `json:"query_id,omitempty"` // DNS message id, for a query judged on its own (UDP)
+	L7          string `json:"l7,omitempty"`           // "tls", "quic" (TLS in QUIC), "http" or "dns"
+	QUICVersion string `json:"quic_version,omitempty"` // with l7 "quic": "v1", "v2"
+	SNI         string `json:"sni,omitempty"`
+	ECH         bool   `json:"ech,omitempty"` // sni is the ECH outer (public) name
+	HTTPHost    string `json:"http_host,omitempty"`
+	HTTPPath    string `json:"http_path,omitempty"`
+	HTTPMethod  string `json:"http_method,omitempty"`
+	QName       string `json:"qname,omitempty"`
+	QueryID     uint16 `json:"query_id,omitempty"` // DNS message id, for a query judged on its own (UDP)
 
 	// A "suppressed" record: how many verdicts of Rule and Container were
 	// not written because of the rate limit, from Since (UTC) to Time.
@@ -115,6 +118,9 @@ func (r *rec) fill(ev *inspect.Event) {
 	if ev.L7 != 0 {
 		r.L7 = ev.L7.String()
 	}
+	if ev.QUIC != 0 {
+		r.L7, r.QUICVersion = "quic", quicVersion(ev.QUIC)
+	}
 	switch {
 	case ev.Kind == inspect.EventEnd:
 		r.Event = EventEnd
@@ -126,4 +132,16 @@ func (r *rec) fill(ev *inspect.Event) {
 	case ev.Action == rules.Drop:
 		r.Event = EventBlocked
 	}
+}
+
+// quicVersion names a QUIC version for the log: "v1", "v2", or its number
+// in hex.
+func quicVersion(v uint32) string {
+	switch v {
+	case l7.QUICv1:
+		return "v1"
+	case l7.QUICv2:
+		return "v2"
+	}
+	return fmt.Sprintf("0x%08x", v)
 }

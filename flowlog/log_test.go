@@ -410,6 +410,8 @@ func TestJSONCompat(t *testing.T) {
 		e.L7, e.SNI, e.ECH = rules.L7TLS, "public.example", true
 		e.Reason = "<script>&\"quote\"\\ \x01\x7f\u2028\u2029 \xff\xfe é"
 	})
+	add(func(e *inspect.Event) { e.L7, e.SNI, e.QUIC, e.Proto = rules.L7TLS, "quic.example", 0x6b3343cf, 17 })
+	add(func(e *inspect.Event) { e.L7, e.SNI, e.QUIC, e.Proto = rules.L7TLS, "quic.example", 0xff00001d, 17 })
 	add(func(e *inspect.Event) {
 		e.L7, e.HTTPHost, e.HTTPPath, e.HTTPMethod = rules.L7HTTP|rules.L7TLS, "h", "/p?<&>", "POST"
 		e.Proto = 47
@@ -723,5 +725,23 @@ func TestEmitAllocs(t *testing.T) {
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestRecordOfQUIC(t *testing.T) {
+	for _, c := range []struct {
+		version uint32
+		want    string
+	}{{1, "v1"}, {0x6b3343cf, "v2"}, {0xff00001d, "0xff00001d"}} {
+		ev := blocked("r1", "front", 7)
+		ev.L7, ev.SNI, ev.QUIC = rules.L7TLS, "quic.example", c.version
+		if r := RecordOf(ev); r.L7 != "quic" || r.QUICVersion != c.want || r.SNI != "quic.example" {
+			t.Errorf("QUIC %#x: l7 %q, quic_version %q, sni %q; want quic, %s", c.version, r.L7, r.QUICVersion, r.SNI, c.want)
+		}
+	}
+	ev := blocked("r1", "front", 7)
+	ev.L7, ev.SNI = rules.L7TLS, "tcp.example"
+	if r := RecordOf(ev); r.L7 != "tls" || r.QUICVersion != "" {
+		t.Errorf("TLS over TCP: l7 %q, quic_version %q", r.L7, r.QUICVersion)
 	}
 }

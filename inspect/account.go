@@ -169,6 +169,9 @@ func (e *Engine) Counts() Counts {
 		FlowTableFlows: uint64(max(e.flows.live.Load(), 0)), FlowTableSize: uint64(len(e.flows.slots)),
 		HeldNow: uint64(max(s.heldNow.Load(), 0)), HeldPacketsNow: uint64(max(s.heldPacketsNow.Load(), 0)),
 	}
+	for i := range s.QUIC {
+		c.QUIC[i] = s.QUIC[i].Load()
+	}
 	for i := range s.MalformedKinds {
 		n := s.MalformedKinds[i].Load()
 		c.MalformedKinds[i] = n

@@ -25,9 +25,10 @@ import (
 // packets are dropped, the Resetter (if any) sends a RST to each end, and
 // every later packet of the flow is dropped until the flow expires.
 //
-// UDP: every datagram of the initiator is one DNS query, decided on its
-// own by its question names; the flow is never bypassed, and the responder's
-// datagrams pass.
+// UDP: a QUIC flow is held like a TCP one until its ClientHello is read
+// (see quic.go). Otherwise every datagram of the initiator is one DNS
+// query, decided on its own by its question names; the flow is never
+// bypassed, and the responder's datagrams pass.
 
 // Released is the verdict for a packet the engine held.
 type Released struct {
@@ -74,6 +75,9 @@ type deep struct {
 	http    l7.HTTPRequest
 	dns     l7.DNSQuery
 	facts   rules.Facts
+	quic    *l7.QUICOpener
+	qpkt    l7.QUICPacket
+	qframes l7.QUICFrames
 }
 
 func newDeep(c rules.InspectConfig, r Resetter) *deep {
@@ -84,6 +88,7 @@ func newDeep(c rules.InspectConfig, r Resetter) *deep {
 		released:   make([]Released, 0, 2*c.MaxPackets),
 		resetter:   r,
 		scratch:    make([]byte, 0, c.MaxBytes),
+		quic:       l7.NewQUICOpener(),
 	}
 }
 
@@ -138,15 +143,13 @@ func (e *Engine) ReleaseAll(now time.Time) {
 	e.deep.nextExpiry = math.MaxInt64
 }
 
-// startInspection sets up the new flow of w, whose verdict needs L7
-// facts, and judges its first packet.
-func (e *Engine) startInspection(w *work) Verdict {
+// startInspection sets up the new flow of w, whose verdict needs the L7
+// facts need, and judges its first packet.
+func (e *Engine) startInspection(w *work, need rules.L7) Verdict {
 	f, p := w.f, &w.p
 	e.stats.Inspected.Add(1)
 	if p.Proto == rules.ProtoUDP {
-		f.state = stateQuery
-		f.expires = w.clock + timeout(p, f.state)
-		return e.judgeQuery(w)
+		return e.startUDP(w, need)
 	}
 	if w.fromInit() && p.TCPFlags&(TCPFlagSYN|TCPFlagACK) == TCPFlagSYN {
 		f.state, f.packets = stateAwait, p.Seq+1
@@ -279,7 +282,7 @@ func (e *Engine) decidedVerdict(w *work) Verdict {
 
 // heldOf returns the hold of flow f, if it has one.
 func (e *Engine) heldOf(f *flow, k *flowKey) *hold {
-	if f.state != stateHeld {
+	if f.state != stateHeld && f.state != stateQUIC {
 		return nil
 	}
 	return e.deep.holds.get(f.packets, k)
@@ -368,7 +371,7 @@ func (e *Engine) release(w *work, hd *hold, facts *rules.Facts, reason string) {
 	t := w.t
 	d := e.decideInspected(t, &hd.tuple, facts, reason)
 	var f *flow
-	if g := e.flows.lookup(&hd.key, hd.hash, w.clock); g != nil && g.state == stateHeld && g.packets == uint32(hd.idx) {
+	if g := e.flows.lookup(&hd.key, hd.hash, w.clock); g != nil && (g.state == stateHeld || g.state == stateQUIC) && g.packets == uint32(hd.idx) {
 		f = g
 	}
 	allow := e.settleInspected(w, f, &d, &hd.tuple, hd.seen)
@@ -377,7 +380,7 @@ func (e *Engine) release(w *work, hd *hold, facts *rules.Facts, reason string) {
 		e.deep.released = append(e.deep.released, Released{ID: p.id, Mark: p.mark, Verdict: v})
 		e.count(v)
 	}
-	if !allow {
+	if !allow && hd.tuple.proto == rules.ProtoTCP {
 		e.reset(&hd.tuple, hd.base, hd.ack)
 	}
 	e.stats.heldPacketsNow.Add(-int64(len(hd.pkts)))
@@ -417,6 +420,9 @@ func (e *Engine) settleInspected(w *work, f *flow, d *decision, tu *tuple, packe
 	allow := e.settle(w.t, f, fi, d, packets)
 	if f != nil {
 		f.expires = w.clock + int64(tcpTimeout)
+		if tu.proto == rules.ProtoUDP {
+			f.expires = w.clock + int64(udpTimeout)
+		}
 		if !allow {
 			f.expires = w.clock + int64(droppedTimeout)
 		}
@@ -450,7 +456,7 @@ func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
 	if f == nil {
 		return
 	}
-	ev.L7 = f.Proto
+	ev.L7, ev.QUIC = f.Proto, f.QUIC
 	switch f.Proto {
 	case rules.L7TLS:
 		ev.SNI = string(f.SNI)

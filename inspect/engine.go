@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nfqguard/nfqguard/inspect/l7"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -107,6 +108,7 @@ type Event struct {
 	HTTPHost   string // HTTP Host (without port)
 	HTTPPath   string // HTTP path (without query)
 	HTTPMethod string
+	QUIC       uint32 // with L7 TLS: the QUIC version whose Initial carried the ClientHello; 0 over TCP
 	QName      string // the DNS question name that matched, else the first
 	QueryID    uint16 // DNS message id of a query decided on its own (UDP)
 }
@@ -171,6 +173,9 @@ type Stats struct {
 	AllowedQueries atomic.Uint64
 	BlockedQueries atomic.Uint64
 	Resets         atomic.Uint64 // dropped flows cut with RSTs
+	// QUIC counts QUIC outcomes by QUICInspected, QUICUnsupportedVersion
+	// and QUICVersionNegotiation.
+	QUIC [QUICOutcomes]atomic.Uint64
 
 	FastPath atomic.Uint64 // flows allowed onto the connmark fast path
 	Rejudged atomic.Uint64 // flows whose verdict a reloaded table changed
@@ -196,9 +201,10 @@ type Counts struct {
 	HeldDuplicates, HoldFull, Decided, Undecided uint64
 	Queries, AllowedQueries, BlockedQueries      uint64
 	Resets                                       uint64
-	Rejudged                                     uint64 // flows whose verdict a reloaded table changed
-	FlowTableFlows, FlowTableSize                uint64 // gauges: live flows, slots
-	HeldNow, HeldPacketsNow                      uint64 // gauges: flows and packets held now
+	QUIC                                         [QUICOutcomes]uint64 // indexed like Stats.QUIC
+	Rejudged                                     uint64               // flows whose verdict a reloaded table changed
+	FlowTableFlows, FlowTableSize                uint64               // gauges: live flows, slots
+	HeldNow, HeldPacketsNow                      uint64               // gauges: flows and packets held now
 }
 
 // Engine judges the packets of one queue. It is not safe for concurrent use:
@@ -291,6 +297,9 @@ func (e *Engine) judge(w *work) Verdict {
 	case stateQuery:
 		f.expires = w.clock + timeout(p, f.state)
 		return e.judgeQuery(w)
+	case stateQUIC:
+		f.expires = w.clock + timeout(p, f.state)
+		return e.inspectQUIC(w, l7.NeedMore)
 	}
 	f.expires = w.clock + timeout(p, f.state)
 	return e.inspectTCP(w)
@@ -329,7 +338,7 @@ func (e *Engine) judgeNew(w *work) Verdict {
 	w.f, w.fi = f, fi
 	fi.bytes, fi.gen = uint64(len(w.data)), uint32(t.Generation)
 	if d.need != 0 {
-		return e.startInspection(w)
+		return e.startInspection(w, d.need)
 	}
 	e.stats.Flows.Add(1)
 	allow := e.settle(t, f, fi, &d, 1)
@@ -516,7 +525,7 @@ func (e *Engine) count(v Verdict) Verdict {
 
 func timeout(p *Packet, s flowState) int64 {
 	switch s {
-	case stateDropped, stateAwait, stateAwaitMid, stateHeld:
+	case stateDropped, stateAwait, stateAwaitMid, stateHeld, stateQUIC:
 		// Until decided, an idle flow is forgotten soon, like a dropped
 		// one; if it comes back it is inspected from its next data.
 		return int64(droppedTimeout)

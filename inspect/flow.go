@@ -63,12 +63,13 @@ const (
 	stateDropped
 	// Deep inspection (see deep.go). In these states packets does not
 	// count packets: for stateAwait it is the sequence number of the
-	// initiator's first stream byte (ISN+1), for stateHeld the index of the
-	// flow's hold.
+	// initiator's first stream byte (ISN+1), for stateHeld and stateQUIC
+	// the index of the flow's hold.
 	stateAwait    // TCP, waiting for the initiator's first data
 	stateAwaitMid // the same, first seen after its SYN: the stream starts at the first data seen
 	stateHeld     // TCP, packets held while the fact is sought
 	stateQuery    // UDP, each datagram of the initiator decided as a DNS query
+	stateQUIC     // UDP, the initiator's datagrams held while its QUIC ClientHello is read
 )
 
 // flow is one slot of the flow table: 64 bytes, one cache line.

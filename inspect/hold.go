@@ -1,6 +1,9 @@
 package inspect
 
-import "github.com/nfqguard/nfqguard/rules"
+import (
+	"github.com/nfqguard/nfqguard/inspect/l7"
+	"github.com/nfqguard/nfqguard/rules"
+)
 
 // A held flow is one whose verdict waits for an L7 fact (TLS server name,
 // HTTP host, DNS name): the packets of its initiator that carry data are
@@ -41,6 +44,11 @@ type hold struct {
 	pkts  []heldPacket // packets whose verdicts are withheld, arrival order
 	bytes int          // payload bytes of the held packets
 	seen  uint32       // packets of the flow in both directions so far
+
+	// QUIC (stateQUIC): the CRYPTO stream, reassembled into buf, and the
+	// version of the Initial packets it came in (0 until one opened).
+	quic    l7.QUICCryptoStream
+	version uint32
 }
 
 // holdTable is a fixed pool of holds, allocated once: max_held_flows holds

@@ -44,6 +44,9 @@ func (e *Engine) begin(now time.Time) *work {
 // fromInit reports whether the packet was sent by its flow's initiator.
 func (w *work) fromInit() bool { return w.f.aIsInit == w.srcIsA }
 
+// payload is the packet's L4 payload.
+func (w *work) payload() []byte { return w.data[w.p.PayloadOff : w.p.PayloadOff+w.p.PayloadLen] }
+
 // sent is the packet's flow as the packet goes: from its source to its
 // destination.
 func (w *work) sent() tuple {

@@ -103,6 +103,10 @@ var (
 		"Flows that could not be held because max_held_flows flows were held already.", q)
 	descInspectDuplicates = desc("inspect_duplicates_total",
 		"Retransmissions of held bytes, dropped.", q)
+	descQUIC = desc("inspect_quic_total",
+		"QUIC outcomes: inspected (UDP flows held until their ClientHello was read), "+
+			"unsupported_version (flows that began with a QUIC version nfqguard cannot read, judged by [inspect] undecided), "+
+			"version_negotiation (Version Negotiation packets from the server of a held flow).", q, "result")
 	descDNSQueries = desc("dns_queries_total",
 		"DNS queries judged one by one, by verdict (accept or drop).", q, "verdict")
 	descResets = desc("resets_total",
@@ -222,7 +226,7 @@ var (
 		descFlows, descFlowsBlocked, descFlowsFastPath, descFlowsMidstream, descFlowsRejudged,
 		descInspectFlows, descInspectHeldFlows, descInspectHeldPackets, descInspectDecided,
 		descInspectHeldFlowsNow, descInspectHeldPacketsNow, descInspectHoldFull, descInspectDuplicates,
-		descDNSQueries, descResets,
+		descQUIC, descDNSQueries, descResets,
 		descMalformed, descICMPErrors, descForeignFlows,
 		descLatency,
 		descKernelDropped, descUserDropped, descENOBUFS, descRecvErrors, descVerdictErrors,
@@ -333,6 +337,9 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qs *queue.QueueSta
 	gauge(ch, descInspectHeldPacketsNow, float64(e.HeldPacketsNow), l)
 	counter(ch, descInspectHoldFull, e.HoldFull, l)
 	counter(ch, descInspectDuplicates, e.HeldDuplicates, l)
+	counter(ch, descQUIC, e.QUIC[inspect.QUICInspected], l, "inspected")
+	counter(ch, descQUIC, e.QUIC[inspect.QUICUnsupportedVersion], l, "unsupported_version")
+	counter(ch, descQUIC, e.QUIC[inspect.QUICVersionNegotiation], l, "version_negotiation")
 	counter(ch, descDNSQueries, e.AllowedQueries, l, "accept")
 	counter(ch, descDNSQueries, e.BlockedQueries, l, "drop")
 	counter(ch, descResets, e.Resets, l)

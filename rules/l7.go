@@ -60,6 +60,7 @@ const MaxFactNames = 4
 // only during JudgeFacts and keeps no reference to them.
 type Facts struct {
 	Proto  L7                   // the protocol seen: exactly one of L7TLS, L7HTTP, L7DNS
+	QUIC   uint32               // with L7TLS: the QUIC version whose Initial carried the ClientHello, 0 over TCP
 	SNI    []byte               // TLS server_name as sent (case and trailing dot as sent)
 	Host   []byte               // HTTP host without port/brackets (case as sent)
 	Path   []byte               // HTTP path without query
@@ -81,12 +82,13 @@ type l7Rule struct {
 }
 
 // applicable returns the protocols whose fields can apply to a flow of
-// class c: over UDP only DNS, so that a rule with only TLS or HTTP fields
+// class c: over UDP DNS, and TLS as QUIC carries it (tls_sni matches the
+// ClientHello of a QUIC Initial), so that a rule with only HTTP fields
 // never matches a UDP flow. (Rules with L7 fields match TCP and UDP
 // flows only, see parser.rule.)
 func (l *l7Rule) applicable(c protoSet) L7 {
 	if c == classUDP {
-		return l.protos & L7DNS
+		return l.protos & (L7DNS | L7TLS)
 	}
 	return l.protos
 }

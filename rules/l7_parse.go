@@ -17,8 +17,6 @@ func (p *parser) l7Fields(m map[string]any, at string, r *ruleSpec) {
 		switch {
 		case r.proto == "icmp":
 			p.errorf(key, `%s cannot be used with proto "icmp"`, k.name)
-		case r.proto == "udp" && k.l7 == L7TLS:
-			p.errorf(key, `%s cannot be used with proto "udp": TLS runs over TCP`, k.name)
 		case r.proto == "udp" && k.l7 == L7HTTP:
 			p.errorf(key, `%s cannot be used with proto "udp": HTTP/1.x runs over TCP`, k.name)
 		}

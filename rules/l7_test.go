@@ -50,15 +50,16 @@ func TestJudgeNeed(t *testing.T) {
 	}{
 		{"L7 rules before an L4 rule accumulate Need", https, m(Allow, "web-out", L7TLS|L7HTTP)},
 		{"v6 container", l7Query{Egress, ProtoTCP, 80, "2001:db8::7"}, m(Allow, "web-out", L7TLS|L7HTTP)},
-		{"UDP: only dns_qname applies, TLS-only rule skipped", dnsUDP, m(Allow, "dns-ok", L7DNS)},
+		{"UDP: dns_qname and tls_sni (QUIC) apply", dnsUDP, m(Allow, "dns-ok", L7DNS|L7TLS)},
 		{"DNS over TCP: dns-deny and sni-api", l7Query{Egress, ProtoTCP, 53, "172.17.0.53"}, m(Allow, RuleIDDefault, L7DNS|L7TLS)},
 		{"default carries Need and Container", l7Query{Egress, ProtoTCP, 22, "203.0.113.1"}, m(Allow, RuleIDDefault, L7TLS)},
-		{"UDP with no applicable L7 rule", l7Query{Egress, ProtoUDP, 443, "203.0.113.1"}, m(Allow, RuleIDDefault, 0)},
+		{"UDP: tls_sni of a proto any rule applies (QUIC)", l7Query{Egress, ProtoUDP, 443, "203.0.113.1"}, m(Allow, RuleIDDefault, L7TLS)},
+		{"UDP: a rule with only HTTP fields does not apply", l7Query{Ingress, ProtoUDP, 8080, "192.0.2.1"}, m(Drop, RuleIDDefault, 0)},
 		{"L7 rules take no ICMP", l7Query{Egress, ProtoICMP, 0, "203.0.113.1"}, m(Allow, RuleIDDefault, 0)},
 		{"L7 rule after an L4 rule is not consulted", l7Query{Ingress, ProtoTCP, 22, "192.0.2.1"}, m(Allow, "ssh-in", 0)},
 		{"HTTP fields", l7Query{Ingress, ProtoTCP, 8080, "192.0.2.1"}, m(Allow, "web-in", L7HTTP)},
 		{"TLS and DNS rule over TCP", l7Query{Ingress, ProtoTCP, 8443, "192.0.2.1"}, m(Drop, RuleIDDefault, L7TLS|L7DNS)},
-		{"TLS and DNS rule over UDP", l7Query{Ingress, ProtoUDP, 8443, "192.0.2.1"}, m(Drop, RuleIDDefault, L7DNS)},
+		{"TLS and DNS rule over UDP", l7Query{Ingress, ProtoUDP, 8443, "192.0.2.1"}, m(Drop, RuleIDDefault, L7DNS|L7TLS)},
 		{"no L7 rule matches the L4 key", l7Query{Ingress, ProtoTCP, 9999, "192.0.2.1"}, m(Drop, RuleIDDefault, 0)},
 	}
 	for _, tt := range tests {
@@ -90,6 +91,8 @@ func TestJudgeNeed(t *testing.T) {
 }
 
 func tlsFacts(sni string) *Facts { return &Facts{Proto: L7TLS, SNI: []byte(sni)} }
+
+func quicFacts(sni string) *Facts { return &Facts{Proto: L7TLS, QUIC: 1, SNI: []byte(sni)} }
 
 func httpFacts(host, path, method string) *Facts {
 	return &Facts{Proto: L7HTTP, Host: []byte(host), Path: []byte(path), Method: []byte(method)}
@@ -161,7 +164,8 @@ func TestJudgeFacts(t *testing.T) {
 		{"dns name as sni", https, tlsFacts("evil.example"), webOut},
 		{"sni as dns name", l7Query{Egress, ProtoTCP, 443, "172.17.0.53"}, dnsFacts("pastebin.com"), webOut},
 		{"http host as sni rule", l7Query{Egress, ProtoTCP, 22, "203.0.113.1"}, httpFacts("api.example.com", "/", "GET"), m(Allow, RuleIDDefault, -1)},
-		{"TLS facts on UDP: only dns_qname applies", l7Query{Ingress, ProtoUDP, 8443, "192.0.2.1"}, tlsFacts("a.internal"), m(Drop, RuleIDDefault, -1)},
+		{"TLS facts on UDP (QUIC)", l7Query{Ingress, ProtoUDP, 8443, "192.0.2.1"}, quicFacts("a.internal"), m(Allow, "internal", -1)},
+		{"HTTP facts on UDP: http fields never apply", l7Query{Ingress, ProtoUDP, 8080, "192.0.2.1"}, httpFacts("admin.example.com", "/admin", "POST"), m(Drop, RuleIDDefault, -1)},
 		{"DNS facts on UDP", l7Query{Ingress, ProtoUDP, 8443, "192.0.2.1"}, dnsFacts("a.com", "x.internal"), m(Allow, "internal", 1)},
 		{"TLS facts on TCP", l7Query{Ingress, ProtoTCP, 8443, "192.0.2.1"}, tlsFacts("x.internal"), m(Allow, "internal", -1)},
 		{"several protocols is a caller bug: no match", https, &Facts{Proto: L7TLS | L7HTTP, SNI: []byte("pastebin.com")}, webOut},
@@ -334,8 +338,6 @@ func TestL7ParseErrors(t *testing.T) {
 		{"integer in array", withL7(`http_method = ["GET", 1]`), "8:23", r + `http_method[1]: must be a string, got an integer (1)`},
 
 		// Protocols.
-		{"tls_sni with udp", withL7(`proto = "udp"`, `tls_sni = ["a.com"]`), "9:1",
-			r + `tls_sni: tls_sni cannot be used with proto "udp": TLS runs over TCP`},
 		{"http_host with udp", withL7(`proto = "udp"`, `http_host = ["a.com"]`), "9:1",
 			r + `http_host: http_host cannot be used with proto "udp": HTTP/1.x runs over TCP`},
 		{"http_path with udp", withL7(`proto = "udp"`, `http_path = ["/"]`), "9:1",
@@ -483,6 +485,7 @@ func TestL7Accepted(t *testing.T) {
 	// The UDP and proto "any" forms that are allowed.
 	for _, extra := range [][]string{
 		{`proto = "udp"`, `dns_qname = ["a.example"]`},
+		{`proto = "udp"`, `tls_sni = ["a.example"]`}, // QUIC
 		{`proto = "tcp"`, `dns_qname = ["a.example"]`},
 		{`proto = "any"`, `dns_qname = ["a.example"]`, `tls_sni = ["a.example"]`},
 		{`http_path = ["/"]`},

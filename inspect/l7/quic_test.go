@@ -2,11 +2,9 @@ package l7
 
 import (
 	"bytes"
-	"context"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
@@ -14,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nfqguard/nfqguard/inspect/internal/quictest"
 )
 
 // quicRFCDCID is the Destination Connection ID of the sample packets of
@@ -115,6 +115,17 @@ func tls13Label(label string, length int) []byte {
 	return append(b, 0)
 }
 
+// goQUICClientHello is the ClientHello of Go's crypto/tls as a QUIC client,
+// offering h3 (see quictest.ClientHello).
+func goQUICClientHello(t testing.TB, serverName string) []byte {
+	t.Helper()
+	hello, err := quictest.ClientHello(serverName, "h3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hello
+}
+
 // TestQUICOpenRFC opens the sample client Initial packets of RFC 9001 A.2
 // (v1) and RFC 9369 A.2 (v2) and reads the ClientHello in them.
 func TestQUICOpenRFC(t *testing.T) {
@@ -163,69 +174,8 @@ func TestQUICOpenRFC(t *testing.T) {
 	}
 }
 
-// sealQUICInitial builds a client Initial packet the way a client does
-// (RFC 9001 §5), padded with PADDING frames to pad bytes of packet if
-// pad > 0. first's low two bits must say pnLen-1. It is checked against
-// the RFC's sample packets before the tests use it.
-func sealQUICInitial(t testing.TB, version uint32, first byte, dcid, scid, token []byte, pn uint32, pnLen int, frames []byte, pad int) []byte {
-	t.Helper()
-	var k quicKeys
-	deriveQUICKeys(&k, version, dcid)
-	hdr := []byte{first}
-	hdr = binary.BigEndian.AppendUint32(hdr, version)
-	hdr = append(hdr, byte(len(dcid)))
-	hdr = append(hdr, dcid...)
-	hdr = append(hdr, byte(len(scid)))
-	hdr = append(hdr, scid...)
-	hdr = appendVarint(hdr, uint64(len(token)))
-	hdr = append(hdr, token...)
-	if pad > 0 {
-		// header + 2-byte length + pn + frames + tag = pad
-		if n := pad - len(hdr) - 2 - pnLen - len(frames) - quicTagLen; n > 0 {
-			frames = append(bytes.Clone(frames), make([]byte, n)...)
-		}
-	}
-	length := pnLen + len(frames) + quicTagLen
-	hdr = append(hdr, 0x40|byte(length>>8), byte(length)) // 2-byte varint
-	pnOffset := len(hdr)
-	for i := pnLen - 1; i >= 0; i-- {
-		hdr = append(hdr, byte(pn>>(8*i)))
-	}
-	nonce := k.iv
-	for i := range 8 {
-		nonce[4+i] ^= byte(uint64(pn) >> (56 - 8*i))
-	}
-	pkt := k.aead.Seal(bytes.Clone(hdr), nonce[:], frames, hdr)
-	if len(pkt) < pnOffset+4+16 {
-		return pkt // too short to protect the header: no sender sends this
-	}
-	var mask [16]byte
-	k.hp.Encrypt(mask[:], pkt[pnOffset+4:pnOffset+4+16])
-	pkt[0] ^= mask[0] & 0x0f
-	for i := range pnLen {
-		pkt[pnOffset+i] ^= mask[1+i]
-	}
-	return pkt
-}
-
-func appendVarint(b []byte, v uint64) []byte {
-	switch {
-	case v < 1<<6:
-		return append(b, byte(v))
-	case v < 1<<14:
-		return append(b, 0x40|byte(v>>8), byte(v))
-	case v < 1<<30:
-		return binary.BigEndian.AppendUint32(b, 0x80<<24|uint32(v))
-	}
-	return binary.BigEndian.AppendUint64(b, 0xc0<<56|v)
-}
-
-func cryptoFrame(offset uint64, data []byte) []byte {
-	b := appendVarint([]byte{0x06}, offset)
-	b = appendVarint(b, uint64(len(data)))
-	return append(b, data...)
-}
-
+// TestQUICSealerMatchesRFC proves the tests' packet builder: it must build
+// the RFC's sample packets byte for byte.
 func TestQUICSealerMatchesRFC(t *testing.T) {
 	crypto := readHex(t, "rfc9001-a2-crypto-frame.hex")
 	for _, c := range []struct {
@@ -233,7 +183,7 @@ func TestQUICSealerMatchesRFC(t *testing.T) {
 		version uint32
 		first   byte
 	}{{"rfc9001-a2-client-initial.hex", QUICv1, 0xc3}, {"rfc9369-a2-client-initial.hex", QUICv2, 0xd3}} {
-		got := sealQUICInitial(t, c.version, c.first, quicRFCDCID, nil, nil, 2, 4, crypto, 1200)
+		got := quictest.Seal(c.version, c.first, quicRFCDCID, nil, nil, 2, 4, crypto, 1200)
 		if want := readHex(t, c.file); !bytes.Equal(got, want) {
 			t.Errorf("%s: the test sealer does not build the RFC's packet:\n got %x\nwant %x", c.file, got[:48], want[:48])
 		}
@@ -243,7 +193,7 @@ func TestQUICSealerMatchesRFC(t *testing.T) {
 func TestQUICOpenRejects(t *testing.T) {
 	v1 := readHex(t, "rfc9001-a2-client-initial.hex")
 	mod := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(v1)) }
-	frames := cryptoFrame(0, []byte{1, 0, 0, 0})
+	frames := quictest.CryptoFrame(0, []byte{1, 0, 0, 0})
 	for _, c := range []struct {
 		name    string
 		pkt     []byte
@@ -271,8 +221,8 @@ func TestQUICOpenRejects(t *testing.T) {
 			b[0] = b[0]&^0x30 | 0x10 // v2's Initial type bits
 			return b
 		}), Malformed, QUICv2, QUICInitial},
-		{"reserved bits set", sealQUICInitial(t, QUICv1, 0xc4, []byte{1, 2, 3, 4, 5, 6, 7, 8}, nil, nil, 0, 1, frames, 1200), Malformed, QUICv1, QUICInitial},
-		{"no frames", sealQUICInitial(t, QUICv1, 0xc3, []byte{1, 2, 3, 4, 5, 6, 7, 8}, nil, nil, 0, 4, nil, 0), Malformed, QUICv1, QUICInitial},
+		{"reserved bits set", quictest.Seal(QUICv1, 0xc4, []byte{1, 2, 3, 4, 5, 6, 7, 8}, nil, nil, 0, 1, frames, 1200), Malformed, QUICv1, QUICInitial},
+		{"no frames", quictest.Seal(QUICv1, 0xc3, []byte{1, 2, 3, 4, 5, 6, 7, 8}, nil, nil, 0, 4, nil, 0), Malformed, QUICv1, QUICInitial},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var p QUICPacket
@@ -287,17 +237,17 @@ func TestQUICOpenRejects(t *testing.T) {
 	// A packet whose only payload is the 16-byte tag cannot be sampled;
 	// one with a single byte of payload can, and opens.
 	dcid := []byte{9, 9, 9, 9}
-	if st := NewQUICOpener().Open(sealQUICInitial(t, QUICv1, 0xc0, dcid, nil, nil, 0, 1, []byte{0x01, 0, 0}, 0), &QUICPacket{}); st != Done {
+	if st := NewQUICOpener().Open(quictest.Seal(QUICv1, 0xc0, dcid, nil, nil, 0, 1, []byte{0x01, 0, 0}, 0), &QUICPacket{}); st != Done {
 		t.Errorf("smallest packet that can be protected: %v, want Done", st)
 	}
-	if st := NewQUICOpener().Open(sealQUICInitial(t, QUICv1, 0xc0, dcid, nil, nil, 0, 1, []byte{0x01, 0}, 0), &QUICPacket{}); st != Malformed {
+	if st := NewQUICOpener().Open(quictest.Seal(QUICv1, 0xc0, dcid, nil, nil, 0, 1, []byte{0x01, 0}, 0), &QUICPacket{}); st != Malformed {
 		t.Errorf("packet too short for the sample: %v, want Malformed", st)
 	}
 }
 
 func TestQUICOpenHeaderFields(t *testing.T) {
 	dcid, scid, token := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, []byte{0xaa, 0xbb}, bytes.Repeat([]byte{0x55}, 70)
-	frames := cryptoFrame(5, []byte("hello"))
+	frames := quictest.CryptoFrame(5, []byte("hello"))
 	for _, pnLen := range []int{1, 2, 3, 4} {
 		for _, version := range []uint32{QUICv1, QUICv2} {
 			first := byte(0xc0)
@@ -306,7 +256,7 @@ func TestQUICOpenHeaderFields(t *testing.T) {
 			}
 			first |= byte(pnLen - 1)
 			pn := uint32(0x01020304) >> (8 * (4 - pnLen))
-			pkt := sealQUICInitial(t, version, first, dcid, scid, token, pn, pnLen, frames, 1200)
+			pkt := quictest.Seal(version, first, dcid, scid, token, pn, pnLen, frames, 1200)
 			// A coalesced packet follows the Initial.
 			datagram := append(bytes.Clone(pkt), 0xe0, 1, 2, 3)
 			var p QUICPacket
@@ -337,15 +287,15 @@ func TestQUICFrames(t *testing.T) {
 		status Status
 	}{
 		{"padding only", make([]byte, 10), nil, Done},
-		{"everything allowed", join([]byte{0x01}, cryptoFrame(3, []byte("def")), []byte{0, 0}, ack, cryptoFrame(0, []byte("abc")), ackECN, closeFrame),
+		{"everything allowed", join([]byte{0x01}, quictest.CryptoFrame(3, []byte("def")), []byte{0, 0}, ack, quictest.CryptoFrame(0, []byte("abc")), ackECN, closeFrame),
 			[]piece{{3, "def"}, {0, "abc"}}, Done},
-		{"two-byte offset", cryptoFrame(1000, []byte("x")), []piece{{1000, "x"}}, Done},
-		{"STREAM frame", join(cryptoFrame(0, []byte("a")), []byte{0x08, 0x00, 'x'}), []piece{{0, "a"}}, Malformed},
+		{"two-byte offset", quictest.CryptoFrame(1000, []byte("x")), []piece{{1000, "x"}}, Done},
+		{"STREAM frame", join(quictest.CryptoFrame(0, []byte("a")), []byte{0x08, 0x00, 'x'}), []piece{{0, "a"}}, Malformed},
 		{"HANDSHAKE_DONE", []byte{0x1e}, nil, Malformed},
 		{"application CONNECTION_CLOSE", []byte{0x1d, 0, 0}, nil, Malformed},
 		{"CRYPTO past the payload", []byte{0x06, 0x00, 0x05, 'a', 'b'}, nil, Malformed},
 		{"CRYPTO without length", []byte{0x06, 0x00}, nil, Malformed},
-		{"CRYPTO beyond 2^62-1", join([]byte{0x06}, appendVarint(nil, 1<<62-1), []byte{0x01, 'x'}), nil, Malformed},
+		{"CRYPTO beyond 2^62-1", join([]byte{0x06}, quictest.AppendVarint(nil, 1<<62-1), []byte{0x01, 'x'}), nil, Malformed},
 		{"ACK truncated", ack[:4], nil, Malformed},
 		{"ACK with a range count too large", []byte{0x02, 0x05, 0x00, 0x3f, 0x01, 0, 0}, nil, Malformed},
 		{"ACK_ECN without counts", ackECN[:6], nil, Malformed},
@@ -469,65 +419,6 @@ func TestQUICCryptoStream(t *testing.T) {
 	})
 }
 
-// goQUICClientHello returns the ClientHello Go's crypto/tls sends as a QUIC
-// client (the CRYPTO stream of the Initial packets): with Go 1.24+'s
-// default X25519MLKEM768 key share it is larger than one datagram.
-func goQUICClientHello(t testing.TB, serverName string) []byte {
-	t.Helper()
-	c := tls.QUICClient(&tls.QUICConfig{TLSConfig: &tls.Config{ServerName: serverName, NextProtos: []string{"h3"}, MinVersion: tls.VersionTLS13}})
-	params := []byte{0x01, 0x02, 0x40, 0x64} // max_idle_timeout = 100
-	c.SetTransportParameters(params)
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var hello []byte
-	for {
-		ev := c.NextEvent()
-		if ev.Kind == tls.QUICNoEvent {
-			break
-		}
-		if ev.Kind == tls.QUICWriteData && ev.Level == tls.QUICEncryptionLevelInitial {
-			hello = append(hello, ev.Data...)
-		}
-	}
-	if len(hello) == 0 {
-		t.Fatal("crypto/tls wrote no Initial data")
-	}
-	return hello
-}
-
-// quicHelloDatagrams splits hello into CRYPTO frames cut at cuts (offsets,
-// ascending), puts them into Initial packets of perPacket frames each (in
-// the order given by order, indexes of frames), padded to 1200 bytes.
-func quicHelloDatagrams(t testing.TB, version uint32, dcid, hello []byte, cuts []int, order []int, perPacket int) [][]byte {
-	t.Helper()
-	bounds := append(append([]int{0}, cuts...), len(hello))
-	var frames [][]byte
-	for i := 0; i+1 < len(bounds); i++ {
-		frames = append(frames, cryptoFrame(uint64(bounds[i]), hello[bounds[i]:bounds[i+1]]))
-	}
-	if order == nil {
-		for i := range frames {
-			order = append(order, i)
-		}
-	}
-	first := byte(0xc1)
-	if version == QUICv2 {
-		first = 0xd1
-	}
-	var out [][]byte
-	for i, pn := 0, uint32(0); i < len(order); i, pn = i+perPacket, pn+1 {
-		var payload []byte
-		for _, j := range order[i:min(i+perPacket, len(order))] {
-			payload = append(payload, frames[j]...)
-			payload = append(payload, 0x01) // a PING between, as Chrome's chaos protection does
-		}
-		out = append(out, sealQUICInitial(t, version, first, dcid, []byte{0x11, 0x22}, nil, pn, 2, payload, 1200))
-	}
-	return out
-}
-
 // readQUICHello opens each datagram, reassembles the CRYPTO stream and
 // parses the ClientHello once it is whole.
 func readQUICHello(t testing.TB, o *QUICOpener, s *QUICCryptoStream, datagrams [][]byte, out *ClientHello) Status {
@@ -586,7 +477,7 @@ func TestQUICClientHelloAcrossPackets(t *testing.T) {
 			{"SNI cut, every frame its own packet, last first", []int{sni + 1, sni + 5, mid, mid + 100}, nil, 1, true},
 		} {
 			t.Run(c.name, func(t *testing.T) {
-				ds := quicHelloDatagrams(t, version, dcid, hello, c.cuts, c.order, c.perPacket)
+				ds := quictest.Datagrams(version, dcid, hello, c.cuts, c.order, c.perPacket)
 				if len(ds) < 2 {
 					t.Fatalf("%d datagrams, want at least 2", len(ds))
 				}
@@ -617,7 +508,7 @@ func TestQUICClientHelloAcrossPackets(t *testing.T) {
 func TestQUICAllocs(t *testing.T) {
 	hello := goQUICClientHello(t, "example.org")
 	dcid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
-	ds := quicHelloDatagrams(t, QUICv1, dcid, hello, []int{len(hello) / 2}, nil, 1)
+	ds := quictest.Datagrams(QUICv1, dcid, hello, []int{len(hello) / 2}, nil, 1)
 	o := NewQUICOpener()
 	var s QUICCryptoStream
 	buf := make([]byte, 4096)
@@ -645,7 +536,7 @@ func TestQUICAllocs(t *testing.T) {
 
 func BenchmarkQUICClientHello(b *testing.B) {
 	hello := goQUICClientHello(b, "example.org")
-	ds := quicHelloDatagrams(b, QUICv1, []byte{1, 2, 3, 4, 5, 6, 7, 8}, hello, []int{len(hello) / 2}, nil, 1)
+	ds := quictest.Datagrams(QUICv1, []byte{1, 2, 3, 4, 5, 6, 7, 8}, hello, []int{len(hello) / 2}, nil, 1)
 	b.Run("known connection", func(b *testing.B) {
 		o := NewQUICOpener()
 		var s QUICCryptoStream
@@ -680,7 +571,7 @@ func FuzzQUICInitial(f *testing.F) {
 	f.Add(readHex(f, "rfc9001-a2-client-initial.hex"))
 	f.Add(readHex(f, "rfc9369-a2-client-initial.hex"))
 	hello := goQUICClientHello(f, "example.org")
-	for _, d := range quicHelloDatagrams(f, QUICv2, []byte{5, 5, 5, 5}, hello, []int{100, 700}, []int{1, 0, 2}, 3) {
+	for _, d := range quictest.Datagrams(QUICv2, []byte{5, 5, 5, 5}, hello, []int{100, 700}, []int{1, 0, 2}, 3) {
 		f.Add(d)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -707,7 +598,7 @@ func FuzzQUICInitial(f *testing.F) {
 func FuzzQUICFrames(f *testing.F) {
 	hello := goQUICClientHello(f, "example.org")
 	f.Add(readHex(f, "rfc9001-a2-crypto-frame.hex"))
-	f.Add(append(append(cryptoFrame(200, hello[200:]), 0x01, 0x00), cryptoFrame(0, hello[:200])...))
+	f.Add(append(append(quictest.CryptoFrame(200, hello[200:]), 0x01, 0x00), quictest.CryptoFrame(0, hello[:200])...))
 	f.Add([]byte{0x02, 0x05, 0x00, 0x02, 0x01, 0x00, 0x01, 0x00, 0x00, 0x1c, 0x0a, 0x00, 0x00})
 	f.Fuzz(walkQUICFrames)
 }
