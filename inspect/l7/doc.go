@@ -6,7 +6,9 @@
 // client's Initial packets (QUICOpener), walks their CRYPTO frames
 // (QUICFrames) and reassembles the ClientHello they carry (QUICCryptoStream,
 // in any order and split at any offset, across packets), which
-// ParseHandshakeClientHello then reads like one sent over TCP.
+// ParseHandshakeClientHello then reads like one sent over TCP. A parsed
+// ClientHello also gives its JA4 fingerprint (ClientHello.AppendJA4,
+// FoxIO's TLS client fingerprint), over TCP or QUIC.
 //
 // # Contract
 //
@@ -27,7 +29,9 @@
 // Done. Byte slices in outputs alias the input (HTTP) or the output struct
 // itself (DNS names); nothing is copied to the heap, and the common case
 // allocates nothing. Every length read from the wire is checked against the
-// input before it is used; no input makes a parser panic (fuzzed).
+// input before it is used; no input makes a parser panic (fuzzed). The same
+// holds for the JA4 fingerprint of a ClientHello: a pure function of the
+// parse result, allocation-free in the common case, and never a panic.
 //
 // The QUIC types keep state, by necessity: a QUICOpener caches the keys of
 // the last connections it saw (what Open returns is still a function of

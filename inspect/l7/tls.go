@@ -50,6 +50,40 @@ type ClientHello struct {
 	// reuses the capacity of out.ALPN, so a caller that reuses its
 	// ClientHello value parses without allocating after the first call.
 	ALPN [][]byte
+
+	// The fields below record what the JA4 fingerprint (AppendJA4) is
+	// computed from; they are filled in for every Done result.
+
+	// CipherSuites is the cipher_suites vector as sent, without its length:
+	// big-endian 2-byte values in wire order, GREASE and signalling values
+	// (0x00ff, 0x5600) included. After Done it is never empty and has an
+	// even length.
+	CipherSuites []byte
+	// Extensions holds the types of the first MaxExtensions extensions in
+	// wire order, GREASE included; Extensions[:min(NumExtensions,
+	// MaxExtensions)] is the part that is set.
+	Extensions [MaxExtensions]uint16
+	// NumExtensions is the number of extensions in the ClientHello, GREASE
+	// included. If it is above MaxExtensions, the types that did not fit in
+	// Extensions can only be read from RawExtensions.
+	NumExtensions int
+	// RawExtensions is the body of the extensions vector as sent, without
+	// its length: every extension's type, length and data. It is nil if the
+	// ClientHello has no extensions vector.
+	RawExtensions []byte
+	// SignatureAlgorithms is the supported_signature_algorithms list of the
+	// signature_algorithms extension (0x000d), without its length:
+	// big-endian 2-byte SignatureScheme values in wire order, GREASE
+	// included. It is nil if the extension is absent or its data is not one
+	// length-prefixed list of 2-byte values; if the extension appears more
+	// than once, the first one counts.
+	SignatureAlgorithms []byte
+	// HasSNI reports a server_name extension, even one without a host_name
+	// entry (then SNI is nil).
+	HasSNI bool
+	// HasALPN reports an application_layer_protocol_negotiation extension;
+	// ALPN then holds at least one name.
+	HasALPN bool
 }
 
 const (
@@ -71,11 +105,16 @@ const (
 	maxALPN = 16
 
 	extServerName          = 0x0000
+	extSignatureAlgorithms = 0x000d
 	extALPN                = 0x0010
 	extSupportedVersions   = 0x002b
 	extEncryptedClientHelo = 0xfe0d
 	sniHostName            = 0
 )
+
+// MaxExtensions is the number of extension types a ClientHello records in
+// its Extensions array. Real clients send about 20.
+const MaxExtensions = 64
 
 // isGREASE reports whether v is a GREASE value (RFC 8701): 0x?a?a with both
 // bytes equal.
@@ -104,6 +143,10 @@ func isGREASE(v uint16) bool {
 //     prefix of the same stream gives the same answer.
 //   - A duplicate server_name, supported_versions, ALPN or ECH extension,
 //     or two host_name entries, is Malformed (as crypto/tls servers do).
+//   - Other extensions, signature_algorithms included, are not validated:
+//     a malformed signature_algorithms extension leaves
+//     SignatureAlgorithms nil but does not make the hello Malformed, as no
+//     rule is written against it.
 //
 // If the ClientHello is in a single record (the common case) nothing is
 // copied or allocated. If it spans several records the fragments are copied
@@ -271,7 +314,7 @@ func parseClientHelloBody(body []byte, out *ClientHello) Status {
 		legacyVersion                  uint16
 		sessionID, suites, compression cryptobyte.String
 		exts                           cryptobyte.String
-		seenSNI, seenSV, seenALPN      bool
+		seenSV, seenSigAlgs            bool
 		maxVersion                     uint16
 	)
 	if !s.ReadUint16(&legacyVersion) || !s.Skip(32) ||
@@ -281,24 +324,30 @@ func parseClientHelloBody(body []byte, out *ClientHello) Status {
 		return Malformed
 	}
 	out.Version = legacyVersion
+	out.CipherSuites = suites[:len(suites):len(suites)]
 	if s.Empty() {
 		return Done // no extensions: a valid TLS 1.2 (or older) hello without SNI
 	}
 	if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
 		return Malformed
 	}
+	out.RawExtensions = exts[:len(exts):len(exts)]
 	for !exts.Empty() {
 		var typ uint16
 		var data cryptobyte.String
 		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
 			return Malformed
 		}
+		if out.NumExtensions < MaxExtensions {
+			out.Extensions[out.NumExtensions] = typ
+		}
+		out.NumExtensions++
 		switch typ {
 		case extServerName:
-			if seenSNI || !parseServerName(data, out) {
+			if out.HasSNI || !parseServerName(data, out) {
 				return Malformed
 			}
-			seenSNI = true
+			out.HasSNI = true
 		case extSupportedVersions:
 			var list cryptobyte.String
 			if seenSV || !data.ReadUint8LengthPrefixed(&list) || !data.Empty() ||
@@ -317,10 +366,10 @@ func parseClientHelloBody(body []byte, out *ClientHello) Status {
 			}
 		case extALPN:
 			var list cryptobyte.String
-			if seenALPN || !data.ReadUint16LengthPrefixed(&list) || !data.Empty() || list.Empty() {
+			if out.HasALPN || !data.ReadUint16LengthPrefixed(&list) || !data.Empty() || list.Empty() {
 				return Malformed
 			}
-			seenALPN = true
+			out.HasALPN = true
 			for !list.Empty() {
 				var proto cryptobyte.String
 				if !list.ReadUint8LengthPrefixed(&proto) || len(proto) == 0 {
@@ -330,6 +379,14 @@ func parseClientHelloBody(body []byte, out *ClientHello) Status {
 					out.ALPN = append(out.ALPN, proto[:len(proto):len(proto)])
 				}
 			}
+		case extSignatureAlgorithms:
+			// Recorded, not validated (see ParseClientHello): a bad list is
+			// left out rather than rejected.
+			var list cryptobyte.String
+			if !seenSigAlgs && data.ReadUint16LengthPrefixed(&list) && data.Empty() && len(list)%2 == 0 {
+				out.SignatureAlgorithms = list[:len(list):len(list)]
+			}
+			seenSigAlgs = true
 		case extEncryptedClientHelo:
 			if out.ECH {
 				return Malformed

@@ -538,6 +538,8 @@ func FuzzParseClientHello(f *testing.F) {
 		f.Add(reframe(hs, 0x0303, 1, 200))
 		f.Add(reframe(hs, 0x0301, len(hs)/3, len(hs)/3))
 	}
+	f.Add(ja4SpecHello(f, true).bytes())
+	f.Add(ja4Hello{legacy: 0x0303, ciphers: []uint16{0x0a0a}, exts: []tlsExt{ja4ALPNExt("\xba\xad"), ja4SigAlgsExt()}}.bytes())
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -546,11 +548,31 @@ func FuzzParseClientHello(f *testing.F) {
 		st := ParseClientHello(b, &out)
 		st2 := ParseClientHelloScratch(b, scratch, &out2)
 		if st != st2 || !bytes.Equal(out.SNI, out2.SNI) || out.ECH != out2.ECH || out.Version != out2.Version ||
-			len(out.ALPN) != len(out2.ALPN) {
+			len(out.ALPN) != len(out2.ALPN) || !bytes.Equal(out.CipherSuites, out2.CipherSuites) ||
+			out.Extensions != out2.Extensions || out.NumExtensions != out2.NumExtensions ||
+			!bytes.Equal(out.RawExtensions, out2.RawExtensions) ||
+			!bytes.Equal(out.SignatureAlgorithms, out2.SignatureAlgorithms) ||
+			out.HasSNI != out2.HasSNI || out.HasALPN != out2.HasALPN {
 			t.Fatalf("ParseClientHello %v %+v != ParseClientHelloScratch %v %+v", st, out, st2, out2)
 		}
-		if st != Done && (out.SNI != nil || out.ECH || out.Version != 0 || len(out.ALPN) != 0) {
+		if st != Done && (out.SNI != nil || out.ECH || out.Version != 0 || len(out.ALPN) != 0 ||
+			out.CipherSuites != nil || out.NumExtensions != 0 || out.Extensions != [MaxExtensions]uint16{} ||
+			out.RawExtensions != nil || out.SignatureAlgorithms != nil || out.HasSNI || out.HasALPN) {
 			t.Fatalf("%v with a result %+v", st, out)
+		}
+		// JA4 never panics (not even on a result that is not Done), has a
+		// fixed length, is deterministic, agrees with the scratch parse and
+		// with the plain reference computation.
+		ja4 := out.AppendJA4(nil, JA4TCP)
+		raw := out.AppendJA4Raw(nil, JA4QUIC)
+		if len(ja4) != JA4Len || string(out.AppendJA4(nil, JA4TCP)) != string(ja4) ||
+			string(out2.AppendJA4(nil, JA4TCP)) != string(ja4) || string(raw[1:10]) != string(ja4[1:10]) {
+			t.Fatalf("JA4 %s, again %s, scratch parse %s, JA4_r %s", ja4, out.AppendJA4(nil, JA4TCP), out2.AppendJA4(nil, JA4TCP), raw)
+		}
+		if st == Done {
+			if ref, refRaw := refJA4(t, &out, JA4QUIC); "q"+string(ja4[1:]) != ref || string(raw) != refRaw {
+				t.Fatalf("JA4 %s, JA4_r %s; reference %s, %s", ja4, raw, ref, refRaw)
+			}
 		}
 		if (out.SNI != nil) != (out2.SNI != nil) {
 			t.Fatalf("SNI nil-ness differs")
@@ -580,7 +602,8 @@ func FuzzParseClientHello(f *testing.F) {
 			if ps != st {
 				t.Fatalf("prefix %d: %v, whole input: %v", i, ps, st)
 			}
-			if ps == Done && (!bytes.Equal(p.SNI, out.SNI) || p.Version != out.Version || p.ECH != out.ECH) {
+			if ps == Done && (!bytes.Equal(p.SNI, out.SNI) || p.Version != out.Version || p.ECH != out.ECH ||
+				string(p.AppendJA4(nil, JA4TCP)) != string(ja4)) {
 				t.Fatalf("prefix %d: %+v, whole input: %+v", i, p, out)
 			}
 		}
