@@ -31,6 +31,7 @@ type ruleSpec struct {
 	// L7 fields, normalised; nil when absent.
 	l7     L7 // protocols the rule has fields for; 0: none
 	sni    []namePattern
+	ja4    []ja4Pattern
 	host   []namePattern
 	path   []string
 	method []string
@@ -110,7 +111,7 @@ func (t *Table) compileRule(rs *ruleSpec) rule {
 	if rs.l7 != 0 {
 		r.action = 0 // see rule.action
 		t.l7 = append(t.l7, l7Rule{action: rs.action, protos: rs.l7,
-			sni: rs.sni, host: rs.host, path: rs.path, method: rs.method, qname: rs.qname})
+			sni: rs.sni, ja4: rs.ja4, host: rs.host, path: rs.path, method: rs.method, qname: rs.qname})
 	}
 	for _, p := range rs.peers {
 		if p.Addr().Is6() {

@@ -291,6 +291,7 @@ var ruleKeys = keyTable{path: "container.rule", header: "[[container.rule]]", ke
 	{name: "action"},
 	{name: "log"},
 	{name: "tls_sni", l7: L7TLS},
+	{name: "tls_ja4", l7: L7TLS},
 	{name: "http_host", l7: L7HTTP},
 	{name: "http_path", l7: L7HTTP},
 	{name: "http_method", l7: L7HTTP},

@@ -77,6 +77,7 @@ egress = "allow"
   action = "drop"
   log = true
   tls_sni = ["example.com"]
+  tls_ja4 = ["t13d1516h2_*"]
   http_host = ["example.com"]
   http_path = ["/x"]
   http_method = ["GET"]

@@ -10,7 +10,8 @@ import (
 // L7 is a set of application protocols that deep inspection recognises.
 type L7 uint8
 
-// Protocols. A rule's L7 fields are grouped by them: tls_sni is TLS;
+// Protocols. A rule's L7 fields are grouped by them: tls_sni and tls_ja4
+// are TLS;
 // http_host, http_path and http_method are HTTP (HTTP/1.x); dns_qname is
 // DNS.
 const (
@@ -62,6 +63,7 @@ type Facts struct {
 	Proto  L7                   // the protocol seen: exactly one of L7TLS, L7HTTP, L7DNS
 	QUIC   uint32               // with L7TLS: the QUIC version whose Initial carried the ClientHello, 0 over TCP
 	SNI    []byte               // TLS server_name as sent (case and trailing dot as sent)
+	JA4    []byte               // with L7TLS: the ClientHello's JA4 fingerprint (36 bytes)
 	Host   []byte               // HTTP host without port/brackets (case as sent)
 	Path   []byte               // HTTP path without query
 	Method []byte               // HTTP method as sent
@@ -75,6 +77,7 @@ type l7Rule struct {
 	action Action // the rule's; rule.action is 0
 	protos L7     // protocols the rule has fields for
 	sni    []namePattern
+	ja4    []ja4Pattern
 	host   []namePattern
 	path   []string
 	method []string
@@ -99,7 +102,8 @@ func (l *l7Rule) applicable(c protoSet) L7 {
 func (l *l7Rule) match(c protoSet, f *Facts) (name int8, ok bool) {
 	switch l.applicable(c) & f.Proto {
 	case L7TLS:
-		return -1, namesMatch(l.sni, f.SNI)
+		return -1, (l.sni == nil || namesMatch(l.sni, f.SNI)) &&
+			(l.ja4 == nil || ja4Match(l.ja4, f.JA4))
 	case L7HTTP:
 		return -1, (l.host == nil || hostsMatch(l.host, f.Host)) &&
 			(l.path == nil || pathsMatch(l.path, f.Path)) &&

@@ -31,6 +31,10 @@ func (p *parser) l7Fields(m map[string]any, at string, r *ruleSpec) {
 				if np, ok := p.namePattern(key, s, false); ok {
 					r.sni = append(r.sni, np)
 				}
+			case "tls_ja4":
+				if jp, ok := p.ja4Pattern(key, s); ok {
+					r.ja4 = append(r.ja4, jp)
+				}
 			case "http_host":
 				if np, ok := p.namePattern(key, s, true); ok {
 					r.host = append(r.host, np)

@@ -176,6 +176,13 @@ func formatL7(r *ruleSpec) string {
 		}
 	}
 	add("tls_sni", names(r.sni))
+	if len(r.ja4) > 0 {
+		ja4 := make([]string, len(r.ja4))
+		for i := range r.ja4 {
+			ja4[i] = r.ja4[i].String()
+		}
+		add("tls_ja4", ja4)
+	}
 	add("http_host", names(r.host))
 	add("http_path", paths)
 	add("http_method", r.method)
