@@ -167,6 +167,7 @@ func (r *rec) encode(e *encoder) {
 	e.strOmit("l7", r.L7)
 	e.strOmit("quic_version", r.QUICVersion)
 	e.strOmit("sni", r.SNI)
+	e.strOmit("ja4", r.JA4)
 	e.boolOmit("ech", r.ECH)
 	e.strOmit("http_host", r.HTTPHost)
 	e.strOmit("http_path", r.HTTPPath)

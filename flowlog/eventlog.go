@@ -52,6 +52,7 @@ type Record struct {
 	L7          string `json:"l7,omitempty"`           // "tls", "quic" (TLS in QUIC), "http" or "dns"
 	QUICVersion string `json:"quic_version,omitempty"` // with l7 "quic": "v1", "v2"
 	SNI         string `json:"sni,omitempty"`
+	JA4         string `json:"ja4,omitempty"` // the ClientHello's JA4 fingerprint (TLS and QUIC)
 	ECH         bool   `json:"ech,omitempty"` // sni is the ECH outer (public) name
 	HTTPHost    string `json:"http_host,omitempty"`
 	HTTPPath    string `json:"http_path,omitempty"`
@@ -111,7 +112,7 @@ func (r *rec) fill(ev *inspect.Event) {
 		Image:      ev.Image,
 		Published:  ev.Published,
 
-		SNI: ev.SNI, ECH: ev.ECH, HTTPHost: ev.HTTPHost, HTTPPath: ev.HTTPPath, HTTPMethod: ev.HTTPMethod,
+		SNI: ev.SNI, JA4: ev.JA4, ECH: ev.ECH, HTTPHost: ev.HTTPHost, HTTPPath: ev.HTTPPath, HTTPMethod: ev.HTTPMethod,
 		QName: ev.QName, QueryID: ev.QueryID,
 	}
 	r.src, r.dst = netip.Addr{}, netip.Addr{}

@@ -410,7 +410,10 @@ func TestJSONCompat(t *testing.T) {
 		e.L7, e.SNI, e.ECH = rules.L7TLS, "public.example", true
 		e.Reason = "<script>&\"quote\"\\ \x01\x7f\u2028\u2029 \xff\xfe é"
 	})
-	add(func(e *inspect.Event) { e.L7, e.SNI, e.QUIC, e.Proto = rules.L7TLS, "quic.example", 0x6b3343cf, 17 })
+	add(func(e *inspect.Event) {
+		e.L7, e.SNI, e.QUIC, e.Proto = rules.L7TLS, "quic.example", 0x6b3343cf, 17
+		e.JA4 = "q13d0312h3_55b375c5d22e_aaaaaaaaaaaa"
+	})
 	add(func(e *inspect.Event) { e.L7, e.SNI, e.QUIC, e.Proto = rules.L7TLS, "quic.example", 0xff00001d, 17 })
 	add(func(e *inspect.Event) {
 		e.L7, e.HTTPHost, e.HTTPPath, e.HTTPMethod = rules.L7HTTP|rules.L7TLS, "h", "/p?<&>", "POST"

@@ -16,10 +16,13 @@ import (
 // verdicts are withheld while their bytes are reassembled in order; the
 // responder's packets pass meanwhile (so a server that speaks first is not
 // stalled). Each time the in-order prefix grows, the parsers the candidate
-// rules need run over it from its start. When one finds its fact the flow
-// is decided by it; when the fact cannot be had (another protocol, a
-// malformed message, a ClientHello without server name, the budget spent,
-// the connection closed) the flow gets [inspect] undecided. Then every held
+// rules need run over it from its start. When one reads its message whole
+// the flow is decided by what it found: a field the message does not
+// carry (a ClientHello without server name, a request without Host) is
+// absent, a fact no value of that field matches, so the rules go on to the
+// next. When the message cannot be read (another protocol, malformed, the
+// budget spent, the connection closed) the flow gets [inspect] undecided.
+// Then every held
 // packet is released with the verdict, in arrival order, and an allowed
 // flow moves to the connmark fast path. A dropped flow is cut: its held
 // packets are dropped, the Resetter (if any) sends a RST to each end, and
@@ -48,8 +51,6 @@ type Resetter interface {
 // Reasons an inspected flow (or DNS query) was decided by [inspect]
 // undecided.
 const (
-	reasonNoSNI      = "undecided: TLS ClientHello without server name"
-	reasonNoHost     = "undecided: HTTP request without Host"
 	reasonNoQuestion = "undecided: DNS query without question"
 	reasonNotProto   = "undecided: not the protocol the rules inspect"
 	reasonMalformed  = "undecided: malformed"
@@ -71,6 +72,7 @@ type deep struct {
 
 	// Parser outputs, reused so that parsing allocates nothing.
 	hello   l7.ClientHello
+	ja4     [l7.JA4Len]byte // the fingerprint of hello, which facts.JA4 points into
 	scratch []byte
 	http    l7.HTTPRequest
 	dns     l7.DNSQuery
@@ -303,10 +305,10 @@ func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
 	if need&rules.L7TLS != 0 {
 		switch l7.ParseClientHelloScratch(s, dp.scratch[:0], &dp.hello) {
 		case l7.Done:
-			if dp.hello.SNI == nil {
-				return nil, reasonNoSNI
-			}
+			// A ClientHello without server name is judged so: no
+			// tls_sni value matches it (absent is a fact, not undecided).
 			f.Proto, f.SNI = rules.L7TLS, dp.hello.SNI
+			f.JA4 = dp.hello.AppendJA4(dp.ja4[:0], l7.JA4TCP)
 			return f, ""
 		case l7.NeedMore:
 			waiting = true
@@ -317,9 +319,7 @@ func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
 	if need&rules.L7HTTP != 0 {
 		switch l7.ParseHTTPRequest(s, &dp.http) {
 		case l7.Done:
-			if dp.http.Host == nil {
-				return nil, reasonNoHost
-			}
+			// A request without Host: no http_host value matches it.
 			f.Proto = rules.L7HTTP
 			f.Host, f.Path, f.Method = dp.http.HostName(), dp.http.Path(), dp.http.Method
 			return f, ""
@@ -459,7 +459,7 @@ func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
 	ev.L7, ev.QUIC = f.Proto, f.QUIC
 	switch f.Proto {
 	case rules.L7TLS:
-		ev.SNI = string(f.SNI)
+		ev.SNI, ev.JA4 = string(f.SNI), string(f.JA4)
 	case rules.L7HTTP:
 		ev.HTTPHost, ev.HTTPPath, ev.HTTPMethod = string(f.Host), string(f.Path), string(f.Method)
 	case rules.L7DNS:

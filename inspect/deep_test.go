@@ -327,9 +327,7 @@ func TestDeepUndecided(t *testing.T) {
 		flags  uint8
 		reason string
 	}{
-		{"TLS without SNI", noSNI, 0, reasonNoSNI},
 		{"another protocol", []byte("SSH-2.0-OpenSSH_9.6\r\n"), 0, reasonNotProto},
-		{"HTTP without Host", []byte("GET / HTTP/1.0\r\n\r\n"), 0, reasonNoHost},
 		{"closed early", noSNI[:20], TCPFlagFIN, reasonClosed},
 		{"malformed TLS", []byte{0x16, 0x02, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5}, 0, reasonMalformed},
 	}
@@ -347,6 +345,68 @@ func TestDeepUndecided(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestDeepAbsentFields: a whole ClientHello without server name, or a
+// whole request without Host, is judged with the field absent: no value of
+// it matches, so a deny-list lets it through and an allow-list drops it,
+// by the rules, not by [inspect] undecided.
+func TestDeepAbsentFields(t *testing.T) {
+	allowList := `
+[inspect]
+max_packets = 4
+
+[defaults]
+egress = "drop"
+
+[[container]]
+name = "app"
+ips = ["172.17.0.5"]
+
+  [[container.rule]]
+  id = "only-github"
+  direction = "egress"
+  proto = "tcp"
+  ports = ["443", "80"]
+  tls_sni = ["github.com"]
+  http_host = ["github.com"]
+  action = "allow"
+`
+	noSNI, noHost := clientHello(t, ""), []byte("GET /raw/x HTTP/1.0\r\n\r\n")
+	for _, c := range []struct {
+		name, config string
+		stream       []byte
+		allow        bool
+		rule         string
+	}{
+		{"deny-list, ClientHello without SNI", deepConfig, noSNI, true, "web-allowed"},
+		{"deny-list, request without Host", deepConfig, noHost, true, "web-allowed"},
+		{"allow-list, ClientHello without SNI", allowList, noSNI, false, rules.RuleIDDefault},
+		{"allow-list, request without Host", allowList, noHost, false, rules.RuleIDDefault},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newDeepRig(t, c.config)
+			conn := r.dial("198.51.100.7", 42100, 443)
+			conn.handshake()
+			got := conn.data(0, c.stream, 0)
+			wantReleased(t, got, c.allow, got.id)
+			if n := r.e.Stats().Undecided.Load(); n != 0 {
+				t.Fatalf("%d flows undecided, want the rules to judge", n)
+			}
+			if !c.allow && len(r.rec.events) == 0 {
+				t.Fatal("a dropped flow was not logged")
+			}
+			if len(r.rec.events) > 0 {
+				ev := r.rec.events[0]
+				if ev.RuleID != c.rule || ev.SNI != "" || ev.HTTPHost != "" || ev.Reason != "" {
+					t.Fatalf("event %+v, want rule %s with the field absent", ev, c.rule)
+				}
+				if ev.L7 == rules.L7TLS && len(ev.JA4) != 36 {
+					t.Fatalf("TLS event without its JA4: %+v", ev)
+				}
+			}
+		})
 	}
 }
 

@@ -103,7 +103,8 @@ type Event struct {
 	// inspected flow was decided by [inspect] undecided (RuleID
 	// "undecided").
 	L7         rules.L7
-	SNI        string // TLS server name as sent
+	SNI        string // TLS server name as sent; "" when the ClientHello has none
+	JA4        string // with L7 TLS: the ClientHello's JA4 fingerprint
 	ECH        bool   // SNI is the outer name of an Encrypted Client Hello
 	HTTPHost   string // HTTP Host (without port)
 	HTTPPath   string // HTTP path (without query)

@@ -23,7 +23,8 @@ import (
 // cannot open (counted: a client cannot pass an SNI rule by offering a
 // version nobody reads), reasonMalformed when it is a v1/v2 Initial that
 // does not decrypt. Later Initials (after a Retry, or retransmitted) follow
-// the flow's verdict.
+// the flow's verdict. A ClientHello without server name is judged with
+// the name absent, as over TCP.
 
 // reasonQUICVersion is the undecided reason of a flow that starts with a
 // QUIC long header of a version nfqguard does not open.
@@ -182,11 +183,9 @@ func (e *Engine) readQUIC(hd *hold, payload []byte, st l7.Status) (*rules.Facts,
 	}
 	switch l7.ParseHandshakeClientHello(hd.quic.Prefix(), &dp.hello) {
 	case l7.Done:
-		if dp.hello.SNI == nil {
-			return nil, reasonNoSNI
-		}
 		f := &dp.facts
-		*f = rules.Facts{Proto: rules.L7TLS, QUIC: hd.version, SNI: dp.hello.SNI}
+		*f = rules.Facts{Proto: rules.L7TLS, QUIC: hd.version, SNI: dp.hello.SNI,
+			JA4: dp.hello.AppendJA4(dp.ja4[:0], l7.JA4QUIC)}
 		return f, ""
 	case l7.Malformed:
 		return nil, reasonMalformed

@@ -190,7 +190,6 @@ func TestQUICUndecided(t *testing.T) {
 	tampered[len(tampered)-1] ^= 1
 	unknown := bytes.Clone(ds[0])
 	copy(unknown[1:5], []byte{0xff, 0, 0, 0x1d})
-	noSNI := quictest.Datagrams(quictest.V1, dcid, quicHello(t, ""), []int{600}, nil, 1)
 	for _, c := range []struct {
 		name   string
 		ds     [][]byte
@@ -202,7 +201,6 @@ func TestQUICUndecided(t *testing.T) {
 		{"unknown version", [][]byte{unknown}, reasonQUICVersion, false},
 		{"an Initial that does not decrypt", [][]byte{append([]byte{0xc0}, tampered[1:]...)}, reasonMalformed, false},
 		{"tampered second packet", [][]byte{ds[0], tampered}, reasonMalformed, true},
-		{"no server name", noSNI, reasonNoSNI, true},
 		{"max_packets spent", [][]byte{ds[0], ds[0], ds[0], ds[0]}, reasonPackets, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -247,6 +245,17 @@ func TestQUICUndecided(t *testing.T) {
 			t.Fatalf("events %+v", ev)
 		}
 	})
+}
+
+// TestQUICAbsentSNI: a QUIC ClientHello without server name passes the
+// deny-list, by the next rule.
+func TestQUICAbsentSNI(t *testing.T) {
+	r := newDeepRig(t, quicConfig)
+	hello := quicHello(t, "")
+	quicHeldThenReleased(t, r.quicDial("198.51.100.7", 40010, 443), quictest.Datagrams(quictest.V1, []byte{2, 2, 2, 2}, hello, []int{600}, nil, 1), true)
+	if ev := r.rec.events; len(ev) != 1 || ev[0].RuleID != "quic-out" || ev[0].SNI != "" || !strings.HasPrefix(ev[0].JA4, "q13i") {
+		t.Fatalf("events %+v, want quic-out with no SNI and a q13i… JA4", ev)
+	}
 }
 
 // TestQUICOrDNS: a UDP port whose rules need both tls_sni and dns_qname

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/flowlog"
+	"github.com/nfqguard/nfqguard/inspect/l7"
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
 	"github.com/nfqguard/nfqguard/queue"
@@ -249,4 +252,112 @@ func established(t *testing.T, l *netlab.Lab, ns string, port uint16) string {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return out
+}
+
+// goClientJA4 is the JA4 fingerprint of the ClientHello crypto/tls sends
+// with the lab's TLS client settings and maxVersion, read with nfqguard's
+// own parser from a handshake over a pipe.
+func goClientJA4(t *testing.T, serverName string, maxVersion uint16) string {
+	t.Helper()
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		defer client.Close()
+		_ = tls.Client(client, &tls.Config{ServerName: serverName, InsecureSkipVerify: true, MaxVersion: maxVersion}).Handshake()
+	}()
+	hdr := make([]byte, 5)
+	_, err := io.ReadFull(server, hdr)
+	must(t, err)
+	rec := append(hdr, make([]byte, int(hdr[3])<<8|int(hdr[4]))...)
+	_, err = io.ReadFull(server, rec[5:])
+	must(t, err)
+	var h l7.ClientHello
+	if st := l7.ParseClientHello(rec, &h); st != l7.Done {
+		t.Fatalf("ParseClientHello of crypto/tls's hello: %v", st)
+	}
+	return string(h.AppendJA4(nil, l7.JA4TCP))
+}
+
+// TestTLSJA4 drops one kind of client by its JA4 fingerprint and lets
+// another through, on the same name and port.
+func TestTLSJA4(t *testing.T) {
+	t.Parallel()
+	l := netlabtest.New(t, netlab.Options{})
+	web, out := l.Containers[0], l.Outside
+	must(t, l.ServeTLS(l.Out, ap(out, 443)))
+	old, cur := goClientJA4(t, "example.org", tls.VersionTLS12), goClientJA4(t, "example.org", 0)
+	if old[:10] == cur[:10] {
+		t.Fatalf("TLS 1.2 and 1.3 clients share JA4 prefix %s: nothing to tell apart", old[:10])
+	}
+	cfg := strings.Replace(quicConfig, `tls_sni = ["pastebin.com", "*.paste.ee"]`, `tls_ja4 = ["`+old[:10]+`_*"]`, 1)
+	e := startTestEngine(t, l, cfg)
+
+	start := time.Now()
+	_, err := l.TLSHandshakeVersion(web.NS, ap(out, 443), "example.org", 1, tls.VersionTLS12, l7Timeout)
+	if err == nil || !errors.Is(err, syscall.ECONNRESET) || time.Since(start) > 3*time.Second {
+		t.Errorf("TLS 1.2 client (JA4 %s): %v, want reset at once", old, err)
+	}
+	r, ok := e.waitRecord(5*time.Second, func(r flowlog.Record) bool { return r.Event == "blocked" && r.Proto == "tcp" })
+	if !ok || r.Rule != "no-pastebins" || r.JA4 != old || r.L7 != "tls" || r.SNI != "example.org" {
+		t.Errorf("record %+v (found %v), want blocked by no-pastebins with ja4 %s", r, ok, old)
+	}
+	if got, err := l.TLSHandshakeVersion(web.NS, ap(out, 443), "example.org", 1, 0, l7Timeout); err != nil || got != "example.org" {
+		t.Errorf("TLS 1.3 client (JA4 %s): %q, %v; want allowed", cur, got, err)
+	}
+	e.stopClean()
+}
+
+// TestTLSAbsentSNI: an HTTPS call to an IP address (no server name in its
+// ClientHello) passes a deny-list of names and is dropped by an
+// allow-list, by the rules rather than by [inspect] undecided.
+func TestTLSAbsentSNI(t *testing.T) {
+	t.Parallel()
+	l := netlabtest.New(t, netlab.Options{})
+	web, out := l.Containers[0], l.Outside
+	must(t, l.ServeTLS(l.Out, ap(out, 443)))
+
+	deny := startTestEngine(t, l, l7Config)
+	if got, err := l.TLSHandshake(web.NS, ap(out, 443), "", 1, l7Timeout); err != nil || got != "" {
+		t.Errorf("deny-list: an IP-literal call: %q, %v; want allowed", got, err)
+	}
+	if got, err := l.TLSHandshake(web.NS, ap(out, 443), "pastebin.com", 1, l7Timeout); err == nil {
+		t.Errorf("deny-list: pastebin.com allowed (server saw %q)", got)
+	}
+	deny.stopClean()
+
+	allowList := `
+[engine]
+queue = 0
+workers = 1
+
+[defaults]
+ingress = "allow"
+egress = "drop"
+
+[[container]]
+name = "web"
+ips = ["172.17.0.2"]
+
+  [[container.rule]]
+  id = "only-example"
+  direction = "egress"
+  proto = "tcp"
+  ports = ["443"]
+  tls_sni = ["example.org"]
+  action = "allow"
+`
+	allow := startTestEngine(t, l, allowList)
+	if got, err := l.TLSHandshake(web.NS, ap(out, 443), "example.org", 1, l7Timeout); err != nil || got != "example.org" {
+		t.Errorf("allow-list: example.org: %q, %v; want allowed", got, err)
+	}
+	start := time.Now()
+	_, err := l.TLSHandshake(web.NS, ap(out, 443), "", 1, l7Timeout)
+	if !errors.Is(err, syscall.ECONNRESET) || time.Since(start) > 3*time.Second {
+		t.Errorf("allow-list: an IP-literal call: %v, want reset at once", err)
+	}
+	r, ok := allow.waitRecord(5*time.Second, func(r flowlog.Record) bool { return r.Event == "blocked" && r.DstPort == 443 })
+	if !ok || r.Rule != "default" || r.Reason != "" || r.SNI != "" || r.L7 != "tls" || len(r.JA4) != 36 {
+		t.Errorf("allow-list: record %+v (found %v), want blocked by the default with no SNI and a JA4", r, ok)
+	}
+	allow.stopClean()
 }

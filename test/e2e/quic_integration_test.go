@@ -192,7 +192,8 @@ func TestQUIC(t *testing.T) {
 				if c.allow {
 					wantRule, wantEvent = "quic-out", "allowed"
 				}
-				if r.Event != wantEvent || r.Rule != wantRule || r.L7 != "quic" || r.QUICVersion != version || r.SNI != c.sni || r.Container != "web" {
+				if r.Event != wantEvent || r.Rule != wantRule || r.L7 != "quic" || r.QUICVersion != version || r.SNI != c.sni || r.Container != "web" ||
+					!strings.HasPrefix(r.JA4, "q13d") || len(r.JA4) != 36 {
 					t.Errorf("%s: record %+v, want %s by %s with l7 quic %s", c.sni, r, wantEvent, wantRule, version)
 				}
 			}
