@@ -36,6 +36,7 @@ type ruleSpec struct {
 	path   []string
 	method []string
 	qname  []namePattern
+	app    AppProto
 }
 
 // compile flattens validated containers into the Table's lookup arrays.
@@ -111,7 +112,7 @@ func (t *Table) compileRule(rs *ruleSpec) rule {
 	if rs.l7 != 0 {
 		r.action = 0 // see rule.action
 		t.l7 = append(t.l7, l7Rule{action: rs.action, protos: rs.l7,
-			sni: rs.sni, ja4: rs.ja4, host: rs.host, path: rs.path, method: rs.method, qname: rs.qname})
+			sni: rs.sni, ja4: rs.ja4, host: rs.host, path: rs.path, method: rs.method, qname: rs.qname, app: rs.app})
 	}
 	for _, p := range rs.peers {
 		if p.Addr().Is6() {

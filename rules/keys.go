@@ -290,6 +290,7 @@ var ruleKeys = keyTable{path: "container.rule", header: "[[container.rule]]", ke
 	{name: "to"},
 	{name: "action"},
 	{name: "log"},
+	{name: "app_proto", l7: L7App},
 	{name: "tls_sni", l7: L7TLS},
 	{name: "tls_ja4", l7: L7TLS},
 	{name: "http_host", l7: L7HTTP},

@@ -78,6 +78,7 @@ egress = "allow"
   log = true
   tls_sni = ["example.com"]
   tls_ja4 = ["t13d1516h2_*"]
+  app_proto = ["tls", "http", "ssh", "dns", "unknown"]
   http_host = ["example.com"]
   http_path = ["/x"]
   http_method = ["GET"]

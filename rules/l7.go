@@ -18,9 +18,12 @@ const (
 	L7TLS L7 = 1 << iota
 	L7HTTP
 	L7DNS
+	// L7App is app_proto: the flow's application protocol must be
+	// identified, whichever it is.
+	L7App
 )
 
-const l7All = L7TLS | L7HTTP | L7DNS
+const l7All = L7TLS | L7HTTP | L7DNS | L7App
 
 // String returns the protocols as "tls", "http" and "dns" joined with "|"
 // ("tls|http"), and "none" for the empty set.
@@ -34,12 +37,14 @@ func (l L7) String() string {
 		return "http"
 	case L7DNS:
 		return "dns"
+	case L7App:
+		return "app"
 	}
 	var parts []string
 	for _, p := range [...]struct {
 		bit  L7
 		name string
-	}{{L7TLS, "tls"}, {L7HTTP, "http"}, {L7DNS, "dns"}} {
+	}{{L7TLS, "tls"}, {L7HTTP, "http"}, {L7DNS, "dns"}, {L7App, "app"}} {
 		if l&p.bit != 0 {
 			parts = append(parts, p.name)
 		}
@@ -60,7 +65,8 @@ const MaxFactNames = 4
 // Facts are what deep inspection learnt about a flow. The table reads them
 // only during JudgeFacts and keeps no reference to them.
 type Facts struct {
-	Proto  L7                   // the protocol seen: exactly one of L7TLS, L7HTTP, L7DNS
+	Proto  L7                   // the protocol whose fields were read: one of L7TLS, L7HTTP, L7DNS, or 0 (SSH, unknown)
+	App    AppProto             // the application protocol identified: exactly one AppProto
 	QUIC   uint32               // with L7TLS: the QUIC version whose Initial carried the ClientHello, 0 over TCP
 	SNI    []byte               // TLS server_name as sent (case and trailing dot as sent)
 	JA4    []byte               // with L7TLS: the ClientHello's JA4 fingerprint (36 bytes)
@@ -82,24 +88,34 @@ type l7Rule struct {
 	path   []string
 	method []string
 	qname  []namePattern
+	app    AppProto // app_proto; 0 when absent
 }
 
 // applicable returns the protocols whose fields can apply to a flow of
-// class c: over UDP DNS, and TLS as QUIC carries it (tls_sni matches the
-// ClientHello of a QUIC Initial), so that a rule with only HTTP fields
-// never matches a UDP flow. (Rules with L7 fields match TCP and UDP
-// flows only, see parser.rule.)
+// class c: over UDP DNS, TLS as QUIC carries it (tls_sni matches the
+// ClientHello of a QUIC Initial) and app_proto, so that a rule with only
+// HTTP fields never matches a UDP flow. (Rules with L7 fields match TCP
+// and UDP flows only, see parser.rule.)
 func (l *l7Rule) applicable(c protoSet) L7 {
+	if l.app != 0 && l.app&appsOver(c) == 0 {
+		return 0 // app_proto lists only protocols of the other transport
+	}
 	if c == classUDP {
-		return l.protos & (L7DNS | L7TLS)
+		return l.protos & (L7DNS | L7TLS | L7App)
 	}
 	return l.protos
 }
 
-// match reports whether f satisfies the rule's fields for f's protocol: every
-// field given matches one of its values. name is the index of the first
+// match reports whether f satisfies the rule: its app_proto, if it has
+// one, lists the flow's protocol, and every field it gives for the flow's
+// protocol matches one of its values. A rule with app_proto and no fields
+// for the flow's protocol matches on app_proto alone; one without
+// app_proto must have fields for it. name is the index of the first
 // question name that matched for DNS, else -1.
 func (l *l7Rule) match(c protoSet, f *Facts) (name int8, ok bool) {
+	if l.app != 0 && l.app&f.App == 0 {
+		return -1, false
+	}
 	switch l.applicable(c) & f.Proto {
 	case L7TLS:
 		return -1, (l.sni == nil || namesMatch(l.sni, f.SNI)) &&
@@ -114,8 +130,9 @@ func (l *l7Rule) match(c protoSet, f *Facts) (name int8, ok bool) {
 				return int8(i), true
 			}
 		}
+		return -1, false
 	}
-	return -1, false
+	return -1, l.app != 0
 }
 
 // namePattern is a validated tls_sni, http_host or dns_qname entry.

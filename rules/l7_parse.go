@@ -31,6 +31,17 @@ func (p *parser) l7Fields(m map[string]any, at string, r *ruleSpec) {
 				if np, ok := p.namePattern(key, s, false); ok {
 					r.sni = append(r.sni, np)
 				}
+			case "app_proto":
+				if a, ok := p.appProtoValue(key, s); ok {
+					switch {
+					case r.proto == "udp" && a&(AppTLS|AppHTTP|AppSSH) != 0:
+						p.errorf(key, `%q cannot be used with proto "udp": it runs over TCP`, s)
+					case r.proto == "tcp" && a == AppQUIC:
+						p.errorf(key, `"quic" cannot be used with proto "tcp": QUIC runs over UDP`)
+					default:
+						r.app |= a
+					}
+				}
 			case "tls_ja4":
 				if jp, ok := p.ja4Pattern(key, s); ok {
 					r.ja4 = append(r.ja4, jp)

@@ -175,6 +175,9 @@ func formatL7(r *ruleSpec) string {
 			paths[i] = strconv.Quote(p)
 		}
 	}
+	if r.app != 0 {
+		add("app_proto", strings.Split(r.app.String(), "|"))
+	}
 	add("tls_sni", names(r.sni))
 	if len(r.ja4) > 0 {
 		ja4 := make([]string, len(r.ja4))
