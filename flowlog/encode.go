@@ -166,6 +166,7 @@ func (r *rec) encode(e *encoder) {
 	e.strOmit("reason", r.Reason)
 	e.strOmit("l7", r.L7)
 	e.strOmit("quic_version", r.QUICVersion)
+	e.strOmit("app_proto", r.AppProto)
 	e.strOmit("sni", r.SNI)
 	e.strOmit("ja4", r.JA4)
 	e.boolOmit("ech", r.ECH)

@@ -51,6 +51,7 @@ type Record struct {
 	// The L7 fact the flow was judged by (see Event.L7).
 	L7          string `json:"l7,omitempty"`           // "tls", "quic" (TLS in QUIC), "http" or "dns"
 	QUICVersion string `json:"quic_version,omitempty"` // with l7 "quic": "v1", "v2"
+	AppProto    string `json:"app_proto,omitempty"`    // the application protocol identified: tls, http, ssh, dns, quic, unknown
 	SNI         string `json:"sni,omitempty"`
 	JA4         string `json:"ja4,omitempty"` // the ClientHello's JA4 fingerprint (TLS and QUIC)
 	ECH         bool   `json:"ech,omitempty"` // sni is the ECH outer (public) name
@@ -118,6 +119,9 @@ func (r *rec) fill(ev *inspect.Event) {
 	r.src, r.dst = netip.Addr{}, netip.Addr{}
 	if ev.L7 != 0 {
 		r.L7 = ev.L7.String()
+	}
+	if ev.App != 0 {
+		r.AppProto = ev.App.String()
 	}
 	if ev.QUIC != 0 {
 		r.L7, r.QUICVersion = "quic", quicVersion(ev.QUIC)

@@ -412,7 +412,7 @@ func TestJSONCompat(t *testing.T) {
 	})
 	add(func(e *inspect.Event) {
 		e.L7, e.SNI, e.QUIC, e.Proto = rules.L7TLS, "quic.example", 0x6b3343cf, 17
-		e.JA4 = "q13d0312h3_55b375c5d22e_aaaaaaaaaaaa"
+		e.JA4, e.App = "q13d0312h3_55b375c5d22e_aaaaaaaaaaaa", rules.AppQUIC
 	})
 	add(func(e *inspect.Event) { e.L7, e.SNI, e.QUIC, e.Proto = rules.L7TLS, "quic.example", 0xff00001d, 17 })
 	add(func(e *inspect.Event) {

@@ -297,17 +297,18 @@ func (e *Engine) heldOf(f *flow, k *flowKey) *hold {
 // decides it by the new table's rules.
 func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
 	need := hd.need
+	app := need&rules.L7App != 0 // app_proto: every protocol is looked for
 	s := hd.stream()
 	dp := e.deep
 	f := &dp.facts
 	*f = rules.Facts{}
-	waiting, malformed := false, false
-	if need&rules.L7TLS != 0 {
+	waiting, malformed, tooLong := false, false, false
+	if need&rules.L7TLS != 0 || app {
 		switch l7.ParseClientHelloScratch(s, dp.scratch[:0], &dp.hello) {
 		case l7.Done:
 			// A ClientHello without server name is judged so: no
 			// tls_sni value matches it (absent is a fact, not undecided).
-			f.Proto, f.SNI = rules.L7TLS, dp.hello.SNI
+			f.Proto, f.App, f.SNI = rules.L7TLS, rules.AppTLS, dp.hello.SNI
 			f.JA4 = dp.hello.AppendJA4(dp.ja4[:0], l7.JA4TCP)
 			return f, ""
 		case l7.NeedMore:
@@ -316,11 +317,11 @@ func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
 			malformed = true
 		}
 	}
-	if need&rules.L7HTTP != 0 {
+	if need&rules.L7HTTP != 0 || app {
 		switch l7.ParseHTTPRequest(s, &dp.http) {
 		case l7.Done:
 			// A request without Host: no http_host value matches it.
-			f.Proto = rules.L7HTTP
+			f.Proto, f.App = rules.L7HTTP, rules.AppHTTP
 			f.Host, f.Path, f.Method = dp.http.HostName(), dp.http.Path(), dp.http.Method
 			return f, ""
 		case l7.NeedMore:
@@ -329,12 +330,29 @@ func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
 			malformed = true
 		}
 	}
-	if need&rules.L7DNS != 0 {
+	if app {
+		switch l7.ParseSSHBanner(s) {
+		case l7.Done:
+			f.App = rules.AppSSH
+			return f, ""
+		case l7.NeedMore:
+			waiting = true
+		}
+	}
+	if need&rules.L7DNS != 0 || app {
 		switch l7.ParseDNSOverTCP(s, &dp.dns) {
 		case l7.Done:
 			return e.dnsFacts()
 		case l7.NeedMore:
-			waiting = true
+			// A length prefix longer than the hold's buffer is a message
+			// that cannot be read within max_bytes: no use waiting for it
+			// (any stream starting with a TLS record header claims 5 KiB
+			// or more).
+			if len(s) < 2 || 2+(int(s[0])<<8|int(s[1])) <= len(hd.buf) {
+				waiting = true
+			} else {
+				tooLong = true
+			}
 		case l7.Malformed:
 			malformed = true
 		}
@@ -344,6 +362,13 @@ func (e *Engine) parse(hd *hold) (*rules.Facts, string) {
 		return nil, reasonNotProto
 	case waiting:
 		return nil, ""
+	case app:
+		// Every protocol ruled out (a malformed message is not the
+		// protocol it claims): app_proto "unknown" is a fact.
+		f.App = rules.AppUnknown
+		return f, ""
+	case tooLong:
+		return nil, reasonBytes
 	case malformed:
 		return nil, reasonMalformed
 	}
@@ -357,7 +382,7 @@ func (e *Engine) dnsFacts() (*rules.Facts, string) {
 		return nil, reasonNoQuestion
 	}
 	f := &dp.facts
-	*f = rules.Facts{Proto: rules.L7DNS, NNames: min(dp.dns.Count, rules.MaxFactNames)}
+	*f = rules.Facts{Proto: rules.L7DNS, App: rules.AppDNS, NNames: min(dp.dns.Count, rules.MaxFactNames)}
 	for i := range f.NNames {
 		f.Names[i] = dp.dns.Name(i)
 	}
@@ -456,7 +481,7 @@ func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
 	if f == nil {
 		return
 	}
-	ev.L7, ev.QUIC = f.Proto, f.QUIC
+	ev.L7, ev.App, ev.QUIC = f.Proto, f.App, f.QUIC
 	switch f.Proto {
 	case rules.L7TLS:
 		ev.SNI, ev.JA4 = string(f.SNI), string(f.JA4)
@@ -483,13 +508,18 @@ func (e *Engine) judgeQuery(w *work) Verdict {
 	p, dp := &w.p, e.deep
 	var facts *rules.Facts
 	reason := reasonMalformed
+	tu := w.sent()
 	switch l7.ParseDNSQuery(w.data[p.PayloadOff:p.PayloadOff+p.PayloadLen], &dp.dns) {
 	case l7.Done:
 		facts, reason = e.dnsFacts()
 	case l7.NotMatch:
 		reason = reasonNotProto
 	}
-	tu := w.sent()
+	if facts == nil && reason != reasonNoQuestion && e.decide(w.t, &tu, nil).need&rules.L7App != 0 {
+		// Not DNS, and app_proto judges the flow: "unknown" is a fact.
+		facts, reason = &dp.facts, ""
+		*facts = rules.Facts{App: rules.AppUnknown}
+	}
 	d := e.decideInspected(w.t, &tu, facts, reason)
 	allow := d.m.Action != rules.Drop
 	e.rules.count(&d.m, d.dir, 1)

@@ -109,9 +109,10 @@ type Event struct {
 	HTTPHost   string // HTTP Host (without port)
 	HTTPPath   string // HTTP path (without query)
 	HTTPMethod string
-	QUIC       uint32 // with L7 TLS: the QUIC version whose Initial carried the ClientHello; 0 over TCP
-	QName      string // the DNS question name that matched, else the first
-	QueryID    uint16 // DNS message id of a query decided on its own (UDP)
+	App        rules.AppProto // the application protocol identified (app_proto), 0 if none was looked for
+	QUIC       uint32         // with L7 TLS: the QUIC version whose Initial carried the ClientHello; 0 over TCP
+	QName      string         // the DNS question name that matched, else the first
+	QueryID    uint16         // DNS message id of a query decided on its own (UDP)
 }
 
 // Sink receives events. Emit is called on the packet path: it must not

@@ -42,7 +42,7 @@ const (
 // facts need, and judges its first datagram.
 func (e *Engine) startUDP(w *work, need rules.L7) Verdict {
 	f, p, dp := w.f, &w.p, e.deep
-	if need&rules.L7TLS != 0 {
+	if need&(rules.L7TLS|rules.L7App) != 0 {
 		st := dp.quic.Open(w.payload(), &dp.qpkt)
 		if st == l7.Done || st == l7.NotMatch && dp.qpkt.Type != 0 {
 			// An Initial, or another packet type of a known version (a
@@ -50,7 +50,7 @@ func (e *Engine) startUDP(w *work, need rules.L7) Verdict {
 			e.stats.QUIC[QUICInspected].Add(1)
 			return e.inspectQUIC(w, st)
 		}
-		if need&rules.L7DNS == 0 {
+		if need&(rules.L7DNS|rules.L7App) == 0 {
 			reason := reasonNotProto
 			switch {
 			case st == l7.Malformed:
@@ -184,7 +184,7 @@ func (e *Engine) readQUIC(hd *hold, payload []byte, st l7.Status) (*rules.Facts,
 	switch l7.ParseHandshakeClientHello(hd.quic.Prefix(), &dp.hello) {
 	case l7.Done:
 		f := &dp.facts
-		*f = rules.Facts{Proto: rules.L7TLS, QUIC: hd.version, SNI: dp.hello.SNI,
+		*f = rules.Facts{Proto: rules.L7TLS, App: rules.AppQUIC, QUIC: hd.version, SNI: dp.hello.SNI,
 			JA4: dp.hello.AppendJA4(dp.ja4[:0], l7.JA4QUIC)}
 		return f, ""
 	case l7.Malformed:

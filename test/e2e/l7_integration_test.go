@@ -22,6 +22,7 @@ import (
 	"github.com/nfqguard/nfqguard/inspect/l7"
 	"github.com/nfqguard/nfqguard/internal/netlab"
 	"github.com/nfqguard/nfqguard/internal/netlab/netlabtest"
+	"github.com/nfqguard/nfqguard/internal/traffic"
 	"github.com/nfqguard/nfqguard/queue"
 )
 
@@ -360,4 +361,55 @@ ips = ["172.17.0.2"]
 		t.Errorf("allow-list: record %+v (found %v), want blocked by the default with no SNI and a JA4", r, ok)
 	}
 	allow.stopClean()
+}
+
+// TestAppProto: an allow-list of protocols on 443 lets real TLS through
+// and drops an SSH tunnel on the same port.
+func TestAppProto(t *testing.T) {
+	t.Parallel()
+	l := netlabtest.New(t, netlab.Options{})
+	web, out := l.Containers[0], l.Outside
+	must(t, l.ServeTLS(l.Out, ap(out, 443)))
+	e := startTestEngine(t, l, `
+[engine]
+queue = 0
+workers = 1
+
+[defaults]
+ingress = "allow"
+egress = "allow"
+
+[[container]]
+name = "web"
+ips = ["172.17.0.2"]
+egress = "drop"
+
+  [[container.rule]]
+  id = "only-real-tls-out"
+  direction = "egress"
+  proto = "tcp"
+  ports = ["443"]
+  app_proto = ["tls"]
+  action = "allow"
+`)
+	if got, err := l.TLSHandshake(web.NS, ap(out, 443), "example.org", 1, l7Timeout); err != nil || got != "example.org" {
+		t.Errorf("TLS on 443: %q, %v; want allowed", got, err)
+	}
+	start := time.Now()
+	c, err := traffic.DialTCP(l.NSPath(web.NS), 0, ap(out, 443), time.Now().Add(l7Timeout))
+	must(t, err)
+	defer c.Close()
+	must(t, c.SetDeadline(time.Now().Add(l7Timeout)))
+	_, err = c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
+	if err == nil {
+		_, err = c.Read(make([]byte, 64))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) || time.Since(start) > 3*time.Second {
+		t.Errorf("SSH on 443: %v, want reset at once", err)
+	}
+	r, ok := e.waitRecord(5*time.Second, func(r flowlog.Record) bool { return r.Event == "blocked" && r.DstPort == 443 })
+	if !ok || r.Rule != "default" || r.AppProto != "ssh" || r.Reason != "" {
+		t.Errorf("record %+v (found %v), want blocked by the default with app_proto ssh", r, ok)
+	}
+	e.stopClean()
 }
