@@ -83,6 +83,20 @@ func runIntegration(t *testing.T, dockerFW string) {
 				}
 			}
 		}
+		if name == bench.SetupKernel || name == bench.SetupPort443 || name == bench.SetupSNI443 {
+			for _, m := range []string{bench.MetricTLSConns, bench.MetricTLSTTFB, bench.MetricQUICConns, bench.MetricQUICTTFB} {
+				if st := s.Summary[m]; st == nil || st.Median <= 0 {
+					t.Errorf("%s: %s = %+v, want > 0 (errors: %v)", name, m, st, rep.Errors)
+				}
+			}
+		}
+		if name == bench.SetupSNI443 {
+			// The flows were held until their ClientHello was read: QUIC
+			// flows counted as such, and nothing undecided.
+			if e := rep.Engine; e == nil || e.Inspected == 0 || e.Decided == 0 || e.Undecided != 0 {
+				t.Errorf("%s: engine summary %+v, want inspected flows and none undecided (errors: %v)", name, e, rep.Errors)
+			}
+		}
 		if name == bench.SetupNfqguard || name == bench.SetupPerPacket {
 			if rep.Engine == nil || rep.Engine.Latency.Count == 0 {
 				t.Errorf("%s: no engine verdict latency: %+v (errors: %v)", name, rep.Engine, rep.Errors)

@@ -75,6 +75,10 @@ type RepResult struct {
 	UDP   *UDPResult   `json:"udp,omitempty"`
 	Bulk  *BulkResult  `json:"bulk,omitempty"`
 	CPU   *CPUResult   `json:"cpu,omitempty"`
+	// TLS and QUIC are the new-connection workloads to web's 443, run
+	// under l7Setups only.
+	TLS  *HandshakeResult `json:"tls,omitempty"`
+	QUIC *HandshakeResult `json:"quic,omitempty"`
 	// Queue are the kernel's counters of the setup's queues just before
 	// its consumer stopped (since it bound them).
 	Queue *QueueCounters `json:"queue,omitempty"`
@@ -112,6 +116,10 @@ const (
 	MetricUDP          = "udp_kpps"
 	MetricBulk         = "bulk_gbps"
 	MetricCPU          = "cpu_us_per_packet"
+	MetricTLSConns     = "tls_conns_per_s"
+	MetricTLSTTFB      = "tls_ttfb_p50_us"
+	MetricQUICConns    = "quic_conns_per_s"
+	MetricQUICTTFB     = "quic_ttfb_p50_us"
 	MetricEngineP50    = "engine_verdict_p50_us"
 	MetricEngineP90    = "engine_verdict_p90_us"
 	MetricEngineP99    = "engine_verdict_p99_us"
@@ -179,6 +187,10 @@ var metrics = []metric{
 		}
 		return *r.CPU.USPerPacket, true
 	}},
+	{MetricTLSConns, wTLS, func(r *RepResult) (float64, bool) { return handshakeMetric(r.TLS, false) }},
+	{MetricTLSTTFB, wTLS, func(r *RepResult) (float64, bool) { return handshakeMetric(r.TLS, true) }},
+	{MetricQUICConns, wQUIC, func(r *RepResult) (float64, bool) { return handshakeMetric(r.QUIC, false) }},
+	{MetricQUICTTFB, wQUIC, func(r *RepResult) (float64, bool) { return handshakeMetric(r.QUIC, true) }},
 	{MetricEngineP50, wEngine, func(r *RepResult) (float64, bool) { return engineTile(r, 0) }},
 	{MetricEngineP90, wEngine, func(r *RepResult) (float64, bool) { return engineTile(r, 1) }},
 	{MetricEngineP99, wEngine, func(r *RepResult) (float64, bool) { return engineTile(r, 2) }},
@@ -207,6 +219,18 @@ var metrics = []metric{
 		}
 		return float64(r.Queue.UserDropped), true
 	}},
+}
+
+// handshakeMetric is h's connections per second, or its median time to
+// first byte with ttfb.
+func handshakeMetric(h *HandshakeResult, ttfb bool) (float64, bool) {
+	if h == nil {
+		return 0, false
+	}
+	if ttfb {
+		return h.TTFB.P50, true
+	}
+	return h.PerSec, true
 }
 
 func rrTile(r *RepResult, i int) (float64, bool) {
@@ -295,15 +319,21 @@ type ratioDef struct {
 	name, num, den, metric string
 	goal                   float64
 	atLeast                bool
+	// diff compares num - den instead of num / den (an added time).
+	diff bool
 }
 
 // ratioDefs are the issue's targets that the bench measures.
 var ratioDefs = []ratioDef{
-	{"bulk Gbit/s: nfqguard / kernel", SetupNfqguard, SetupKernel, MetricBulk, 0.95, true},
-	{"added latency p50: nfqguard-per-packet / floor-c", SetupPerPacket, SetupFloorC, MetricAddedP50, 1.25, false},
-	{"added latency p99: nfqguard-per-packet / floor-c", SetupPerPacket, SetupFloorC, MetricAddedP99, 1.25, false},
-	{"UDP kpps: nfqguard-per-packet / floor-c", SetupPerPacket, SetupFloorC, MetricUDP, 1.0, true},
-	{"conns/s: nfqguard / kernel", SetupNfqguard, SetupKernel, MetricConns, 0.6, true},
+	{"bulk Gbit/s: nfqguard / kernel", SetupNfqguard, SetupKernel, MetricBulk, 0.95, true, false},
+	{"added latency p50: nfqguard-per-packet / floor-c", SetupPerPacket, SetupFloorC, MetricAddedP50, 1.25, false, false},
+	{"added latency p99: nfqguard-per-packet / floor-c", SetupPerPacket, SetupFloorC, MetricAddedP99, 1.25, false, false},
+	{"UDP kpps: nfqguard-per-packet / floor-c", SetupPerPacket, SetupFloorC, MetricUDP, 1.0, true, false},
+	{"conns/s: nfqguard / kernel", SetupNfqguard, SetupKernel, MetricConns, 0.6, true, false},
+	{"inspected TLS conns/s: nfqguard-443-sni / nfqguard-443-port", SetupSNI443, SetupPort443, MetricTLSConns, 0.8, true, false},
+	{"added TLS time to first byte p50 (µs): nfqguard-443-sni - nfqguard-443-port", SetupSNI443, SetupPort443, MetricTLSTTFB, 30, false, true},
+	{"inspected QUIC conns/s: nfqguard-443-sni / nfqguard-443-port", SetupSNI443, SetupPort443, MetricQUICConns, 0.8, true, false},
+	{"added QUIC time to first byte p50 (µs): nfqguard-443-sni - nfqguard-443-port", SetupSNI443, SetupPort443, MetricQUICTTFB, 30, false, true},
 }
 
 func (r *Report) ratio(d ratioDef) Ratio {
@@ -326,7 +356,10 @@ func (r *Report) ratio(d ratioDef) Ratio {
 		}
 		x, ok1 := m.get(a)
 		y, ok2 := m.get(b)
-		if ok1 && ok2 && y != 0 {
+		switch {
+		case ok1 && ok2 && d.diff:
+			vs = append(vs, x-y)
+		case ok1 && ok2 && y != 0:
 			vs = append(vs, x/y)
 		}
 	}
@@ -372,6 +405,15 @@ var columns = []column{
 	{"engine p50 (µs)", MetricEngineP50, num},
 	{"engine p99 (µs)", MetricEngineP99, num},
 	{"kernel drops", MetricKernelDrops, whole},
+}
+
+// l7Columns are the columns of the deep-inspection table, whose rows are
+// l7Setups.
+var l7Columns = []column{
+	{"TLS conns/s", MetricTLSConns, whole},
+	{"TLS time to first byte p50 (µs)", MetricTLSTTFB, num},
+	{"QUIC conns/s", MetricQUICConns, whole},
+	{"QUIC time to first byte p50 (µs)", MetricQUICTTFB, num},
 }
 
 // num formats v with about three significant digits.
@@ -433,6 +475,28 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		"(a round trip crosses FORWARD twice). CPU µs/pkt: the consumer's CPU time during udp / packets queued meanwhile; "+
 		"n/a for the kernel and under %d queued packets (the fast path). engine: nfqguard's verdict latency (received → verdict sent). "+
 		"kernel drops: queue_dropped + user_dropped of the setup's queues.\n", reps, minCPUPackets)
+	var l7b strings.Builder
+	l7row := func(cells []string) { l7b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	fmt.Fprintf(&l7b, "\nDeep inspection: new TLS (TCP) and QUIC connections to web's port %d (connect, full handshake, "+
+		"the server's first byte, close; a new flow each), judged by a port rule or by a tls_sni rule in the same place:\n\n", l7Port)
+	heads = []string{"setup"}
+	for _, c := range l7Columns {
+		heads = append(heads, c.head)
+	}
+	l7row(heads)
+	l7row(slices.Repeat([]string{"---"}, len(heads)))
+	for _, name := range l7Setups {
+		s := r.Setup(name)
+		if s == nil {
+			continue
+		}
+		cells := []string{s.Name}
+		for _, c := range l7Columns {
+			cells = append(cells, s.cell(c, &partial))
+		}
+		l7row(cells)
+	}
+
 	if partial {
 		notes = append(notes, "* measured in fewer repetitions than ran (see the errors above)")
 	}
@@ -443,6 +507,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 	}
 
+	b.WriteString(l7b.String())
 	b.WriteString("\nTargets (ratios of this run; computed, not asserted):\n\n")
 	row([]string{"ratio", "median (min–max)", "target", "met"})
 	row([]string{"---", "---", "---", "---"})

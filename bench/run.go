@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,7 +106,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("create work directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	b := &bencher{o: o, tmp: tmp, progress: progress, started: started}
+	b := &bencher{o: o, tmp: tmp, progress: progress, started: started, src: src}
 	for _, on := range []bool{false, true} {
 		path := filepath.Join(tmp, fmt.Sprintf("config-fast-path-%t.toml", on))
 		if err := os.WriteFile(path, []byte(setFastPath(string(src), on)), 0o644); err != nil {
@@ -152,7 +154,9 @@ type bencher struct {
 	progress   io.Writer
 	started    time.Time
 	configs    [2]string // nfqguard configs with fast_path false and true
-	floorC     string    // floor-c binary, "" when skipped
+	src        []byte    // the rule file as read
+	l7Configs  map[string]string
+	floorC     string // floor-c binary, "" when skipped
 	floorCSkip string
 	l          *netlab.Lab
 	clients    *clients
@@ -188,6 +192,14 @@ func (b *bencher) measure(ctx context.Context, r *Report) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, srv.Close()) }()
+	l7srv, err := startL7Servers(l, web.NS, web.Addr)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, l7srv.Close()) }()
+	if err := b.writeL7Configs(web.Addr); err != nil {
+		return err
+	}
 	b.clients = &clients{l: l, srv: srv, host: l.HostOutside, d: b.o.Durations}
 
 	for _, name := range SetupNames {
@@ -241,6 +253,8 @@ func (b *bencher) runSetup(ctx context.Context, name string, rep, run int) (res 
 		c, err = startEngine(ctx, b.l, name, b.o.Binary, b.configs[0], stats)
 	case SetupNfqguard:
 		c, err = startEngine(ctx, b.l, name, b.o.Binary, b.configs[1], stats)
+	case SetupPort443, SetupSNI443:
+		c, err = startEngine(ctx, b.l, name, b.o.Binary, b.l7Configs[name], stats)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -309,6 +323,17 @@ func (b *bencher) runSetup(ctx context.Context, name string, rep, run int) (res 
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
+	if slices.Contains(l7Setups, name) {
+		if res.TLS, werr = cl.tlsConns(ctx); werr != nil {
+			fail(wTLS, werr)
+		}
+		if res.QUIC, werr = cl.quicConns(ctx); werr != nil {
+			fail(wQUIC, werr)
+		}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+	}
 	if c == nil {
 		return res, nil
 	}
@@ -326,7 +351,7 @@ func (b *bencher) runSetup(ctx context.Context, name string, rep, run int) (res 
 	if err := stop(); err != nil {
 		return res, err
 	}
-	if name == SetupPerPacket || name == SetupNfqguard {
+	if name != SetupKernel && name != SetupFloorC && name != SetupFloorGo {
 		sum, err := readEngineStats(stats)
 		if err != nil {
 			fail(wEngine, err)
@@ -334,6 +359,28 @@ func (b *bencher) runSetup(ctx context.Context, name string, rep, run int) (res 
 		res.Engine = sum
 	}
 	return res, nil
+}
+
+// writeL7Configs writes the rule files of SetupPort443 and SetupSNI443:
+// the rule file with the fast path on and the setup's rule first for web,
+// checked as the daemon will load it.
+func (b *bencher) writeL7Configs(web netip.Addr) error {
+	b.l7Configs = map[string]string{}
+	for _, name := range []string{SetupPort443, SetupSNI443} {
+		src, err := withWebRule([]byte(setFastPath(string(b.src), true)), web, l7Rules[name])
+		if err != nil {
+			return fmt.Errorf("%s: rule file: %w", name, err)
+		}
+		path := filepath.Join(b.tmp, "config-"+name+".toml")
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			return fmt.Errorf("%s: write rule file: %w", name, err)
+		}
+		if _, err := rules.Load(path); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		b.l7Configs[name] = path
+	}
+	return nil
 }
 
 // cpuSnapshot is a consumer's CPU time and its queues' packet ids at one

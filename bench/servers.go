@@ -35,6 +35,8 @@ var publish = []netlab.Publish{
 	{HostPort: sinkHostPort, Container: 0, ContainerPort: sinkPort, Proto: "tcp"},
 	{HostPort: oneShotHostPort, Container: 0, ContainerPort: oneShotPort, Proto: "tcp"},
 	{HostPort: udpSinkHostPort, Container: 0, ContainerPort: udpSinkPort, Proto: "udp"},
+	{HostPort: l7HostPort, Container: 0, ContainerPort: l7Port, Proto: "tcp"},
+	{HostPort: l7HostPort, Container: 0, ContainerPort: l7Port, Proto: "udp"},
 }
 
 // msgSize is the payload of a request, a reply and a UDP datagram.

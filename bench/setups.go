@@ -29,10 +29,20 @@ const (
 	SetupPerPacket = "nfqguard-per-packet"
 	// SetupNfqguard is nfqguard with the fast path, as shipped.
 	SetupNfqguard = "nfqguard"
+	// SetupPort443 is nfqguard (fast path) with a port rule first for
+	// web's 443: the TLS and QUIC flows judged by port only.
+	SetupPort443 = "nfqguard-443-port"
+	// SetupSNI443 is the same with a tls_sni rule instead: the same flows
+	// held until their ClientHello is read, over TCP and QUIC.
+	SetupSNI443 = "nfqguard-443-sni"
 )
 
 // SetupNames lists every setup in measuring order.
-var SetupNames = []string{SetupKernel, SetupFloorC, SetupFloorGo, SetupPerPacket, SetupNfqguard}
+var SetupNames = []string{SetupKernel, SetupFloorC, SetupFloorGo, SetupPerPacket, SetupNfqguard, SetupPort443, SetupSNI443}
+
+// l7Setups run the TLS and QUIC workloads: the kernel for reference, and
+// the two tables that differ only in how port 443 is judged.
+var l7Setups = []string{SetupKernel, SetupPort443, SetupSNI443}
 
 var setupDescriptions = map[string]string{
 	SetupKernel:    "no redirect: the firewall as Docker leaves it",
@@ -40,6 +50,8 @@ var setupDescriptions = map[string]string{
 	SetupFloorGo:   "accept-all consumer on go-nfqueue (nfqguard floor-go), queue 0, NF_ACCEPT",
 	SetupPerPacket: "nfqguard run, [engine] fast_path = false: every packet judged in userspace",
 	SetupNfqguard:  "nfqguard run, fast_path = true: decided flows stay in the kernel",
+	SetupPort443:   "nfqguard run, fast_path = true, a port rule first for web's 443 (TLS and QUIC judged by port)",
+	SetupSNI443:    "nfqguard run, fast_path = true, a tls_sni rule first for web's 443 (TLS and QUIC held until the ClientHello is read)",
 }
 
 // floorQueue is the queue both floors bind.

@@ -23,6 +23,8 @@ const (
 	wUDP   = "udp"
 	wBulk  = "bulk"
 	wCPU   = "cpu"
+	wTLS   = "tls"
+	wQUIC  = "quic"
 	// Not workloads, but steps of a repetition that can fail.
 	wStart  = "start"  // starting the consumer
 	wStop   = "stop"   // stopping it
