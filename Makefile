@@ -109,6 +109,7 @@ deps-debian:
 	  command -v nft >/dev/null || missing="$$missing nftables"; \
 	  command -v logrotate >/dev/null || missing="$$missing logrotate"; \
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	  command -v curl >/dev/null || missing="$$missing curl"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
