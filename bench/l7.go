@@ -3,16 +3,10 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
 	"sync"
@@ -61,7 +55,7 @@ type l7Servers struct {
 }
 
 func startL7Servers(l *netlab.Lab, ns string, addr netip.Addr) (*l7Servers, error) {
-	cert, err := selfSigned()
+	cert, err := netlab.SelfSignedCert()
 	if err != nil {
 		return nil, fmt.Errorf("TLS server: %w", err)
 	}
@@ -139,23 +133,6 @@ func (s *l7Servers) Close() error {
 		return fmt.Errorf("close TLS and QUIC servers: %w", err)
 	}
 	return nil
-}
-
-// selfSigned is a certificate for the servers; the clients do not check it.
-func selfSigned() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: l7Name}, DNSNames: []string{l7Name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 func clientTLS() *tls.Config {

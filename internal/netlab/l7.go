@@ -56,7 +56,7 @@ const (
 // client sent (SNI, empty if none) followed by "\n", sends close_notify and
 // closes the connection. It runs until Close.
 func (l *Lab) ServeTLS(ns string, addr netip.AddrPort) error {
-	cert, err := selfSignedCert()
+	cert, err := SelfSignedCert()
 	if err != nil {
 		return fmt.Errorf("lab: TLS server on %s in %s: %w", addr, ns, err)
 	}
@@ -81,9 +81,10 @@ func (l *Lab) ServeTLS(ns string, addr netip.AddrPort) error {
 	})
 }
 
-// selfSignedCert returns a fresh self-signed ECDSA P-256 server certificate
-// for "lab.nfqguard.test", valid from an hour ago for a week.
-func selfSignedCert() (tls.Certificate, error) {
+// SelfSignedCert returns a fresh self-signed ECDSA P-256 server certificate
+// for "lab.nfqguard.test", valid from an hour ago for a week, for the lab's
+// TLS and QUIC servers (the bench's too): their clients do not check it.
+func SelfSignedCert() (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("generate key: %w", err)

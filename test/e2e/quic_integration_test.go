@@ -7,14 +7,8 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"net"
 	"net/netip"
 	"strings"
@@ -74,7 +68,8 @@ func serveQUIC(t *testing.T, l *netlab.Lab, ns string, addr netip.AddrPort) {
 	t.Helper()
 	pc, err := traffic.ListenUDP(l.NSPath(ns), addr)
 	must(t, err)
-	cert := quicCert(t)
+	cert, err := netlab.SelfSignedCert()
+	must(t, err)
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{"nfqguard-test"},
@@ -111,20 +106,6 @@ func serveQUIC(t *testing.T, l *netlab.Lab, ns string, addr netip.AddrPort) {
 		pc.Close()
 		<-done
 	})
-}
-
-// quicCert is a self-signed certificate for any name.
-func quicCert(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "nfqguard test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	must(t, err)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // quicExchange dials addr over QUIC version v from namespace ns, asking
