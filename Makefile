@@ -69,7 +69,7 @@ FUZZ_TARGETS := inspect:FuzzDecode inspect:FuzzGopacketAgrees inspect:FuzzJudge 
   rules:FuzzParse rules:FuzzParseAddr \
   inspect/l7:FuzzParseClientHello inspect/l7:FuzzParseHTTPRequest \
   inspect/l7:FuzzParseDNSQuery inspect/l7:FuzzParseDNSOverTCP \
-  inspect/l7:FuzzQUICInitial inspect/l7:FuzzQUICFrames
+  inspect/l7:FuzzQUICInitial inspect/l7:FuzzQUICFrames inspect/l7:FuzzParseDNSResponse
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
