@@ -3,7 +3,8 @@
 // ClientHello server name, the HTTP/1.x request method, target and Host, and
 // the question names of a DNS query (UDP datagram or length-prefixed TCP
 // message), and, for rules by the names a container resolved, the question,
-// CNAME chain and addresses of a DNS response (ParseDNSResponse). For QUIC (v1, RFC 9000/9001, and v2, RFC 9369) it opens a
+// CNAME chain and addresses of a DNS response (ParseDNSResponse). For QUIC
+// (v1, RFC 9000/9001, and v2, RFC 9369) it opens a
 // client's Initial packets (QUICOpener), walks their CRYPTO frames
 // (QUICFrames) and reassembles the ClientHello they carry (QUICCryptoStream,
 // in any order and split at any offset, across packets), which
