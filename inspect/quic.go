@@ -75,8 +75,8 @@ func (e *Engine) startUDP(w *work, need rules.L7) Verdict {
 
 // inspectQUIC judges a datagram of a QUIC flow under inspection. For the
 // flow's first datagram, st is what the opener made of it (the packet is
-// in deep.qpkt); for later ones, st is unused and the datagram is opened
-// here.
+// in deep.qpkt); for later ones st is l7.NeedMore, which Open never
+// returns, and the datagram is opened here.
 func (e *Engine) inspectQUIC(w *work, st l7.Status) Verdict {
 	t, f, dp := w.t, w.f, e.deep
 	pass := Verdict{Allow: true} // judged, but not bypassed
@@ -109,7 +109,8 @@ func (e *Engine) inspectQUIC(w *work, st l7.Status) Verdict {
 		f.expires = w.clock + timeout(&w.p, f.state)
 		e.stats.HeldFlows.Add(1)
 		e.stats.heldNow.Add(1)
-	} else {
+	}
+	if st == l7.NeedMore { // not opened yet (Open never says NeedMore)
 		st = dp.quic.Open(payload, &dp.qpkt)
 	}
 	hd.seen++
