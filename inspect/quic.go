@@ -1,6 +1,8 @@
 package inspect
 
 import (
+	"encoding/binary"
+
 	"github.com/nfqguard/nfqguard/inspect/l7"
 	"github.com/nfqguard/nfqguard/rules"
 )
@@ -22,8 +24,10 @@ import (
 // with reasonQUICVersion when it is a long header of a version nfqguard
 // cannot open (counted: a client cannot pass an SNI rule by offering a
 // version nobody reads), reasonMalformed when it is a v1/v2 Initial that
-// does not decrypt. Later Initials (after a Retry, or retransmitted) follow
-// the flow's verdict. A ClientHello without server name is judged with
+// does not decrypt. A server's Retry before the ClientHello is whole is
+// let through and counted; the client's Initials after it (under a new
+// connection ID, so new keys) carry on the same CRYPTO stream. Initials
+// after the decision follow the flow's verdict. A ClientHello without server name is judged with
 // the name absent, as over TCP.
 
 // reasonQUICVersion is the undecided reason of a flow that starts with a
@@ -35,6 +39,7 @@ const (
 	QUICInspected          = iota // UDP flows held as QUIC until their ClientHello was read
 	QUICUnsupportedVersion        // flows that started with a long header of a version nfqguard cannot open
 	QUICVersionNegotiation        // Version Negotiation packets seen from the server of a held flow
+	QUICRetry                     // Retry packets seen from the server of a held flow
 	QUICOutcomes
 )
 
@@ -84,9 +89,7 @@ func (e *Engine) inspectQUIC(w *work, st l7.Status) Verdict {
 	if !w.fromInit() {
 		if hd != nil {
 			hd.seen++
-			if d := w.payload(); len(d) >= 5 && d[0]&0x80 != 0 && d[1]|d[2]|d[3]|d[4] == 0 {
-				e.stats.QUIC[QUICVersionNegotiation].Add(1)
-			}
+			e.countServerQUIC(w.payload())
 		}
 		return pass
 	}
@@ -137,6 +140,24 @@ func (e *Engine) inspectQUIC(w *work, st l7.Status) Verdict {
 		e.capture(w, e.flows.infoOf(f))
 	}
 	return Verdict{Hold: true}
+}
+
+// countServerQUIC counts a server's Version Negotiation and Retry packets
+// (a long header of version 0, or of a known version with the Retry
+// type). Both pass: after a Version Negotiation the client starts again
+// with another version, after a Retry it sends its Initials again under
+// the connection ID the server chose (new keys, which the opener derives)
+// with the same CRYPTO data at the same offsets.
+func (e *Engine) countServerQUIC(d []byte) {
+	if len(d) < 5 || d[0]&0x80 == 0 {
+		return
+	}
+	switch v := binary.BigEndian.Uint32(d[1:5]); {
+	case v == 0:
+		e.stats.QUIC[QUICVersionNegotiation].Add(1)
+	case (v == l7.QUICv1 && d[0]&0x30 == 0x30) || (v == l7.QUICv2 && d[0]&0x30 == 0):
+		e.stats.QUIC[QUICRetry].Add(1)
+	}
 }
 
 // readQUIC adds the CRYPTO data of the Initial packets of datagram

@@ -301,6 +301,34 @@ func TestQUICVersionNegotiation(t *testing.T) {
 	}
 }
 
+// TestQUICRetry: the server answers the first of two Initials with a Retry;
+// the client sends its Initials again under the connection ID the Retry
+// gave (other keys), and the ClientHello they carry decides.
+func TestQUICRetry(t *testing.T) {
+	r := newDeepRig(t, quicConfig)
+	q := r.quicDial("198.51.100.7", 40008, 443)
+	hello := quicHello(t, "pastebin.com")
+	first := quictest.Datagrams(quictest.V1, []byte{1, 2, 3, 4, 5, 6, 7, 8}, hello, []int{len(hello) / 2}, nil, 1)
+	again := quictest.Datagrams(quictest.V1, []byte{9, 9, 9, 9, 9, 9, 9, 9}, hello, []int{len(hello) / 2}, nil, 1)
+	held := q.send(first[0])
+	if !held.v.Hold {
+		t.Fatalf("first Initial: %+v", held.v)
+	}
+	retry := append([]byte{0xf0, 0, 0, 0, 1, 8}, make([]byte, 40)...) // v1 long header, type Retry
+	if got := q.reply(retry); !got.v.Allow || got.v.Hold {
+		t.Fatalf("Retry: %+v", got.v)
+	}
+	if n := r.e.Stats().QUIC[QUICRetry].Load(); n != 1 {
+		t.Fatalf("retries counted: %d", n)
+	}
+	q.send(again[0])
+	got := q.send(again[1])
+	wantReleased(t, got, false, held.id, held.id+2, got.id)
+	if ev := r.rec.events; len(ev) != 1 || ev[0].SNI != "pastebin.com" || ev[0].RuleID != "no-pastebins" {
+		t.Fatalf("events %+v", ev)
+	}
+}
+
 // TestQUICDoesNotAllocate: an allowed QUIC flow, two datagrams, costs
 // nothing once the opener holds its keys, and the three allocations of
 // the key schedule's ciphers when it does not.

@@ -106,7 +106,7 @@ var (
 	descQUIC = desc("inspect_quic_total",
 		"QUIC outcomes: inspected (UDP flows held until their ClientHello was read), "+
 			"unsupported_version (flows that began with a QUIC version nfqguard cannot read, judged by [inspect] undecided), "+
-			"version_negotiation (Version Negotiation packets from the server of a held flow).", q, "result")
+			"version_negotiation and retry (Version Negotiation and Retry packets from the server of a held flow).", q, "result")
 	descDNSQueries = desc("dns_queries_total",
 		"DNS queries judged one by one, by verdict (accept or drop).", q, "verdict")
 	descResets = desc("resets_total",
@@ -340,6 +340,7 @@ func (c *Collector) collectQueue(ch chan<- prometheus.Metric, qs *queue.QueueSta
 	counter(ch, descQUIC, e.QUIC[inspect.QUICInspected], l, "inspected")
 	counter(ch, descQUIC, e.QUIC[inspect.QUICUnsupportedVersion], l, "unsupported_version")
 	counter(ch, descQUIC, e.QUIC[inspect.QUICVersionNegotiation], l, "version_negotiation")
+	counter(ch, descQUIC, e.QUIC[inspect.QUICRetry], l, "retry")
 	counter(ch, descDNSQueries, e.AllowedQueries, l, "accept")
 	counter(ch, descDNSQueries, e.BlockedQueries, l, "drop")
 	counter(ch, descResets, e.Resets, l)

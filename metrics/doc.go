@@ -44,7 +44,7 @@
 //	nfqguard_inspect_held_packets{queue}              gauge: packets held now
 //	nfqguard_inspect_hold_full_total{queue}           flows not held: max_held_flows reached
 //	nfqguard_inspect_duplicates_total{queue}          retransmissions of held bytes, dropped
-//	nfqguard_inspect_quic_total{queue,result}         QUIC flows inspected, unsupported versions, version negotiation
+//	nfqguard_inspect_quic_total{queue,result}         QUIC flows inspected, unsupported versions, version negotiation, retries
 //	nfqguard_dns_queries_total{queue,verdict}         DNS queries judged one by one
 //	nfqguard_resets_total{queue}                      dropped TCP flows cut with RSTs
 //
