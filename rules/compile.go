@@ -37,6 +37,9 @@ type ruleSpec struct {
 	method []string
 	qname  []namePattern
 	app    AppProto
+	// to_names: the remote address must be bound, for this container, to
+	// a name matching one of these (see Learned); nil when absent.
+	names []namePattern
 }
 
 // compile flattens validated containers into the Table's lookup arrays.
@@ -53,7 +56,7 @@ func (t *Table) compile(specs []containerSpec) {
 		rules += len(specs[i].rules)
 		for j := range specs[i].rules {
 			operands += len(specs[i].rules[j].ports) + len(specs[i].rules[j].peers)
-			if specs[i].rules[j].l7 != 0 {
+			if rs := &specs[i].rules[j]; rs.l7 != 0 || rs.names != nil {
 				l7s++
 			}
 		}
@@ -75,7 +78,7 @@ func (t *Table) compile(specs []containerSpec) {
 			for j := range cs.rules {
 				if rs := &cs.rules[j]; rs.dir == dir {
 					t.rules = append(t.rules, t.compileRule(rs))
-					c.l7 = c.l7 || rs.l7 != 0
+					c.l7 = c.l7 || rs.l7 != 0 || rs.names != nil
 				}
 			}
 			c.rules[dir-1].n = uint32(len(t.rules)) - c.rules[dir-1].off
@@ -109,9 +112,9 @@ func (t *Table) compileRule(rs *ruleSpec) rule {
 	if t.l7 != nil {
 		t.l7of = append(t.l7of, uint32(len(t.l7)))
 	}
-	if rs.l7 != 0 {
+	if rs.l7 != 0 || rs.names != nil {
 		r.action = 0 // see rule.action
-		t.l7 = append(t.l7, l7Rule{action: rs.action, protos: rs.l7,
+		t.l7 = append(t.l7, l7Rule{action: rs.action, protos: rs.l7, names: rs.names,
 			sni: rs.sni, ja4: rs.ja4, host: rs.host, path: rs.path, method: rs.method, qname: rs.qname, app: rs.app})
 	}
 	for _, p := range rs.peers {

@@ -97,6 +97,7 @@ func (kt *keyTable) lookup(name string) *key {
 var fileKeys = keyTable{keys: []key{
 	{name: "engine", sub: &engineKeys},
 	{name: "inspect", sub: &inspectKeys},
+	{name: "dns", sub: &dnsKeys},
 	{name: "log", sub: &logKeys},
 	{name: "metrics", sub: &metricsKeys},
 	{name: "status", sub: &statusKeys},
@@ -173,6 +174,30 @@ var inspectKeys = keyTable{
 			show: func(t *Table) string { return fmt.Sprintf("max_held_flows %d per worker", t.Inspect.MaxHeldFlows) }},
 	},
 	check: [][]string{{"max_packets", "max_bytes", "max_wait", "max_held_flows", "undecided"}},
+}
+
+// dnsKeys: a reload applies them all but max_names, which sizes the store
+// of learned names at start.
+var dnsKeys = keyTable{
+	path: "dns", header: "[dns]",
+	keys: []key{
+		{name: "learn", field: at(func(t *Table) *bool { return &t.DNS.Learn }),
+			show: func(t *Table) string {
+				if t.DNS.Learn {
+					return "learn on"
+				}
+				return "learn off"
+			}},
+		{name: "min_ttl", field: at(func(t *Table) *time.Duration { return &t.DNS.MinTTL }),
+			show: func(t *Table) string { return "min_ttl " + durationText(t.DNS.MinTTL) }},
+		{name: "max_ttl", field: at(func(t *Table) *time.Duration { return &t.DNS.MaxTTL }),
+			show: func(t *Table) string { return "max_ttl " + durationText(t.DNS.MaxTTL) }},
+		{name: "grace", field: at(func(t *Table) *time.Duration { return &t.DNS.Grace }),
+			show: func(t *Table) string { return "grace " + durationText(t.DNS.Grace) }},
+		{name: "max_names", restart: true, field: at(func(t *Table) *int { return &t.DNS.MaxNames }),
+			show: func(t *Table) string { return fmt.Sprintf("max_names %d per container", t.DNS.MaxNames) }},
+	},
+	check: [][]string{{"learn", "min_ttl", "max_ttl", "grace", "max_names"}},
 }
 
 var logKeys = keyTable{
@@ -288,6 +313,7 @@ var ruleKeys = keyTable{path: "container.rule", header: "[[container.rule]]", ke
 	{name: "ports"},
 	{name: "from"},
 	{name: "to"},
+	{name: "to_names"},
 	{name: "action"},
 	{name: "log"},
 	{name: "app_proto", l7: L7App},

@@ -14,7 +14,8 @@ import (
 )
 
 // everyKey sets every key the loader accepts, with valid values: ips and
-// image/label, from and to cannot share an entry, so it has two of each.
+// image/label, from and to, to and to_names cannot share an entry, so it has
+// two of each.
 const everyKey = `
 [engine]
 queue = 10
@@ -37,6 +38,13 @@ max_bytes = 4096
 undecided = "allow"
 max_wait = "250ms"
 max_held_flows = 100
+
+[dns]
+learn = true
+min_ttl = "1s"
+max_ttl = "10m"
+grace = "5s"
+max_names = 100
 
 [log]
 blocked = "stderr"
@@ -89,6 +97,12 @@ egress = "allow"
   direction = "egress"
   to = ["10.0.0.0/8"]
   action = "drop"
+
+  [[container.rule]]
+  id = "out-names"
+  direction = "egress"
+  to_names = ["example.com", "*.example.net"]
+  action = "allow"
 
 [[container]]
 name = "caches"

@@ -88,7 +88,8 @@ type l7Rule struct {
 	path   []string
 	method []string
 	qname  []namePattern
-	app    AppProto // app_proto; 0 when absent
+	app    AppProto      // app_proto; 0 when absent
+	names  []namePattern // to_names; nil when absent
 }
 
 // applicable returns the protocols whose fields can apply to a flow of
@@ -155,11 +156,27 @@ func (p *namePattern) String() string {
 // matches reports whether name, ASCII lower case and without a trailing
 // dot, matches p: exactly, or for a wildcard by ending in ".suffix" after
 // at least one more byte (so not the bare suffix).
-func (p *namePattern) matches(name []byte) bool {
+func (p *namePattern) matches(name []byte) bool { return nameMatches(p, name) }
+
+// nameMatches is namePattern.matches for a name of either type.
+func nameMatches[S ~string | ~[]byte](p *namePattern, name S) bool {
 	if p.wildcard {
 		return len(name) > len(p.s) && equalFold(name[len(name)-len(p.s):], p.s)
 	}
 	return len(name) == len(p.s) && equalFold(name, p.s)
+}
+
+// learnedMatch reports whether one of the learned names, lower case
+// without trailing dot, matches one of ps.
+func learnedMatch(ps []namePattern, learned []string) bool {
+	for _, n := range learned {
+		for i := range ps {
+			if nameMatches(&ps[i], n) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // namesMatch reports whether name, as observed (any case, one trailing dot
@@ -226,8 +243,9 @@ func trimDot(name []byte) []byte {
 
 // equalFold reports whether b equals lower, a lower-case string of the same
 // length, ignoring ASCII case in b.
-func equalFold(b []byte, lower string) bool {
-	for i, c := range b {
+func equalFold[S ~string | ~[]byte](b S, lower string) bool {
+	for i := range len(b) {
+		c := b[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}

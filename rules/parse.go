@@ -117,5 +117,6 @@ func (p *parser) table(doc map[string]any) (*Table, []containerSpec) {
 	}
 	specs := p.containers(doc, t.defaults)
 	t.Inspect = p.inspect(doc, t.Engine, hasL7(specs))
+	t.DNS = p.dns(doc, hasNames(specs))
 	return t, specs
 }

@@ -91,6 +91,7 @@ func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleS
 			}
 		})
 	}
+	p.toNames(m, at, &r)
 	if a, ok := p.action(m, at, "action"); ok {
 		r.action = a
 	} else if !has(m, "action") {
@@ -100,6 +101,30 @@ func (p *parser) rule(m map[string]any, at string, ids map[string]string) (ruleS
 		r.log = v
 	}
 	return r, len(p.errs) == n
+}
+
+// toNames validates to_names into r, whose direction and peers are set:
+// name patterns as tls_sni takes them, for egress rules without "to".
+func (p *parser) toNames(m map[string]any, at string, r *ruleSpec) {
+	if !has(m, "to_names") {
+		return
+	}
+	key := joinPath(at, "to_names")
+	switch {
+	case r.dir == Ingress:
+		p.errorf(key, "to_names is for egress rules: a container learns the names of the addresses it resolves and connects to")
+	case has(m, "to"):
+		p.errorf(key, `cannot be used with "to" in one rule: write a rule for the addresses and one for the names`)
+	}
+	if arr, ok := m["to_names"].([]any); ok && len(arr) == 0 {
+		p.errorf(key, "is empty: leave the key out")
+		return
+	}
+	p.eachString(m, at, "to_names", func(key, s string) {
+		if np, ok := p.namePattern(key, s, false); ok {
+			r.names = append(r.names, np)
+		}
+	})
 }
 
 // prefix parses one entry of from/to. A bare address means a single host;

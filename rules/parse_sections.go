@@ -301,20 +301,8 @@ func (p *parser) inspect(doc map[string]any, e EngineConfig, l7 bool) InspectCon
 	if a, ok := p.action(m, at, "undecided"); ok {
 		in.Undecided = a
 	}
-	if v, ok := m["max_wait"]; ok {
-		key := joinPath(at, "max_wait")
-		s, isStr := v.(string)
-		d, err := time.ParseDuration(s)
-		switch {
-		case !isStr:
-			p.errorf(key, `must be a duration such as "1s" or "250ms", got %s`, describe(v))
-		case err != nil:
-			p.errorf(key, `%q is not a duration; write "1s" or "250ms"`, s)
-		case d < MinMaxWait || d > MaxMaxWait:
-			p.errorf(key, "%q is out of range %s..%s", s, durationText(MinMaxWait), durationText(MaxMaxWait))
-		default:
-			in.MaxWait = d
-		}
+	if d, ok := p.duration(m, at, "max_wait", MinMaxWait, MaxMaxWait); ok {
+		in.MaxWait = d
 	}
 	if v, ok := p.intRange(m, at, "max_held_flows", 1, MaxMaxHeldFlows); ok {
 		in.MaxHeldFlows = int(v)
@@ -347,6 +335,77 @@ func (p *parser) inspect(doc map[string]any, e EngineConfig, l7 bool) InspectCon
 }
 
 // hasL7 reports whether any rule has L7 fields.
+// dns validates [dns]. names tells whether some rule has to_names, which
+// needs learning.
+func (p *parser) dns(doc map[string]any, names bool) DNSConfig {
+	c := DNSConfig{Learn: names, MinTTL: DefaultMinTTL, MaxTTL: DefaultMaxTTL, Grace: DefaultGrace, MaxNames: DefaultMaxNames}
+	m, ok := p.section(doc, "", "dns")
+	if !ok {
+		return c
+	}
+	const at = "dns"
+	p.checkKeys(m, at, &dnsKeys)
+	if v, ok := p.boolean(m, at, "learn"); ok {
+		if !v && names {
+			p.errorf("dns.learn", "is false, but rules use to_names, which match only the names learned; remove learn or those rules")
+		}
+		c.Learn = v
+	}
+	minOK := true
+	if d, ok := p.duration(m, at, "min_ttl", 0, MaxMinTTL); ok {
+		c.MinTTL = d
+	} else {
+		minOK = !has(m, "min_ttl")
+	}
+	if d, ok := p.duration(m, at, "max_ttl", MinMaxTTL, MaxMaxTTL); ok {
+		if minOK && d < c.MinTTL {
+			p.errorf("dns.max_ttl", "%q is less than min_ttl %q", durationText(d), durationText(c.MinTTL))
+		}
+		c.MaxTTL = d
+	}
+	if d, ok := p.duration(m, at, "grace", 0, MaxGrace); ok {
+		c.Grace = d
+	}
+	if v, ok := p.intRange(m, at, "max_names", 1, MaxMaxNames); ok {
+		c.MaxNames = int(v)
+	}
+	return c
+}
+
+// duration reads key of m as a duration within lo..hi.
+func (p *parser) duration(m map[string]any, at, key string, lo, hi time.Duration) (time.Duration, bool) {
+	v, ok := m[key]
+	if !ok {
+		return 0, false
+	}
+	k := joinPath(at, key)
+	s, isStr := v.(string)
+	d, err := time.ParseDuration(s)
+	switch {
+	case !isStr:
+		p.errorf(k, `must be a duration such as "1s" or "250ms", got %s`, describe(v))
+	case err != nil:
+		p.errorf(k, `%q is not a duration; write "1s" or "250ms"`, s)
+	case d < lo || d > hi:
+		p.errorf(k, "%q is out of range %s..%s", s, durationText(lo), durationText(hi))
+	default:
+		return d, true
+	}
+	return 0, false
+}
+
+// hasNames reports whether some rule has to_names.
+func hasNames(specs []containerSpec) bool {
+	for i := range specs {
+		for j := range specs[i].rules {
+			if specs[i].rules[j].names != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func hasL7(specs []containerSpec) bool {
 	for i := range specs {
 		for j := range specs[i].rules {

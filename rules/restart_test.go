@@ -33,6 +33,11 @@ var startOnlyCases = []struct {
 	{"inspect.undecided", `"allow"`, ""},
 	{"inspect.max_wait", `"250ms"`, "inspect.max_wait"},
 	{"inspect.max_held_flows", "100", "inspect.max_held_flows"},
+	{"dns.learn", "true", ""},
+	{"dns.min_ttl", `"1s"`, ""},
+	{"dns.max_ttl", `"10m"`, ""},
+	{"dns.grace", `"5s"`, ""},
+	{"dns.max_names", "100", "dns.max_names"},
 	{"log.blocked", `"stderr"`, "log"},
 	{"log.format", `"text"`, "log"},
 	{"log.rate", "0.5", "log"},
@@ -53,6 +58,7 @@ var startOnlyCases = []struct {
 type settings struct {
 	Engine   EngineConfig
 	Inspect  InspectConfig
+	DNS      DNSConfig
 	Log      LogConfig
 	Metrics  MetricsConfig
 	Status   StatusConfig
@@ -61,7 +67,7 @@ type settings struct {
 }
 
 func settingsOf(t *Table) settings {
-	return settings{t.Engine, t.Inspect, t.Log, t.Metrics, t.Status, t.Docker, t.defaults}
+	return settings{t.Engine, t.Inspect, t.DNS, t.Log, t.Metrics, t.Status, t.Docker, t.defaults}
 }
 
 // TestKeepStartOnly: a reload keeps and names each key a running engine

@@ -50,6 +50,22 @@ type InspectConfig struct {
 	MaxHeldFlows int           // flows held at once per worker
 }
 
+// DNSConfig is the [dns] section with defaults applied: how the engine
+// learns, from the DNS answers a container receives, which names each
+// remote address was resolved from (see the rule key to_names).
+type DNSConfig struct {
+	// Learn is true when answers are learned: dns.learn = true, or, when
+	// the file leaves learn out, some rule has to_names.
+	Learn bool
+	// A binding of an answer lives its record's TTL clamped to
+	// [MinTTL, MaxTTL], then Grace more, during which new flows still
+	// match it (clients keep answers a little longer than their TTL).
+	MinTTL, MaxTTL, Grace time.Duration
+	// MaxNames bounds the (name, address) bindings kept per container;
+	// the one expiring first makes room for a new one.
+	MaxNames int
+}
+
 // LogConfig is the [log] section with defaults applied.
 type LogConfig struct {
 	// Blocked is "stdout", "stderr" or a file path; it is not opened here.
@@ -124,6 +140,20 @@ const (
 	DefaultUndecided    Action = Drop        // inspect.undecided
 	DefaultMaxWait             = time.Second // inspect.max_wait
 	DefaultMaxHeldFlows        = 256         // inspect.max_held_flows
+
+	DefaultMinTTL   = 5 * time.Second  // dns.min_ttl
+	DefaultMaxTTL   = time.Hour        // dns.max_ttl
+	DefaultGrace    = 30 * time.Second // dns.grace
+	DefaultMaxNames = 4096             // dns.max_names
+)
+
+// Limits enforced on [dns] keys; min_ttl and grace are at least 0.
+const (
+	MaxMinTTL   = time.Hour      // dns.min_ttl upper bound
+	MinMaxTTL   = time.Second    // dns.max_ttl lower bound
+	MaxMaxTTL   = 24 * time.Hour // dns.max_ttl upper bound
+	MaxGrace    = time.Hour      // dns.grace upper bound
+	MaxMaxNames = 1 << 20        // dns.max_names upper bound
 )
 
 // Limits enforced on [engine] keys.

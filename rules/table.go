@@ -39,6 +39,8 @@ type Table struct {
 	// Inspect is the [inspect] section, with its defaults when the file
 	// has none.
 	Inspect InspectConfig
+	// DNS is the [dns] section, with its defaults when the file has none.
+	DNS DNSConfig
 
 	defaults    [3]Action // [defaults], indexed by Direction
 	autoWorkers bool      // workers = 0 was resolved to the CPU count
@@ -150,9 +152,30 @@ type Match struct {
 // A dir other than Ingress or Egress is a caller bug; Judge then answers Drop
 // with RuleID "default" rather than panicking on the packet path.
 //
+// Rules with to_names match only through JudgeLearned: Judge sees no
+// learned names, so they never match.
+//
 // Judge does not allocate.
 func (t *Table) Judge(container netip.Addr, dir Direction, proto uint8, port uint16, peer netip.Addr) Match {
-	return t.judge(container, dir, proto, port, peer)
+	return t.judge(container, dir, proto, port, peer, nil)
+}
+
+// Learned tells which DNS names a container resolved a remote address
+// from: what rules with to_names match. The engine implements it over the
+// answers it learned.
+type Learned interface {
+	// Names returns the names, ASCII lower case without a trailing dot,
+	// bound now to peer for container, both unmapped; nil if none. It is
+	// called on the packet path: it must not allocate or block, and the
+	// table keeps no reference to what it returns.
+	Names(container, peer netip.Addr) []string
+}
+
+// JudgeLearned is Judge with the names the container learned through
+// DNS, which rules with to_names match (l nil: none). It does not
+// allocate, and asks l only when a rule with to_names is reached.
+func (t *Table) JudgeLearned(l Learned, container netip.Addr, dir Direction, proto uint8, port uint16, peer netip.Addr) Match {
+	return t.judge(container, dir, proto, port, peer, l)
 }
 
 // JudgeFacts is Judge for a flow whose L7 facts are known: the same walk,
@@ -163,15 +186,21 @@ func (t *Table) Judge(container netip.Addr, dir Direction, proto uint8, port uin
 //
 // JudgeFacts does not allocate.
 func (t *Table) JudgeFacts(container netip.Addr, dir Direction, proto uint8, port uint16, peer netip.Addr, f *Facts) Match {
+	return t.JudgeFactsLearned(nil, container, dir, proto, port, peer, f)
+}
+
+// JudgeFactsLearned is JudgeFacts with the names the container learned
+// through DNS, as JudgeLearned has them.
+func (t *Table) JudgeFactsLearned(l Learned, container netip.Addr, dir Direction, proto uint8, port uint16, peer netip.Addr, f *Facts) Match {
 	if f == nil {
 		f = &noFacts
 	}
 	if dir == Ingress || dir == Egress {
 		if c := t.byAddr.get(container); c != nil && c.l7 {
-			return t.judgeL7(c, dir, proto, port, peer, f)
+			return t.judgeL7(c, container, dir, proto, port, peer, f, l)
 		}
 	}
-	m := t.judge(container, dir, proto, port, peer) // no rule has L7 fields
+	m := t.judge(container, dir, proto, port, peer, nil) // no rule has L7 fields or to_names
 	m.Name = -1
 	return m
 }
@@ -185,7 +214,7 @@ var noFacts Facts
 // matched, cost Judge 8-10% of its time on tables without any: the call it
 // needs kept more values live across the loop. A test per container and
 // direction cost 2-3%; this one, per container, costs next to nothing.)
-func (t *Table) judge(container netip.Addr, dir Direction, proto uint8, port uint16, peer netip.Addr) Match {
+func (t *Table) judge(container netip.Addr, dir Direction, proto uint8, port uint16, peer netip.Addr, l Learned) Match {
 	if dir != Ingress && dir != Egress {
 		return Match{Action: Drop, RuleID: RuleIDDefault}
 	}
@@ -197,7 +226,7 @@ func (t *Table) judge(container netip.Addr, dir Direction, proto uint8, port uin
 		return Match{Action: t.defaults[dir], RuleID: RuleIDDefault}
 	}
 	if c.l7 {
-		return t.judgeL7(c, dir, proto, port, peer, nil)
+		return t.judgeL7(c, container, dir, proto, port, peer, nil, l)
 	}
 	class := protoClass(proto)
 
@@ -253,12 +282,16 @@ func (t *Table) judge(container netip.Addr, dir Direction, proto uint8, port uin
 }
 
 // judgeL7 is the walk of Judge (f == nil) and JudgeFacts for a container
-// with rules with L7 fields in direction dir: a rule whose L4 key matches
-// and which has L7 fields is added to Need (Judge) or matched against f. Its L4 tests are judge's,
-// written out again rather than shared: judge must stay as it is.
-func (t *Table) judgeL7(c *container, dir Direction, proto uint8, port uint16, peer netip.Addr, f *Facts) Match {
+// with rules with L7 fields or to_names in direction dir: a rule whose L4
+// key matches and which has L7 fields is added to Need (Judge) or matched
+// against f; one with to_names matches only if l binds peer to one of its
+// names. Its L4 tests are judge's, written out again rather than shared:
+// judge must stay as it is.
+func (t *Table) judgeL7(c *container, caddr netip.Addr, dir Direction, proto uint8, port uint16, peer netip.Addr, f *Facts, l Learned) Match {
 	class := protoClass(proto)
 	peer = peer.Unmap()
+	var learned []string
+	asked := false
 	var p4 uint64
 	var p6hi, p6lo uint64
 	is4, is6 := peer.Is4(), peer.Is6()
@@ -309,16 +342,27 @@ func (t *Table) judgeL7(c *container, dir Direction, proto uint8, port uint16, p
 		if action == 0 {
 			// A rule with L7 fields: its L4 key only ever matches TCP and
 			// UDP (see parser.rule), and over UDP only dns_qname applies.
-			l := &t.l7[t.l7of[i]]
+			l7 := &t.l7[t.l7of[i]]
+			if l7.names != nil {
+				if !asked && l != nil {
+					learned, asked = l.Names(caddr.Unmap(), peer), true
+				}
+				if !learnedMatch(l7.names, learned) {
+					continue
+				}
+				if l7.protos == 0 {
+					return Match{Action: l7.action, RuleID: t.ids[i], Container: c.name, Log: r.log, Need: need, Name: name}
+				}
+			}
 			if f == nil {
-				need |= l.applicable(class)
+				need |= l7.applicable(class)
 				continue
 			}
-			n, ok := l.match(class, f)
+			n, ok := l7.match(class, f)
 			if !ok {
 				continue
 			}
-			action, name = l.action, n
+			action, name = l7.action, n
 		}
 		return Match{Action: action, RuleID: t.ids[i], Container: c.name, Log: r.log, Need: need, Name: name}
 	}

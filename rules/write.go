@@ -100,7 +100,10 @@ func (t *Table) writeEntry(w io.Writer, i int) error {
 	for i := range c.rules {
 		r := &c.rules[i]
 		peerKey := "from"
-		if r.dir == Egress {
+		switch {
+		case r.names != nil:
+			peerKey = "to_names"
+		case r.dir == Egress:
 			peerKey = "to"
 		}
 		line := fmt.Sprintf("  %*d %s\t%s\t%s\tports %s\t%s %s\t%s", width, i+1, r.id, r.dir, r.proto,
@@ -142,6 +145,13 @@ func formatPorts(ports []portRange) string {
 }
 
 func formatPeers(r *ruleSpec) string {
+	if r.names != nil {
+		parts := make([]string, len(r.names))
+		for i := range r.names {
+			parts[i] = r.names[i].String()
+		}
+		return strings.Join(parts, ",")
+	}
 	if len(r.peers) == 0 {
 		return "any"
 	}
