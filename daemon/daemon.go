@@ -15,6 +15,7 @@ import (
 	"github.com/nfqguard/nfqguard/control"
 	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/flowlog"
+	"github.com/nfqguard/nfqguard/inspect/names"
 	"github.com/nfqguard/nfqguard/metrics"
 	"github.com/nfqguard/nfqguard/pcaplog"
 	"github.com/nfqguard/nfqguard/queue"
@@ -242,6 +243,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Firewall: firewall.Options{CreateChain: d.o.CreateChain, Backend: d.running.Engine.Firewall, DockerBackend: d.dockerFirewall,
 			DockerSays: func() string { return *d.dockerFirewallNow.Load() }},
 		Logger: d.log,
+		// Kept across reloads: what containers learned stays learned.
+		Names: names.New(d.running.DNS.MaxNames),
 	})
 	stopSide()
 	wg.Wait()

@@ -165,12 +165,15 @@ func (e *Engine) Counts() Counts {
 		Inspected: s.Inspected.Load(), HeldFlows: s.HeldFlows.Load(), HeldPackets: s.HeldPackets.Load(),
 		HeldDuplicates: s.HeldDuplicates.Load(), HoldFull: s.HoldFull.Load(), Decided: s.Decided.Load(), Undecided: s.Undecided.Load(),
 		Queries: s.Queries.Load(), AllowedQueries: s.AllowedQueries.Load(), BlockedQueries: s.BlockedQueries.Load(), Resets: s.Resets.Load(),
-		Rejudged:       s.Rejudged.Load(),
+		Rejudged: s.Rejudged.Load(), DNSUntracked: s.DNSUntracked.Load(),
 		FlowTableFlows: uint64(max(e.flows.live.Load(), 0)), FlowTableSize: uint64(len(e.flows.slots)),
 		HeldNow: uint64(max(s.heldNow.Load(), 0)), HeldPacketsNow: uint64(max(s.heldPacketsNow.Load(), 0)),
 	}
 	for i := range s.QUIC {
 		c.QUIC[i] = s.QUIC[i].Load()
+	}
+	for i := range s.DNSAnswers {
+		c.DNSAnswers[i] = s.DNSAnswers[i].Load()
 	}
 	for i := range s.MalformedKinds {
 		n := s.MalformedKinds[i].Load()
@@ -225,7 +228,7 @@ func (e *Engine) endFlow(f *flow, fi *flowInfo) {
 		Action: rules.Drop, RuleID: c.key.rule, Container: c.key.container, Direction: c.key.dir,
 		Proto: f.key.proto, Src: a, Dst: b, Packets: f.packets, Bytes: fi.bytes,
 	}
-	describe(e.tables.Load(), &ev)
+	e.describe(e.tables.Load(), &ev)
 	e.sink.Emit(ev)
 }
 

@@ -114,6 +114,9 @@ func (e *Engine) Tick(now time.Time) {
 	d := e.deep
 	clock := int64(now.Sub(e.base))
 	e.sweep(clock)
+	if e.learn != nil {
+		e.learn.store.Sweep(now)
+	}
 	if clock < d.nextExpiry {
 		return
 	}
@@ -401,6 +404,14 @@ func (e *Engine) release(w *work, hd *hold, facts *rules.Facts, reason string) {
 	}
 	allow := e.settleInspected(w, f, &d, &hd.tuple, hd.seen)
 	v := e.verdict(t, allow)
+	if f != nil && f.learn && allow {
+		// A DNS flow over TCP judged by its first query: that query is
+		// the one its first answer answers.
+		v.Bypass = false
+		if facts != nil && facts.Proto == rules.L7DNS {
+			e.expectQuery(&hd.key, w.clock, &e.deep.dns)
+		}
+	}
 	for _, p := range hd.pkts {
 		e.deep.released = append(e.deep.released, Released{ID: p.id, Mark: p.mark, Verdict: v})
 		e.count(v)
@@ -471,7 +482,7 @@ func (e *Engine) logDecision(t *rules.Table, d *decision, ev Event) bool {
 	if d.facts != nil && d.facts.Proto == rules.L7TLS {
 		ev.ECH = e.deep.hello.ECH // the hello facts were parsed from
 	}
-	describe(t, &ev)
+	e.describe(t, &ev)
 	return e.sink.Emit(ev)
 }
 
@@ -502,6 +513,9 @@ func describeFacts(ev *Event, f *rules.Facts, m rules.Match) {
 // decided one by one.
 func (e *Engine) judgeQuery(w *work) Verdict {
 	if !w.fromInit() {
+		if w.f.learn {
+			e.learnPacket(w)
+		}
 		return Verdict{Allow: true} // responses to allowed queries; never bypassed
 	}
 	e.stats.Queries.Add(1)
@@ -525,6 +539,9 @@ func (e *Engine) judgeQuery(w *work) Verdict {
 	e.rules.count(&d.m, d.dir, 1)
 	if allow {
 		e.stats.AllowedQueries.Add(1)
+		if w.f.learn && facts != nil && facts.Proto == rules.L7DNS {
+			e.expectQuery(&w.key, w.clock, &dp.dns)
+		}
 	} else {
 		e.stats.BlockedQueries.Add(1)
 		e.spare = flowInfo{} // each query is captured on its own

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/inspect/l7"
+	"github.com/nfqguard/nfqguard/inspect/names"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -113,6 +114,11 @@ type Event struct {
 	QUIC       uint32         // with L7 TLS: the QUIC version whose Initial carried the ClientHello; 0 over TCP
 	QName      string         // the DNS question name that matched, else the first
 	QueryID    uint16         // DNS message id of a query decided on its own (UDP)
+
+	// Names are the DNS names the container end resolved the other end's
+	// address from (see [dns]), latest expiry first; empty when none is
+	// bound.
+	Names names.List
 }
 
 // Sink receives events. Emit is called on the packet path: it must not
@@ -139,6 +145,10 @@ type Options struct {
 	// Resetter cuts TCP flows dropped after their handshake; nil: they
 	// are dropped until they expire.
 	Resetter Resetter
+	// Names is the store of names learned from DNS answers, shared by
+	// every engine of the daemon; nil: nothing is learned, and rules with
+	// to_names match nothing.
+	Names *names.Store
 }
 
 // Stats are an engine's counters. They are updated by the engine's goroutine
@@ -182,6 +192,12 @@ type Stats struct {
 	FastPath atomic.Uint64 // flows allowed onto the connmark fast path
 	Rejudged atomic.Uint64 // flows whose verdict a reloaded table changed
 
+	// DNSAnswers counts the answers of DNS flows that learn, by
+	// DNSAnswerAccepted, DNSAnswerUnsolicited and DNSAnswerMalformed;
+	// DNSUntracked the queries not remembered because maxExpected were.
+	DNSAnswers   [DNSAnswerOutcomes]atomic.Uint64
+	DNSUntracked atomic.Uint64
+
 	heldNow, heldPacketsNow atomic.Int64 // gauges, for Counts
 }
 
@@ -203,10 +219,12 @@ type Counts struct {
 	HeldDuplicates, HoldFull, Decided, Undecided uint64
 	Queries, AllowedQueries, BlockedQueries      uint64
 	Resets                                       uint64
-	QUIC                                         [QUICOutcomes]uint64 // indexed like Stats.QUIC
-	Rejudged                                     uint64               // flows whose verdict a reloaded table changed
-	FlowTableFlows, FlowTableSize                uint64               // gauges: live flows, slots
-	HeldNow, HeldPacketsNow                      uint64               // gauges: flows and packets held now
+	QUIC                                         [QUICOutcomes]uint64      // indexed like Stats.QUIC
+	Rejudged                                     uint64                    // flows whose verdict a reloaded table changed
+	DNSAnswers                                   [DNSAnswerOutcomes]uint64 // indexed like Stats.DNSAnswers
+	DNSUntracked                                 uint64
+	FlowTableFlows, FlowTableSize                uint64 // gauges: live flows, slots
+	HeldNow, HeldPacketsNow                      uint64 // gauges: flows and packets held now
 }
 
 // Engine judges the packets of one queue. It is not safe for concurrent use:
@@ -224,6 +242,10 @@ type Engine struct {
 	rules   ruleCounters
 	capt    Capture
 	spare   flowInfo // for a flow or query that has no slot
+	// learn is the engine's part in learning names, nil without a store;
+	// learned is it as the tables' Learned, a nil interface then.
+	learn   *learner
+	learned rules.Learned
 
 	nextSweep int64 // engine clock of the next sweep of the flow table
 }
@@ -247,6 +269,10 @@ func New(o Options, maxFlows int) *Engine {
 		rules:   ruleCounters{index: map[ruleRef]uint32{}, byKey: map[ruleKey]uint32{}},
 	}
 	e.flows = newFlowTable(maxFlows, rand.Uint64(), e.endFlow)
+	if o.Names != nil {
+		e.learn = newLearner(o.Names, &e.w)
+		e.learned = e.learn
+	}
 	return e
 }
 
@@ -294,6 +320,9 @@ func (e *Engine) judge(w *work) Verdict {
 		f.expires = w.clock + timeout(p, f.state)
 		if f.state == stateDropped {
 			e.capture(w, fi)
+		} else if f.learn {
+			e.learnPacket(w)
+			return Verdict{Allow: true}
 		}
 		return e.verdict(w.t, f.state == stateAllowed)
 	case stateQuery:
@@ -339,6 +368,10 @@ func (e *Engine) judgeNew(w *work) Verdict {
 	fi := e.flows.infoOf(f)
 	w.f, w.fi = f, fi
 	fi.bytes, fi.gen = uint64(len(w.data)), uint32(t.Generation)
+	if e.learn != nil {
+		tu := w.initiated()
+		f.learn = e.learns(t, &tu)
+	}
 	if d.need != 0 {
 		return e.startInspection(w, d.need)
 	}
@@ -351,6 +384,10 @@ func (e *Engine) judgeNew(w *work) Verdict {
 	if d.logged() {
 		tu := w.initiated()
 		fi.logged = e.logDecision(t, &d, tu.event(w.now, 1)) && !allow
+	}
+	if allow && f.learn {
+		e.learnPacket(w)
+		return Verdict{Allow: true}
 	}
 	return e.verdict(t, allow)
 }
@@ -413,12 +450,16 @@ func (e *Engine) settle(t *rules.Table, f *flow, fi *flowInfo, d *decision, pack
 	return allow
 }
 
-// describe adds Docker's metadata of the event's container end. It runs
-// only for flows that are logged, and does not allocate.
-func describe(t *rules.Table, ev *Event) {
-	c := ev.Dst
+// describe adds Docker's metadata of the event's container end, and the
+// names the container learned for the other end. It runs only for flows
+// that are logged, and does not allocate.
+func (e *Engine) describe(t *rules.Table, ev *Event) {
+	c, peer := ev.Dst, ev.Src
 	if ev.Direction == rules.Egress {
-		c = ev.Src
+		c, peer = ev.Src, ev.Dst
+	}
+	if e.learn != nil {
+		ev.Names = e.learn.store.List(c.Addr(), peer.Addr(), ev.Time)
 	}
 	m, ok := t.Meta(c.Addr())
 	if !ok {
@@ -462,11 +503,11 @@ func (e *Engine) decide(t *rules.Table, tu *tuple, facts *rules.Facts) decision 
 	// d is set field by field: it is returned by value on every new flow.
 	d := decision{foreign: true}
 	if t.Listed(dst) || e.bridges.IsBridge(tu.out) {
-		d.m, d.dir, d.foreign = matchEnd(t, dst, rules.Ingress, proto, dport, src, facts), rules.Ingress, false
+		d.m, d.dir, d.foreign = e.matchEnd(t, dst, rules.Ingress, proto, dport, src, facts), rules.Ingress, false
 		d.need = d.m.Need
 	}
 	if t.Listed(src) || e.bridges.IsBridge(tu.in) {
-		eg := matchEnd(t, src, rules.Egress, proto, dport, dst, facts)
+		eg := e.matchEnd(t, src, rules.Egress, proto, dport, dst, facts)
 		finalDrop := func(m rules.Match) bool { return m.Action == rules.Drop && m.Need == 0 }
 		switch {
 		case d.foreign:
@@ -488,12 +529,13 @@ func (e *Engine) decide(t *rules.Table, tu *tuple, facts *rules.Facts) decision 
 	return d
 }
 
-// matchEnd is Table.Judge, or Table.JudgeFacts when facts are known.
-func matchEnd(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port uint16, peer netip.Addr, facts *rules.Facts) rules.Match {
+// matchEnd is Table.JudgeLearned, or Table.JudgeFactsLearned when facts
+// are known, with the names learned from DNS.
+func (e *Engine) matchEnd(t *rules.Table, c netip.Addr, dir rules.Direction, proto uint8, port uint16, peer netip.Addr, facts *rules.Facts) rules.Match {
 	if facts != nil {
-		return t.JudgeFacts(c, dir, proto, port, peer, facts)
+		return t.JudgeFactsLearned(e.learned, c, dir, proto, port, peer, facts)
 	}
-	return t.Judge(c, dir, proto, port, peer)
+	return t.JudgeLearned(e.learned, c, dir, proto, port, peer)
 }
 
 // malformed counts a packet the decoder refused, by kind, and answers

@@ -77,6 +77,7 @@ type flow struct {
 	key      flowKey
 	state    flowState
 	aIsInit  bool   // endpoint a sent the flow's first packet
+	learn    bool   // a container's DNS flow whose answers are learned: never bypassed
 	tag      uint32 // bits of the key's hash, compared before the key
 	packets  uint32
 	lastSeen int64 // nanoseconds, engine clock

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nfqguard/nfqguard/firewall"
 	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/inspect/names"
 )
 
 // ErrNotPermitted is returned when the process lacks CAP_NET_ADMIN.
@@ -34,6 +35,9 @@ type Options struct {
 	Monitor  *Monitor            // filled with the running engine's view; may be nil
 	Firewall firewall.Options    // how to find (or create) the chains the redirect goes in
 	Logger   *slog.Logger
+	// Names is the store of names learned from DNS answers, shared by the
+	// workers' engines; nil: nothing is learned.
+	Names *names.Store
 }
 
 // hook is what Run needs of the host's firewall: the redirect to the queues
@@ -159,7 +163,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	resets := true
 	for i := 0; i < cfg.Workers; i++ {
 		q := cfg.Queue + uint16(i)
-		eo := inspect.Options{Tables: o.Tables, Bridges: bridges, Sink: o.Sink, Capture: o.Capture}
+		eo := inspect.Options{Tables: o.Tables, Bridges: bridges, Sink: o.Sink, Capture: o.Capture, Names: o.Names}
 		var rst *resetter
 		if resets {
 			if rst, err = newResetter(); err != nil {

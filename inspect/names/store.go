@@ -73,9 +73,9 @@ type binding struct {
 }
 
 // nameSet is a binding's names, sorted by expiry, latest first, so that
-// the names still bound at any time are a prefix. Only exp[0] may change
-// after the set is published, and only to a later time, which keeps the
-// order.
+// the names still bound at any time are a prefix. After the set is
+// published its expiries change only all at once to one time no sooner
+// than exp[0], stored in index order, which keeps the order.
 type nameSet struct {
 	names []string
 	exp   []atomic.Int64 // store clock
@@ -125,10 +125,31 @@ func mix(h, v uint64) uint64 {
 // slice is the store's: do not change it. Names does not allocate and
 // takes no lock.
 func (s *Store) Names(container, peer netip.Addr, now time.Time) []string {
+	return s.List(container, peer, now).Strings()
+}
+
+// List is Names as a comparable value, for records that are compared as
+// wholes. The zero List has no names.
+type List struct {
+	set *nameSet
+	n   int
+}
+
+// Strings returns the names of l, latest expiry first; nil for none. The
+// slice is the store's: do not change it.
+func (l List) Strings() []string {
+	if l.n == 0 {
+		return nil
+	}
+	return l.set.names[:l.n:l.n]
+}
+
+// List is Names as a List. It does not allocate and takes no lock.
+func (s *Store) List(container, peer netip.Addr, now time.Time) List {
 	k := keyOf(container, peer)
 	b := (*s.shardOf(k).m.Load())[k]
 	if b == nil {
-		return nil
+		return List{}
 	}
 	set := b.set.Load()
 	t := s.clock(now)
@@ -136,10 +157,7 @@ func (s *Store) Names(container, peer netip.Addr, now time.Time) []string {
 	for n < len(set.exp) && set.exp[n].Load() > t {
 		n++
 	}
-	if n == 0 {
-		return nil
-	}
-	return set.names[:n:n]
+	return List{set, n}
 }
 
 // Answer is one address of a DNS answer, with the names that lead to it:
@@ -159,7 +177,7 @@ type Limits struct {
 // Learn binds a's address to its names for container at now, until
 // TTL clamped to [MinTTL, MaxTTL] plus Grace. Learning what a container
 // already holds moves its expiry and allocates nothing when the address
-// has that one name, the common case.
+// has those names only, the common case.
 func (s *Store) Learn(container netip.Addr, a *Answer, l Limits, now time.Time) {
 	t := s.clock(now)
 	ttl := min(max(a.TTL, l.MinTTL), max(l.MaxTTL, l.MinTTL))
@@ -180,11 +198,14 @@ func (s *Store) Learn(container netip.Addr, a *Answer, l Limits, now time.Time) 
 	var old *nameSet
 	if b != nil {
 		old = b.set.Load()
-		if len(old.names) == 1 && len(a.Names) == 1 && old.names[0] == a.Names[0] {
-			if old.exp[0].Load() < exp {
-				old.exp[0].Store(exp)
-				s.stats.Refreshed.Add(1)
+		if sameNames(old.names, a.Names) && old.exp[0].Load() <= exp {
+			// The same names again (the same chain), expiring no sooner
+			// than any of them: every name gets the new expiry, stored
+			// from the first so that a reader always sees them in order.
+			for i := range old.exp {
+				old.exp[i].Store(exp)
 			}
+			s.stats.Refreshed.Add(uint64(len(old.exp)))
 			return
 		}
 	}
@@ -240,6 +261,19 @@ func (s *Store) Learn(container netip.Addr, a *Answer, l Limits, now time.Time) 
 	if o.pairs > s.maxNames {
 		s.evict(c, o, t)
 	}
+}
+
+// sameNames reports whether a and b hold the same names, each once.
+func sameNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, n := range b {
+		if !slices.Contains(a, n) {
+			return false
+		}
+	}
+	return true
 }
 
 // remember adds a pair to o's ring of the latest.
