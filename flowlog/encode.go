@@ -67,6 +67,34 @@ func (e *encoder) strOmit(k, v string) {
 	}
 }
 
+// strsOmit writes vs, unless empty, as a JSON array or, in text, joined
+// with ",".
+func (e *encoder) strsOmit(k string, vs []string) {
+	if len(vs) == 0 {
+		return
+	}
+	e.key(k)
+	if e.text {
+		e.scratch = e.scratch[:0]
+		for i, v := range vs {
+			if i > 0 {
+				e.scratch = append(e.scratch, ',')
+			}
+			e.scratch = append(e.scratch, v...)
+		}
+		e.b = appendTextValue(e.b, e.scratch)
+		return
+	}
+	e.b = append(e.b, '[')
+	for i, v := range vs {
+		if i > 0 {
+			e.b = append(e.b, ',')
+		}
+		e.b = appendJSONString(e.b, v)
+	}
+	e.b = append(e.b, ']')
+}
+
 // addr writes a when it is valid, else s.
 func (e *encoder) addr(k string, a netip.Addr, s string) {
 	if !a.IsValid() {
@@ -175,6 +203,7 @@ func (r *rec) encode(e *encoder) {
 	e.strOmit("http_method", r.HTTPMethod)
 	e.strOmit("qname", r.QName)
 	e.uintOmit("query_id", uint64(r.QueryID))
+	e.strsOmit("names", r.Names)
 	e.uintOmit("suppressed", r.Suppressed)
 	e.timeOmit("since", r.Since)
 	e.end()

@@ -61,6 +61,11 @@ type Record struct {
 	QName       string `json:"qname,omitempty"`
 	QueryID     uint16 `json:"query_id,omitempty"` // DNS message id, for a query judged on its own (UDP)
 
+	// Names are the DNS names the container resolved the remote address
+	// from, learned from its answers ([dns]), whatever rule judged the
+	// flow; latest expiry first. The text form joins them with ",".
+	Names []string `json:"names,omitempty"`
+
 	// A "suppressed" record: how many verdicts of Rule and Container were
 	// not written because of the rate limit, from Since (UTC) to Time.
 	Suppressed uint64    `json:"suppressed,omitempty"`
@@ -114,7 +119,7 @@ func (r *rec) fill(ev *inspect.Event) {
 		Published:  ev.Published,
 
 		SNI: ev.SNI, JA4: ev.JA4, ECH: ev.ECH, HTTPHost: ev.HTTPHost, HTTPPath: ev.HTTPPath, HTTPMethod: ev.HTTPMethod,
-		QName: ev.QName, QueryID: ev.QueryID,
+		QName: ev.QName, QueryID: ev.QueryID, Names: ev.Names.Strings(),
 	}
 	r.src, r.dst = netip.Addr{}, netip.Addr{}
 	if ev.L7 != 0 {

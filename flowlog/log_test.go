@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nfqguard/nfqguard/inspect"
+	"github.com/nfqguard/nfqguard/inspect/names"
 	"github.com/nfqguard/nfqguard/rules"
 )
 
@@ -428,6 +429,7 @@ func TestJSONCompat(t *testing.T) {
 	}
 	add(func(e *inspect.Event) { *e = endOf(*e); e.Start = time.Time{}; e.Bytes = 0 })
 	add(func(e *inspect.Event) { e.Time = time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("X", 3600)) })
+	add(func(e *inspect.Event) { e.Names = learnedNames(t, "github.com", "edge\"x.example") })
 
 	var buf bytes.Buffer
 	l := start(t, Writer(&buf), Options{})
@@ -746,5 +748,41 @@ func TestRecordOfQUIC(t *testing.T) {
 	ev.L7, ev.SNI = rules.L7TLS, "tcp.example"
 	if r := RecordOf(ev); r.L7 != "tls" || r.QUICVersion != "" {
 		t.Errorf("TLS over TCP: l7 %q, quic_version %q", r.L7, r.QUICVersion)
+	}
+}
+
+// learnedNames is a names.List holding ns, as the engine gets it from its
+// store.
+func learnedNames(tb testing.TB, ns ...string) names.List {
+	tb.Helper()
+	s := names.New(10)
+	c, a := netip.MustParseAddr("172.18.0.2"), netip.MustParseAddr("140.82.121.4")
+	s.Learn(c, &names.Answer{Addr: a, TTL: time.Hour, Names: ns}, names.Limits{MaxTTL: time.Hour}, time.Now())
+	l := s.List(c, a, time.Now())
+	if len(l.Strings()) != len(ns) {
+		tb.Fatalf("store holds %q, want %q", l.Strings(), ns)
+	}
+	return l
+}
+
+// TestNamesField: the names learned for the remote address, as a JSON
+// array and as one comma-joined text value.
+func TestNamesField(t *testing.T) {
+	ev := blocked("r1", "front", 0)
+	ev.Direction = rules.Egress
+	ev.Names = learnedNames(t, "objects.githubusercontent.com", "github.map.fastly.net")
+	for _, tt := range []struct{ format, want string }{
+		{"json", `"packets":1,"names":["objects.githubusercontent.com","github.map.fastly.net"]}`},
+		{"text", ` packets=1 names=objects.githubusercontent.com,github.map.fastly.net` + "\n"},
+	} {
+		var buf bytes.Buffer
+		l := start(t, Writer(&buf), Options{Format: tt.format})
+		l.Emit(ev)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(buf.String(), tt.want) {
+			t.Errorf("%s: %s lacks %s", tt.format, buf.String(), tt.want)
+		}
 	}
 }

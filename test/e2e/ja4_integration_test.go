@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -113,7 +114,8 @@ func TestJA4RealClients(t *testing.T) {
 				t.Fatalf("reference JA4 of the captured hello: %v", err)
 			}
 			r, ok := e.waitRecord(5*time.Second, func(r flowlog.Record) bool {
-				return r.Rule == "tls-out" && r.SNI == "ja4.example" && slices.Index(e.recs, r) >= n
+				return r.Rule == "tls-out" && r.SNI == "ja4.example" &&
+					slices.IndexFunc(e.recs, func(x flowlog.Record) bool { return reflect.DeepEqual(x, r) }) >= n
 			})
 			if !ok {
 				t.Fatalf("no record; records:\n%s", fmtRecords(e.records()))
