@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -46,4 +47,25 @@ func configErrors(tb testing.TB, err error) []*ConfigError {
 		out = append(out, ce)
 	}
 	return out
+}
+
+// wantOneError checks that src, parsed as bad.toml, fails with exactly one
+// error, at pos ("LINE:COL"), whose text contains msg.
+func wantOneError(t *testing.T, src, pos, msg string) {
+	t.Helper()
+	_, err := parse("bad.toml", []byte(src), testCPUs)
+	if err == nil {
+		t.Fatalf("parse succeeded, want error %q", msg)
+	}
+	errs := configErrors(t, err)
+	if len(errs) != 1 {
+		t.Fatalf("got %d errors, want 1:\n%v", len(errs), err)
+	}
+	got := errs[0].Error()
+	if want := "bad.toml:" + pos + ": "; !strings.HasPrefix(got, want) {
+		t.Errorf("error %q does not start with %q", got, want)
+	}
+	if !strings.Contains(got, msg) {
+		t.Errorf("error %q does not contain %q", got, msg)
+	}
 }

@@ -388,23 +388,7 @@ func TestDockerParseErrors(t *testing.T) {
 			`container[0].images: unknown key "images" in [[container]] (did you mean "image"?)`},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := parse("bad.toml", []byte(tt.src), testCPUs)
-			if err == nil {
-				t.Fatalf("parse succeeded, want error %q", tt.msg)
-			}
-			errs := configErrors(t, err)
-			if len(errs) != 1 {
-				t.Fatalf("got %d errors, want 1:\n%v", len(errs), err)
-			}
-			got := errs[0].Error()
-			if want := "bad.toml:" + tt.pos + ":"; !strings.HasPrefix(got, want) {
-				t.Errorf("error %q does not start with %q", got, want)
-			}
-			if !strings.Contains(got, tt.msg) {
-				t.Errorf("error %q does not contain %q", got, tt.msg)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantOneError(t, tt.src, tt.pos, tt.msg) })
 	}
 }
 
