@@ -84,13 +84,17 @@ func (e *Engine) learnPacket(w *work) {
 		if len(msg) == 0 {
 			return
 		}
-		if len(msg) < 2 || len(msg) < 2+(int(msg[0])<<8|int(msg[1])) {
+		n := -1 // the message's length, from its prefix
+		if len(msg) >= 2 {
+			n = int(msg[0])<<8 | int(msg[1])
+		}
+		if n < 0 || len(msg) < 2+n {
 			if !w.fromInit() {
 				e.stats.DNSAnswers[DNSAnswerMalformed].Add(1)
 			}
 			return
 		}
-		msg = msg[2 : 2+(int(msg[0])<<8|int(msg[1]))]
+		msg = msg[2 : 2+n]
 	}
 	if w.fromInit() {
 		if l7.ParseDNSQuery(msg, &e.learn.query) == l7.Done {
@@ -138,9 +142,6 @@ func (e *Engine) learnAnswer(w *work, msg []byte) {
 		e.stats.DNSAnswers[DNSAnswerMalformed].Add(1)
 		return
 	}
-	for i := range r.NChain {
-		l.names[i] = lowerName(r.ChainName(i), &l.lower[i])
-	}
 	k := expectKey{flow: w.key, id: r.ID, qhash: l.qhash(r.ChainName(0), uint16(r.QType))}
 	deadline, ok := l.expect[k]
 	if !ok || deadline <= w.clock {
@@ -148,6 +149,9 @@ func (e *Engine) learnAnswer(w *work, msg []byte) {
 		return
 	}
 	delete(l.expect, k)
+	for i := range r.NChain {
+		l.names[i] = lowerName(r.ChainName(i), &l.lower[i])
+	}
 	e.stats.DNSAnswers[DNSAnswerAccepted].Add(1)
 	d := &w.t.DNS
 	lim := names.Limits{MinTTL: d.MinTTL, MaxTTL: d.MaxTTL, Grace: d.Grace}
