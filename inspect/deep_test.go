@@ -88,6 +88,13 @@ type deepRig struct {
 
 func newDeepRig(t *testing.T, config string) *deepRig {
 	t.Helper()
+	return newDeepRigWith(t, config, Options{})
+}
+
+// newDeepRigWith is newDeepRig with the engine's options o, to which it
+// adds the tables, the recorder and the resetter.
+func newDeepRigWith(t *testing.T, config string, o Options) *deepRig {
+	t.Helper()
 	tbl, err := rules.Parse("deep.toml", []byte(config))
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
@@ -95,7 +102,8 @@ func newDeepRig(t *testing.T, config string) *deepRig {
 	var p atomic.Pointer[rules.Table]
 	p.Store(tbl)
 	r := &deepRig{t: t, rec: &recorder{}, rst: &fakeResetter{}, now: time.Now(), table: &p}
-	r.e = New(Options{Tables: &p, Sink: r.rec, Resetter: r.rst}, 4096)
+	o.Tables, o.Sink, o.Resetter = &p, r.rec, r.rst
+	r.e = New(o, 4096)
 	return r
 }
 

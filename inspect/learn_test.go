@@ -96,16 +96,8 @@ type learnRig struct {
 }
 
 func newLearnRig(t *testing.T) *learnRig {
-	tbl, err := rules.Parse("learn.toml", []byte(learnConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p atomic.Pointer[rules.Table]
-	p.Store(tbl)
-	store := names.New(tbl.DNS.MaxNames)
-	r := &deepRig{t: t, rec: &recorder{}, rst: &fakeResetter{}, now: time.Now(), table: &p}
-	r.e = New(Options{Tables: &p, Sink: r.rec, Resetter: r.rst, Names: store}, 4096)
-	return &learnRig{deepRig: r, store: store}
+	store := names.New(rules.DefaultMaxNames)
+	return &learnRig{deepRig: newDeepRigWith(t, learnConfig, Options{Names: store}), store: store}
 }
 
 var (
